@@ -1,0 +1,1 @@
+"""Device platforms this plugin adds to verl (see ``verl.plugin.platform``)."""

@@ -1,0 +1,92 @@
+"""verl plugin entry point: registers this package's components in every process that imports verl.
+
+verl imports every ``verl.plugins`` entry point at ``import verl`` (driver, TaskRunner and each Ray
+worker) and swallows any error at DEBUG level. A half-registered plugin would surface much later
+as "Rollout hf with mode async not found" in some worker, so failures are logged here, loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+logger = logging.getLogger("verl_ext")
+
+#: What ``register`` registered in this process, by kind; read by tests and ``python -m verl_ext.plugin``.
+REGISTERED: dict[str, list[str]] = {}
+
+
+def _note(kind: str, name: str) -> None:
+    REGISTERED.setdefault(kind, [])
+    if name not in REGISTERED[kind]:
+        REGISTERED[kind].append(name)
+
+
+def _register_platform() -> None:
+    from verl_ext import patches
+    from verl_ext.platform import cpu
+
+    _note("platform", cpu.PLATFORM_NAME)
+    if cpu.is_active():
+        patches.install_cpu_gloo_backend_patch()
+        # verl registers its FSDP engine for cuda/npu only, yet its code reaches the device through
+        # the platform; VERL_ENGINE_DEVICE is verl's own switch to pick an engine of another device.
+        os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
+        _note("cpu_runtime", "gloo_backend_patch")
+
+
+def _register_rollout() -> None:
+    from verl.workers.rollout import base as rollout_base
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    from verl_ext.rollout import ROLLOUT_NAME
+
+    # verl 0.9.1 has no public API for the adapter registry; the dict is the registry.
+    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "verl_ext.rollout.hf_adapter.HFServerAdapter"
+
+    def _load_replica():
+        from verl_ext.rollout.hf_replica import HFReplica
+
+        return HFReplica
+
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
+    _note("rollout", ROLLOUT_NAME)
+
+
+def _register_resolvers() -> None:
+    from verl_ext.assets.resolver import register_resolvers
+
+    for name in register_resolvers():
+        _note("resolver", name)
+
+
+STEPS = (_register_platform, _register_rollout, _register_resolvers)
+
+
+def register() -> dict[str, list[str]]:
+    """Register everything; a failing step is logged with its traceback and the others still run."""
+    failed = []
+    for step in STEPS:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - verl would swallow it; we report it instead
+            failed.append(step.__name__)
+            message = f"verl_ext: plugin step {step.__name__} FAILED; verl-ext components will be missing:\n"
+            logger.error(message + traceback.format_exc())
+            # Logging may not be configured yet in a fresh Ray worker: make sure it is seen.
+            if not logger.hasHandlers():
+                sys.stderr.write(message + traceback.format_exc())
+    if failed:
+        REGISTERED["failed"] = failed
+    return REGISTERED
+
+
+register()
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(REGISTERED, indent=2))

@@ -1,0 +1,259 @@
+"""The generation server of the ``hf`` rollout: one Ray actor holding a transformers model.
+
+It answers verl's token-in/token-out ``generate`` calls (the vLLM server's contract: prompt ids
+with the image placeholders already expanded, PIL images, sampling parameters) and takes fresh
+weights from the FSDP actor after each update. Requests are served one at a time under a lock:
+the CPU is the bottleneck, and a single sequence keeps log-probs exact without padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+from typing import Any, Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.config import HFModelConfig, RolloutConfig
+from verl.workers.rollout.replica import TokenOutput
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def max_new_tokens(config: RolloutConfig, prompt_len: int, sampling_params: dict[str, Any]) -> int:
+    """The token budget of one request, computed as verl's vLLM server computes it."""
+    max_model_len = config.max_model_len or (config.prompt_length + config.response_length)
+    room = max_model_len - prompt_len
+    if room < 1:
+        raise ValueError(
+            f"prompt of {prompt_len} tokens leaves no room to generate within max_model_len={max_model_len}"
+        )
+    if "max_tokens" in sampling_params:
+        budget = sampling_params.pop("max_tokens")
+    elif "max_new_tokens" in sampling_params:
+        budget = sampling_params.pop("max_new_tokens")
+    else:
+        budget = min(config.response_length, config.prompt_length + config.response_length - prompt_len)
+    return max(1, min(int(budget), room))
+
+
+def build_generation_config(
+    sampling_params: dict[str, Any], max_tokens: int, eos_ids: list[int], pad_id: Optional[int]
+) -> GenerationConfig:
+    """An explicit GenerationConfig, so the model's own generation defaults (top_k=50 ...) never leak in."""
+    temperature = float(sampling_params.get("temperature", 1.0))
+    top_k = int(sampling_params.get("top_k", -1) or -1)
+    stop_ids = list(sampling_params.get("stop_token_ids") or [])
+    do_sample = temperature > 0 and sampling_params.get("do_sample", True)
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=max_tokens,
+        do_sample=bool(do_sample),
+        repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
+        eos_token_id=None if sampling_params.get("ignore_eos") else sorted(set(eos_ids + stop_ids)),
+        pad_token_id=pad_id,
+        top_k=top_k if top_k > 0 else None,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=float(sampling_params.get("top_p", 1.0)))
+    else:
+        kwargs.update(temperature=None, top_p=None)
+    return GenerationConfig(**kwargs)
+
+
+class HFRolloutServer:
+    """Serves ``generate`` for one rollout replica (created by ``HFReplica`` as a Ray actor)."""
+
+    def __init__(self, config: RolloutConfig, model_config, replica_rank: int, node_rank: int = 0):
+        self.config: RolloutConfig = omega_conf_to_dataclass(config, dataclass_type=RolloutConfig)
+        if not isinstance(model_config, HFModelConfig):
+            model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
+        self.model_config: HFModelConfig = model_config
+        self.replica_rank = replica_rank
+        self.node_rank = node_rank
+        self.global_steps: Optional[int] = None
+        self.weights_version = 0
+        self._lock = threading.Lock()
+        self.tokenizer = model_config.tokenizer
+        self.processor = model_config.processor
+
+        dtype = _DTYPES.get(str(self.config.dtype).lower(), torch.float32)
+        if dtype != torch.float32 and not torch.cuda.is_available():
+            # bf16 matmuls on a CPU are slower than fp32 and lose precision the actor does not.
+            dtype = torch.float32
+        is_vision = getattr(model_config.hf_config, "vision_config", None) is not None
+        auto_cls = AutoModelForImageTextToText if is_vision else AutoModelForCausalLM
+        self.model = auto_cls.from_pretrained(
+            model_config.local_path, dtype=dtype, trust_remote_code=model_config.trust_remote_code
+        ).eval()
+        self.eos_ids = self._eos_ids()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        logger.info(
+            "hf rollout server %d: %s loaded (%s, %.1fM params)",
+            replica_rank,
+            model_config.local_path,
+            dtype,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+        )
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for value in (gen_eos, self.tokenizer.eos_token_id):
+            if value is None:
+                continue
+            ids.update(value if isinstance(value, (list, tuple)) else [value])
+        if not ids:
+            raise ValueError(f"{self.model_config.local_path}: neither the tokenizer nor the generation config names an EOS token")
+        return sorted(ids)
+
+    # ------------------------------------------------------------------ generation
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        request_id: str,
+        image_data: Optional[list[Any]] = None,
+        video_data: Optional[list[Any]] = None,
+        audio_data: Optional[list[Any]] = None,
+        mm_processor_kwargs: Optional[dict[str, Any]] = None,
+        priority: int = 0,
+        **kwargs,
+    ) -> TokenOutput:
+        """Generate one response; the contract of verl's vLLM server ``generate``."""
+        if video_data is not None or audio_data is not None:
+            raise ValueError("the hf rollout serves text and images only; video and audio inputs need vLLM")
+        prompt_ids = [int(t) for t in prompt_ids]
+        params = dict(sampling_params)
+        max_tokens = max_new_tokens(self.config, len(prompt_ids), params)
+        token_ids, log_probs = await asyncio.to_thread(
+            self._generate_blocking, prompt_ids, params, max_tokens, image_data, mm_processor_kwargs
+        )
+        return TokenOutput(
+            token_ids=token_ids,
+            log_probs=log_probs if params.get("logprobs") else None,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps},
+        )
+
+    def _vision_inputs(self, prompt_ids: list[int], images: list[Any], mm_kwargs: Optional[dict]) -> dict:
+        if self.processor is None:
+            raise ValueError(f"{self.model_config.local_path} has no processor, but the request carries images")
+        out = self.processor.image_processor(images=images, return_tensors="pt", **(mm_kwargs or {}))
+        image_token_id = getattr(self.model.config, "image_token_id", None)
+        if image_token_id is not None and "image_grid_thw" in out:
+            merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
+            expected = int(out["image_grid_thw"].prod(dim=-1).sum().item()) // merge
+            found = sum(1 for t in prompt_ids if t == image_token_id)
+            if expected != found:
+                raise ValueError(
+                    f"prompt has {found} image tokens but its {len(images)} image(s) need {expected}: "
+                    "the images were not resized the way the prompt was expanded"
+                )
+        return {k: v for k, v in out.items() if k in ("pixel_values", "image_grid_thw")}
+
+    def _generate_blocking(
+        self, prompt_ids: list[int], params: dict, max_tokens: int, images: Optional[list], mm_kwargs: Optional[dict]
+    ) -> tuple[list[int], list[float]]:
+        inputs: dict[str, Any] = {
+            "input_ids": torch.tensor([prompt_ids], dtype=torch.long),
+            "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long),
+        }
+        if images:
+            inputs.update(self._vision_inputs(prompt_ids, images, mm_kwargs))
+        gen_config = build_generation_config(params, max_tokens, self.eos_ids, self.pad_id)
+        with self._lock, torch.inference_mode():
+            if params.get("seed") is not None:
+                torch.manual_seed(int(params["seed"]))
+            out = self.model.generate(**inputs, generation_config=gen_config)
+        new_tokens = out.sequences[0, len(prompt_ids) :]
+        token_ids = new_tokens.tolist()
+        log_probs = [
+            torch.log_softmax(score[0].float(), dim=-1)[tok].item() for score, tok in zip(out.scores, token_ids)
+        ]
+        return token_ids, log_probs
+
+    # ------------------------------------------------------------------ weights
+
+    def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
+        """Load the actor's full weights (HF names); returns the number of tensors loaded."""
+        own = self.model.state_dict()
+        unknown = [k for k in state_dict if k not in own]
+        if unknown:
+            raise KeyError(
+                f"hf rollout: {len(unknown)} weight names from the actor do not exist in the rollout model, "
+                f"e.g. {unknown[:3]}; the actor and rollout must be the same architecture"
+            )
+        with self._lock, torch.no_grad():
+            for name, tensor in state_dict.items():
+                own[name].copy_(tensor.to(own[name].dtype))
+            self.weights_version += 1
+            if global_steps is not None:
+                self.global_steps = global_steps
+        return len(state_dict)
+
+    def weights_fingerprint(self) -> dict[str, Any]:
+        """A digest of the served weights and how often they were replaced (for tests and debugging)."""
+        digest = hashlib.sha256()
+        with self._lock:
+            for name, tensor in sorted(self.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+        return {"sha256": digest.hexdigest(), "version": self.weights_version, "global_steps": self.global_steps}
+
+    # ------------------------------------------------------------------ verl's server control API
+    # vLLM frees and restores GPU memory around training; on the CPU there is nothing to free.
+
+    async def wake_up(self, tags: Optional[list[str]] = None):
+        return None
+
+    async def sleep(self):
+        return None
+
+    async def clear_kv_cache(self):
+        return None
+
+    async def release_kv_cache(self):
+        return None
+
+    async def resume_kv_cache(self):
+        return None
+
+    async def set_global_steps(self, global_steps: int):
+        self.global_steps = global_steps
+
+    async def wait_for_requests_to_drain(self):
+        # Requests hold the lock while they run; taking it once means none is in flight.
+        await asyncio.to_thread(self._lock.acquire)
+        self._lock.release()
+
+    async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def abort_request(self, request_id: str, reset_prefix_cache: bool = True) -> dict:
+        return {"aborted": False, "request_id": request_id}
+
+    async def resume_generation(self):
+        return None
+
+    async def open_submission_gate(self):
+        return None
+
+    async def resume_engine_generation(self):
+        return None
+
+    async def start_profile(self, **kwargs):
+        return None
+
+    async def stop_profile(self):
+        return None
