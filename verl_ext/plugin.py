@@ -31,10 +31,12 @@ def _register_platform() -> None:
     _note("platform", cpu.PLATFORM_NAME)
     if cpu.is_active():
         patches.install_cpu_gloo_backend_patch()
+        patches.install_cpu_pin_memory_patch()
         # verl registers its FSDP engine for cuda/npu only, yet its code reaches the device through
         # the platform; VERL_ENGINE_DEVICE is verl's own switch to pick an engine of another device.
         os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
         _note("cpu_runtime", "gloo_backend_patch")
+        _note("cpu_runtime", "pin_memory_patch")
 
 
 def _register_rollout() -> None:
@@ -62,7 +64,14 @@ def _register_resolvers() -> None:
         _note("resolver", name)
 
 
-STEPS = (_register_platform, _register_rollout, _register_resolvers)
+def _register_main_alias() -> None:
+    from verl_ext import main_alias
+
+    main_alias.install()
+    _note("command", main_alias.ALIAS)
+
+
+STEPS = (_register_platform, _register_rollout, _register_resolvers, _register_main_alias)
 
 
 def register() -> dict[str, list[str]]:

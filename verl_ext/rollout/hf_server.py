@@ -46,7 +46,11 @@ def max_new_tokens(config: RolloutConfig, prompt_len: int, sampling_params: dict
 
 
 def build_generation_config(
-    sampling_params: dict[str, Any], max_tokens: int, eos_ids: list[int], pad_id: Optional[int]
+    sampling_params: dict[str, Any],
+    max_tokens: int,
+    eos_ids: list[int],
+    pad_id: Optional[int],
+    suppress_ids: Optional[list[int]] = None,
 ) -> GenerationConfig:
     """An explicit GenerationConfig, so the model's own generation defaults (top_k=50 ...) never leak in."""
     temperature = float(sampling_params.get("temperature", 1.0))
@@ -59,7 +63,16 @@ def build_generation_config(
         repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
         eos_token_id=None if sampling_params.get("ignore_eos") else sorted(set(eos_ids + stop_ids)),
         pad_token_id=pad_id,
-        top_k=top_k if top_k > 0 else None,
+        # 0, not None: None lets transformers' default top_k=50 back in.
+        top_k=top_k if top_k > 0 else 0,
+        suppress_tokens=suppress_ids or None,
+        # Neutral values for the warpers a model's generation_config.json could otherwise switch on
+        # (transformers fills every None from it): the rollout must sample what verl asked for.
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        no_repeat_ngram_size=0,
+        min_new_tokens=0,
         return_dict_in_generate=True,
         output_scores=True,
     )
@@ -96,6 +109,7 @@ class HFRolloutServer:
             model_config.local_path, dtype=dtype, trust_remote_code=model_config.trust_remote_code
         ).eval()
         self.eos_ids = self._eos_ids()
+        self.suppress_ids = self._placeholder_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         logger.info(
             "hf rollout server %d: %s loaded (%s, %.1fM params)",
@@ -115,6 +129,13 @@ class HFRolloutServer:
         if not ids:
             raise ValueError(f"{self.model_config.local_path}: neither the tokenizer nor the generation config names an EOS token")
         return sorted(ids)
+
+    def _placeholder_ids(self) -> list[int]:
+        # A response holding image/video placeholder tokens breaks verl's multimodal position ids
+        # (there is no image behind them); trained models never emit them, random ones do.
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        ids = {getattr(self.model.config, n, None) for n in names}
+        return sorted(i for i in ids if i is not None)
 
     # ------------------------------------------------------------------ generation
 
@@ -171,7 +192,7 @@ class HFRolloutServer:
         }
         if images:
             inputs.update(self._vision_inputs(prompt_ids, images, mm_kwargs))
-        gen_config = build_generation_config(params, max_tokens, self.eos_ids, self.pad_id)
+        gen_config = build_generation_config(params, max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
         with self._lock, torch.inference_mode():
             if params.get("seed") is not None:
                 torch.manual_seed(int(params["seed"]))

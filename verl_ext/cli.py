@@ -1,0 +1,229 @@
+"""``python -m verl.trainer.main config=RECIPE.yaml [key=value ...]``: EasyR1's command form for verl.
+
+The recipe is a native verl Hydra config (it extends verl's ``ppo_trainer``). This module composes
+it with the overrides, checks the keys, makes relative paths absolute (Ray workers do not run in
+the caller's directory) and hands the config to verl's own ``main_ppo.main``.
+
+Overrides:
+- ``key=value``: set an existing key. The value is read as YAML, as EasyR1 reads it, so
+  ``data.format_prompt=\\boxed{}`` stays a string and ``trainer.logger=[console]`` is a list.
+- ``+key=value``, ``++key=value``, ``~key`` and config-group choices (``group/sub=option``) use
+  Hydra's override grammar, as with ``python -m verl.trainer.main_ppo``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+logger = logging.getLogger(__name__)
+
+USAGE = "usage: python -m verl.trainer.main config=RECIPE.yaml [key=value ...]"
+
+#: Common EasyR1 keys and the verl keys that mean the same thing.
+EASYR1_KEYS = {
+    "worker.actor.model.model_path": "actor_rollout_ref.model.path",
+    "worker.actor.global_batch_size": "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "worker.actor.micro_batch_size_per_device_for_update": "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "worker.actor.optim.lr": "actor_rollout_ref.actor.optim.lr",
+    "worker.actor.optim.weight_decay": "actor_rollout_ref.actor.optim.weight_decay",
+    "worker.actor.max_grad_norm": "actor_rollout_ref.actor.grad_clip",
+    "worker.actor.use_kl_loss": "actor_rollout_ref.actor.use_kl_loss",
+    "worker.actor.kl_coef": "actor_rollout_ref.actor.kl_loss_coef",
+    "worker.rollout.n": "actor_rollout_ref.rollout.n",
+    "worker.rollout.temperature": "actor_rollout_ref.rollout.temperature",
+    "worker.rollout.top_p": "actor_rollout_ref.rollout.top_p",
+    "worker.rollout.tensor_parallel_size": "actor_rollout_ref.rollout.tensor_model_parallel_size",
+    "worker.rollout.gpu_memory_utilization": "actor_rollout_ref.rollout.gpu_memory_utilization",
+    "worker.reward.reward_type": "reward.reward_manager.name",
+    "worker.reward.reward_function": "reward.custom_reward_function.path",
+    "data.rollout_batch_size": "data.train_batch_size",
+    "data.max_pixels": "data.mm_processor_kwargs.max_pixels",
+    "data.min_pixels": "data.mm_processor_kwargs.min_pixels",
+    "data.answer_key": "data.reward_fn_key",
+    "algorithm.kl_coef": "actor_rollout_ref.actor.kl_loss_coef",
+    "trainer.n_gpus_per_node": "trainer.n_gpus_per_node",
+    "trainer.save_checkpoint_path": "trainer.default_local_dir",
+    "trainer.val_freq": "trainer.test_freq",
+    "trainer.max_steps": "trainer.total_training_steps",
+    "trainer.save_limit": "trainer.max_actor_ckpt_to_keep",
+}
+
+#: Keys holding local paths: made absolute when relative.
+PATH_KEYS = (
+    "data.train_files",
+    "data.val_files",
+    "actor_rollout_ref.model.path",
+    "actor_rollout_ref.model.tokenizer_path",
+    "critic.model.path",
+    "reward.custom_reward_function.path",
+    "trainer.default_local_dir",
+    "trainer.rollout_data_dir",
+    "trainer.validation_data_dir",
+    "trainer.resume_from_path",
+)
+#: Of PATH_KEYS, those that name outputs: absolute even when they do not exist yet.
+OUTPUT_KEYS = {"trainer.default_local_dir", "trainer.rollout_data_dir", "trainer.validation_data_dir"}
+
+
+class CLIError(Exception):
+    """A problem with the command line, reported as one line."""
+
+
+def split_args(argv: Sequence[str]) -> tuple[Path, list[str], list[str]]:
+    """Split argv into the recipe path, plain ``key=value`` overrides and Hydra overrides."""
+    recipe = None
+    plain, hydra_style = [], []
+    for arg in argv:
+        if arg.startswith("config="):
+            if recipe is not None:
+                raise CLIError("config= given twice")
+            recipe = arg.split("=", 1)[1]
+            continue
+        if arg.startswith("~"):
+            hydra_style.append(arg)
+            continue
+        key, sep, _ = arg.partition("=")
+        if not sep or not key.lstrip("+"):
+            raise CLIError(f"malformed override {arg!r}: expected key=value")
+        if key.startswith("+") or "/" in key or "@" in key:
+            hydra_style.append(arg)
+        else:
+            if not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
+                raise CLIError(f"malformed override {arg!r}: {key!r} is not a dotted key")
+            plain.append(arg)
+    if recipe is None:
+        raise CLIError(f"no recipe given. {USAGE}")
+    return Path(recipe), plain, hydra_style
+
+
+def _parse_value(key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        # Not YAML (e.g. a LaTeX fragment with a colon): keep the text as written.
+        return text
+
+
+def _has_key(cfg: DictConfig, dotted: str) -> bool:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if isinstance(node, DictConfig) and part in node:
+            node = node._get_node(part)
+        elif OmegaConf.is_list(node) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        else:
+            return False
+    return True
+
+
+def unknown_key_message(cfg: DictConfig, key: str) -> str:
+    """One line naming an unknown key, with the verl key to use instead when one is known."""
+    if key in EASYR1_KEYS:
+        return f"unknown key {key!r} (an EasyR1 key); in verl use {EASYR1_KEYS[key]!r}"
+    parent, _, leaf = key.rpartition(".")
+    siblings = []
+    if not parent:
+        siblings = list(cfg.keys())
+    elif _has_key(cfg, parent) and isinstance(OmegaConf.select(cfg, parent), DictConfig):
+        siblings = list(OmegaConf.select(cfg, parent).keys())
+    close = difflib.get_close_matches(leaf, [str(s) for s in siblings], n=1)
+    hint = f"; did you mean {'.'.join(filter(None, [parent, close[0]]))!r}?" if close else ""
+    return f"unknown key {key!r}{hint} (use +{key}=... to add a new key)"
+
+
+def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfig:
+    """Compose a recipe with verl's config groups, apply the overrides, and check every key exists."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if recipe.suffix not in (".yaml", ".yml"):
+        raise CLIError(f"recipe {str(recipe)!r} is not a .yaml file")
+    if not recipe.is_file():
+        siblings = sorted(p.name for p in recipe.parent.glob("*.yaml")) if recipe.parent.is_dir() else []
+        where = f" (in {recipe.parent}/: {', '.join(siblings)})" if siblings else ""
+        raise CLIError(f"recipe file not found: {recipe}{where}")
+    try:
+        with initialize_config_dir(config_dir=str(recipe.parent.resolve()), version_base=None):
+            cfg = hydra_compose(config_name=recipe.stem, overrides=hydra_style)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise CLIError(f"cannot compose {recipe}: {_first_line(err)}") from None
+    for arg in plain:
+        key, _, text = arg.partition("=")
+        if not _has_key(cfg, key):
+            raise CLIError(unknown_key_message(cfg, key))
+        try:
+            OmegaConf.update(cfg, key, _parse_value(key, text), merge=False)
+        except OmegaConfBaseException as err:
+            raise CLIError(f"cannot set {key}: {_first_line(err)}") from None
+    return cfg
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def absolutize_paths(cfg: DictConfig, cwd: Path | None = None) -> list[str]:
+    """Make the relative local paths of PATH_KEYS absolute; returns the keys changed.
+
+    Values are resolved first (``checkpoints/${trainer.experiment_name}`` is relative too), which
+    builds any ``${verl_ext_asset:...}`` asset here, in the driver, before Ray starts.
+    """
+    cwd = cwd or Path.cwd()
+    changed = []
+    for key in PATH_KEYS:
+        if not _has_key(cfg, key):
+            continue
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_list(value):
+            value = list(value)
+        new = _absolute(value, cwd, must_exist=key not in OUTPUT_KEYS)
+        if new != value:
+            OmegaConf.update(cfg, key, new, merge=False)
+            changed.append(key)
+    return changed
+
+
+def _absolute(value: Any, cwd: Path, must_exist: bool) -> Any:
+    if isinstance(value, list):
+        return [_absolute(v, cwd, must_exist) for v in value]
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute():
+        return value
+    candidate = cwd / path
+    # A relative value that does not exist may be a hub id ("Qwen/Qwen2.5-VL-7B-Instruct"): leave it.
+    if must_exist and not candidate.exists():
+        return value
+    return str(candidate.resolve())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Compose the recipe and run verl's PPO main with it; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0
+    try:
+        recipe, plain, hydra_style = split_args(argv)
+        cfg = compose(recipe, plain, hydra_style)
+        absolutize_paths(cfg)
+    except CLIError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    from verl.trainer.main_ppo import main as verl_main
+
+    # A @hydra.main function called with a config runs its body on that config.
+    verl_main(cfg)
+    return 0

@@ -1,0 +1,1 @@
+"""Reward functions and reward managers registered into verl's reward loop."""
