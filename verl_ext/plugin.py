@@ -57,6 +57,12 @@ def _register_rollout() -> None:
     _note("rollout", ROLLOUT_NAME)
 
 
+def _register_reward_managers() -> None:
+    from verl_ext.rewards import majority_vote
+
+    _note("reward_manager", majority_vote.NAME)
+
+
 def _register_resolvers() -> None:
     from verl_ext.assets.resolver import register_resolvers
 
@@ -71,7 +77,7 @@ def _register_main_alias() -> None:
     _note("command", main_alias.ALIAS)
 
 
-STEPS = (_register_platform, _register_rollout, _register_resolvers, _register_main_alias)
+STEPS = (_register_platform, _register_rollout, _register_reward_managers, _register_resolvers, _register_main_alias)
 
 
 def register() -> dict[str, list[str]]:

@@ -1,0 +1,1 @@
+"""Hydra config groups shipped with verl-ext (on Hydra's search path through ``hydra_plugins``)."""

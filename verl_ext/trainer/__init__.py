@@ -1,0 +1,1 @@
+"""verl trainer-side components: the group vote that runs between rollout and advantages."""

@@ -1,0 +1,135 @@
+"""``MajorityVoteReplayBuffer``: the group vote of MM-UPT inside verl's v1 trainer.
+
+verl's sync trainer samples finished prompt groups from its replay buffer and then computes
+advantages from the ``rm_scores`` stored in TransferQueue. This buffer is the point where a whole
+group is visible and scored but has no advantages yet: after the usual sampling it groups the
+training batch by ``uid``, votes on the answers the ``majority_vote`` reward manager extracted,
+writes the vote's rewards back as ``rm_scores`` and returns the vote's metrics with the step's.
+Validation batches (partition ``val``) pass through untouched, scored against real labels.
+
+Enabled with ``trainer.v1.sampler.custom_sampler.{path,name}`` (``+mmupt=majority_vote`` sets both);
+settings in ``trainer.v1.sampler.sampler_kwargs`` (see ``VoteConfig``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import defaultdict
+from typing import Any, Optional
+
+import torch
+import transfer_queue as tq
+from tensordict import TensorDict
+from transfer_queue import KVBatchMeta
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+from verl_ext.voting import vote
+from verl_ext.voting.config import VoteConfig
+from verl_ext.voting.metrics import GroupOutcome, summarize
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+
+def _plain(value: Any) -> Any:
+    """TransferQueue hands back non-tensor values wrapped (NonTensorData); unwrap them."""
+    return getattr(value, "data", value)
+
+
+def hidden_truth(extra_info: Any, reward_model: Any) -> Optional[str]:
+    """The label kept for monitoring only: ``extra_info["answer"]``, else the reward model's ground truth."""
+    for source, key in ((extra_info, "answer"), (reward_model, "ground_truth")):
+        if isinstance(source, dict) and source.get(key) not in (None, ""):
+            return str(source[key]).strip()
+    return None
+
+
+class MajorityVoteReplayBuffer(ReplayBuffer):
+    """verl's sync replay buffer, plus the per-prompt majority vote on training batches."""
+
+    def __init__(self, *args, sampler_kwargs=None, **kwargs):
+        super().__init__(*args, sampler_kwargs=sampler_kwargs, **kwargs)
+        from omegaconf import OmegaConf
+
+        plain = OmegaConf.to_container(sampler_kwargs, resolve=True) if OmegaConf.is_config(sampler_kwargs) else sampler_kwargs
+        self.vote_config = VoteConfig.from_mapping(plain)
+        self._votes = 0
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[KVBatchMeta, dict]:
+        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        if partition_id == "val" or not batch.keys:
+            return batch, metrics
+        batch, vote_metrics = self.vote_batch(batch)
+        metrics.update(vote_metrics)
+        return batch, metrics
+
+    def vote_batch(self, batch: KVBatchMeta) -> tuple[KVBatchMeta, dict[str, float]]:
+        """Vote per uid, write the rewards to ``rm_scores``, keep ``n_train`` responses per prompt."""
+        start = time.perf_counter()
+        data = tq.kv_batch_get(
+            keys=batch.keys,
+            partition_id=batch.partition_id,
+            select_fields=["uid", "rm_scores", "extra_fields", "extra_info", "reward_model"],
+        )
+        uids = [str(_plain(u)) for u in data["uid"]]
+        scores = list(data["rm_scores"].unbind()) if data["rm_scores"].is_nested else list(data["rm_scores"])
+        answers: list[Optional[str]] = []
+        for extra in data["extra_fields"]:
+            info = (_plain(extra) or {}).get("reward_extra_info", {})
+            if "pred" not in info:
+                raise KeyError(
+                    "a training response has no 'pred' in reward_extra_info: the group vote needs "
+                    "reward.reward_manager.name=majority_vote"
+                )
+            answers.append(info["pred"] or None)
+        truths = [hidden_truth(_plain(e), _plain(r)) for e, r in zip(data["extra_info"], data["reward_model"])]
+
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, uid in enumerate(uids):
+            groups[uid].append(i)
+        cfg = self.vote_config
+        rewards = [0.0] * len(uids)
+        outcomes = []
+        keep: list[int] = []
+        rng = random.Random(cfg.seed + self._votes)
+        for g, (uid, members) in enumerate(groups.items()):
+            group_answers = [answers[i] for i in members]
+            result = vote(
+                group_answers, min_ratio=cfg.min_ratio, tie_break=cfg.tie_break, seed=cfg.seed + g, soft=cfg.soft
+            )
+            for i, r in zip(members, result.rewards):
+                rewards[i] = r
+            outcomes.append(GroupOutcome(group_answers, result, truths[members[0]]))
+            keep.extend(members if cfg.n_train is None else sorted(rng.sample(members, min(cfg.n_train, len(members)))))
+        self._votes += 1
+
+        new_scores = []
+        for score, reward in zip(scores, rewards):
+            # verl puts a response's score on its last token; the vote's reward goes where the score was.
+            fresh = torch.zeros_like(score)
+            if fresh.numel():
+                fresh[-1] = reward
+            new_scores.append(fresh)
+        fields = TensorDict(
+            {"rm_scores": torch.nested.as_nested_tensor(new_scores, layout=torch.jagged)}, batch_size=len(uids)
+        )
+        batch = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+        if len(keep) < len(uids):
+            batch = self._keep(batch, sorted(keep))
+        metrics = summarize(outcomes, vote_seconds=time.perf_counter() - start)
+        return batch, metrics
+
+    @staticmethod
+    def _keep(batch: KVBatchMeta, indices: list[int]) -> KVBatchMeta:
+        """Drop the responses that only voted: clear them from TransferQueue and from the batch."""
+        kept = set(indices)
+        dropped = [k for i, k in enumerate(batch.keys) if i not in kept]
+        tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
+        return KVBatchMeta(
+            partition_id=batch.partition_id,
+            keys=[batch.keys[i] for i in indices],
+            tags=[batch.tags[i] for i in indices],
+        )

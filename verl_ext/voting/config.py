@@ -1,0 +1,49 @@
+"""Settings of the majority-vote reward, read from ``trainer.v1.sampler.sampler_kwargs``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from verl_ext.voting.extract import STYLES
+from verl_ext.voting.vote import TIE_BREAKS
+
+
+@dataclass(frozen=True)
+class VoteConfig:
+    """How responses are turned into answers, answers into a pseudo-label, and the label into rewards."""
+
+    answer_style: str = "boxed"
+    """How the final answer is read from a response: ``boxed``, ``answer_tag`` or ``choice``."""
+    min_ratio: float = 0.0
+    """A pseudo-label needs at least this share of the group's responses (SRT's self-consistency threshold)."""
+    tie_break: str = "none"
+    """A tie for the top: ``none`` (no label, no reward), ``first`` or ``random``."""
+    soft: bool = False
+    """Reward each response with its cluster's frequency instead of 0/1 for the winning cluster."""
+    seed: int = 0
+    """Seed for ``tie_break=random`` and for choosing the trained subset when ``n_train`` < the group."""
+    n_train: Optional[int] = None
+    """Train on this many responses per prompt, voting on all ``rollout.n`` (TTRL); None trains on all."""
+
+    def __post_init__(self):
+        if self.answer_style not in STYLES:
+            raise ValueError(f"answer_style must be one of {', '.join(STYLES)}; got {self.answer_style!r}")
+        if self.tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {', '.join(TIE_BREAKS)}; got {self.tie_break!r}")
+        if not 0.0 <= float(self.min_ratio) <= 1.0:
+            raise ValueError(f"min_ratio must be in [0, 1]; got {self.min_ratio!r}")
+        if self.n_train is not None and int(self.n_train) < 1:
+            raise ValueError(f"n_train must be >= 1 or null; got {self.n_train!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "VoteConfig":
+        """Build from a config mapping; an unknown key is an error naming the known ones."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown majority-vote setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)

@@ -1,0 +1,73 @@
+"""Diagnostics of the vote per training step: is the pseudo-label any good, is the group converging?
+
+Names avoid "max", "min", "sum" and "total": verl's metric aggregator picks a reduction by
+substring of the name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from verl_ext.voting.equivalence import is_equivalent
+from verl_ext.voting.vote import Vote
+
+PREFIX = "mmupt"
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """One prompt's vote, with the hidden label when the dataset carries one (monitoring only)."""
+
+    answers: Sequence[Optional[str]]
+    vote: Vote
+    truth: Optional[str] = None
+
+
+def answer_entropy(vote: Vote, n: int) -> float:
+    """Entropy (nats) of the answer distribution over clusters, responses without an answer as one more outcome."""
+    sizes = [len(c) for c in vote.clusters]
+    unanswered = n - sum(sizes)
+    if unanswered:
+        sizes.append(unanswered)
+    return -sum((s / n) * math.log(s / n) for s in sizes if s) if n else 0.0
+
+
+def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict[str, float]:
+    """Step metrics over the groups of one batch.
+
+    - ``majority_ratio``: mean share of the largest cluster.
+    - ``no_label_rate``: share of groups left without a pseudo-label (tie, no answer, below min_ratio).
+    - ``no_answer_rate``: share of responses with no extractable answer.
+    - ``answer_entropy``: mean entropy over answer clusters (falls as the model converges).
+    - ``label_accuracy``: share of labelled groups whose pseudo-label equals the hidden truth.
+    - ``reward_accuracy``: share of responses whose vote reward (> 0) agrees with their true correctness.
+    - ``labeled_groups``: how many groups carried a hidden truth (the two accuracies' denominators).
+    - ``vote_time_s``: wall time spent voting.
+    """
+    if not groups:
+        return {}
+    n_groups = len(groups)
+    n_responses = sum(len(g.answers) for g in groups)
+    metrics = {
+        "majority_ratio": sum(g.vote.ratio for g in groups) / n_groups,
+        "no_label_rate": sum(g.vote.label is None for g in groups) / n_groups,
+        "no_answer_rate": sum(a is None for g in groups for a in g.answers) / max(n_responses, 1),
+        "answer_entropy": sum(answer_entropy(g.vote, len(g.answers)) for g in groups) / n_groups,
+        "vote_time_s": vote_seconds,
+    }
+    labeled = [g for g in groups if g.truth]
+    metrics["labeled_groups"] = float(len(labeled))
+    if labeled:
+        label_hits = [g.vote.label is not None and is_equivalent(g.vote.label, g.truth) for g in labeled]
+        metrics["label_accuracy"] = sum(label_hits) / len(labeled)
+        agree, count = 0, 0
+        for g in labeled:
+            for answer, reward in zip(g.answers, g.vote.rewards):
+                correct = answer is not None and is_equivalent(answer, g.truth)
+                agree += (reward > 0) == correct
+                count += 1
+        metrics["reward_accuracy"] = agree / count
+    return {f"{PREFIX}/{k}": float(v) for k, v in metrics.items()}
