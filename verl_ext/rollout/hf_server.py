@@ -83,6 +83,15 @@ def build_generation_config(
     return GenerationConfig(**kwargs)
 
 
+def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and float32 values, in name order (same weights, same digest)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class HFRolloutServer:
     """Serves ``generate`` for one rollout replica (created by ``HFReplica`` as a Ray actor)."""
 
@@ -96,6 +105,9 @@ class HFRolloutServer:
         self.global_steps: Optional[int] = None
         self.weights_version = 0
         self._lock = threading.Lock()
+        # rollout.custom.log_weight_digest: log a digest of the served weights after each sync, so a
+        # test (or a suspicious user) can check the rollout serves exactly the trained weights.
+        self.log_weight_digest = bool((self.config.custom or {}).get("log_weight_digest", False))
         self.tokenizer = model_config.tokenizer
         self.processor = model_config.processor
 
@@ -221,16 +233,21 @@ class HFRolloutServer:
             self.weights_version += 1
             if global_steps is not None:
                 self.global_steps = global_steps
+        if self.log_weight_digest:
+            logger.info(
+                "hf rollout server %d: weights v%d (global step %s) sha256=%s",
+                self.replica_rank,
+                self.weights_version,
+                global_steps,
+                self.weights_fingerprint()["sha256"],
+            )
         return len(state_dict)
 
     def weights_fingerprint(self) -> dict[str, Any]:
         """A digest of the served weights and how often they were replaced (for tests and debugging)."""
-        digest = hashlib.sha256()
         with self._lock:
-            for name, tensor in sorted(self.model.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-        return {"sha256": digest.hexdigest(), "version": self.weights_version, "global_steps": self.global_steps}
+            sha = state_dict_digest(self.model.state_dict())
+        return {"sha256": sha, "version": self.weights_version, "global_steps": self.global_steps}
 
     # ------------------------------------------------------------------ verl's server control API
     # vLLM frees and restores GPU memory around training; on the CPU there is nothing to free.
