@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_namespace_packages, find_packages, setup
+from setuptools import find_packages, setup
 
 # Everything a run needs on any machine. torch is left to an extra: verl's GPU stack pins
 # torch 2.11 (vLLM 0.24), while the CPU machines this project is tested on carry torch 2.14.1.
@@ -37,9 +37,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # hydra_plugins is a namespace package shared with other Hydra plugins: no __init__.py of ours.
-    packages=find_packages(include=["verl_ext", "verl_ext.*"])
-    + find_namespace_packages(include=["hydra_plugins.verl_ext_searchpath"]),
+    packages=find_packages(include=["verl_ext", "verl_ext.*"]),
     package_data={"verl_ext": ["config/**/*.yaml", "prompts/*.txt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

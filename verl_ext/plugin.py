@@ -70,6 +70,13 @@ def _register_resolvers() -> None:
         _note("resolver", name)
 
 
+def _register_hydra_searchpath() -> None:
+    from verl_ext.config import searchpath
+
+    searchpath.register()
+    _note("hydra_searchpath", searchpath.PATH)
+
+
 def _register_main_alias() -> None:
     from verl_ext import main_alias
 
@@ -77,7 +84,14 @@ def _register_main_alias() -> None:
     _note("command", main_alias.ALIAS)
 
 
-STEPS = (_register_platform, _register_rollout, _register_reward_managers, _register_resolvers, _register_main_alias)
+STEPS = (
+    _register_platform,
+    _register_rollout,
+    _register_reward_managers,
+    _register_resolvers,
+    _register_hydra_searchpath,
+    _register_main_alias,
+)
 
 
 def register() -> dict[str, list[str]]:

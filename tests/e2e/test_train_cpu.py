@@ -114,3 +114,20 @@ def test_majority_vote_rewards_match_vote(tmp_path):
         for group in groups.values():
             expected = vote([extract_answer(r["output"]) for r in group]).rewards
             assert [r["score"] for r in group] == pytest.approx(expected)
+
+
+def test_existing_grpo_workflow_switches_with_one_override(tmp_path):
+    """verl's own entry point, a supervised GRPO recipe, and the single override the README gives."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={REPO / 'recipes'}",
+        "--config-name=grpo_supervised", "+mmupt=majority_vote",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    steps = step_metrics(out)
+    assert set(steps) >= {1, 2}
+    assert "mmupt/majority_ratio" in steps[2] and "mmupt/no_answer_rate" in steps[2]
+    assert (tmp_path / "ckpt" / "global_step_2").is_dir()

@@ -1,0 +1,271 @@
+"""Benchmark: ``verl_ext.voting.vote`` against the naive voting of the public MM-UPT code.
+
+Builds 512 prompts x 10 seeded, synthetic model responses ending in ``\\boxed{}`` answers
+(identical strings, equivalent forms such as 1/2 vs 0.5 vs \\frac{1}{2}, distinct
+answers, sympy-hostile LaTeX, responses without a box), then votes every group with:
+
+* ours: ``extract_answer`` + ``vote`` (default settings), in this process;
+* naive: mathruler's ``extract_boxed_content`` on the raw responses, a ``Counter``
+  majority over the raw strings (no answer counts as the string "None", ties go to the
+  first occurrence), then ``grade_answer(answer, label)`` for every response, with no
+  timeout. It runs in a child process with a per-group timeout so that the benchmark
+  finishes; timed-out groups are reported and left out of its throughput.
+
+Usage: python benchmarks/bench_vote.py [--prompts 512] [--responses 10] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import random
+import sys
+import time
+from collections import Counter
+from fractions import Fraction
+from importlib import metadata
+
+NAIVE_GROUP_TIMEOUT = 5.0
+NO_ANSWER_RATE = 0.05
+HOSTILE_GROUP_RATE = 0.04
+
+# Answers that make sympy (through mathruler) slow or hang, or that are just huge.
+HOSTILE = [
+    r"2^{2^{2^{2^{30}}}}",
+    r"\frac{1}{2}^{9^{9^{9^{9}}}}",
+    "10**10**10",
+    "1000000000!",
+    "9999999999**9999999",
+    "1+" * 2500 + "1",
+    "{" * 300 + "x" + "}" * 300,
+    r"\sqrt{2+\sqrt{3+\sqrt{5+\sqrt{7+\sqrt{11+\sqrt{13}}}}}}",
+    r"\frac{x^9+3x^8+2}{x^7-7x+6}+\frac{y^9+2}{x^5-y^3}",
+]
+
+_OPENINGS = [
+    "Let's solve this step by step.",
+    "We start by writing down what is given.",
+    "First, observe the structure of the problem.",
+    "Looking at the figure, we can set up an equation.",
+]
+_STEPS = [
+    r"Substituting, we get $3x + 2 = 2(x + 4)$, so $x = 6$.",
+    r"By the Pythagorean theorem, $a^2 + b^2 = c^2$ with $c = \sqrt{a^{2} + b^{2}}$.",
+    r"The sum is $\sum_{k=1}^{n} k = \frac{n(n+1)}{2}$.",
+    r"Simplifying $\frac{2x^2 - 8}{x - 2} = 2(x + 2)$ for $x \neq 2$.",
+    r"The area of the triangle is $\frac{1}{2} \cdot b \cdot h$.",
+    r"Using $\sin^2\theta + \cos^2\theta = 1$, we find $\cos\theta = \frac{4}{5}$.",
+]
+
+
+def _fraction_forms(value: Fraction) -> list[str]:
+    p, q = value.numerator, value.denominator
+    sign = "-" if p < 0 else ""
+    forms = [rf"{sign}\frac{{{abs(p)}}}{{{q}}}", rf"{sign}\dfrac{{{abs(p)}}}{{{q}}}", f"{p}/{q}"]
+    if 10**6 % q == 0:
+        forms.append(str(float(value)))
+    return forms
+
+
+def _problem(rng: random.Random) -> tuple[list[str], list[list[str]]]:
+    """One prompt: forms of the consensus answer, and forms of a few wrong answers."""
+    kind = rng.choices(
+        ["integer", "fraction", "radical", "polynomial", "angle", "interval", "choice"],
+        weights=[35, 20, 12, 13, 8, 6, 6],
+    )[0]
+    if kind == "integer":
+        n = rng.randint(-50, 500)
+        right = [str(n)] * 8 + [f"{n}.0", f"x = {n}"]
+        wrong = [[str(m)] for m in rng.sample([n + 1, n - 1, 2 * n, n + 10, -n, n * n], 3)]
+    elif kind == "fraction":
+        q = rng.choice([2, 3, 4, 5, 6, 7, 8, 12])
+        p = rng.choice([k for k in range(-11, 12) if k and Fraction(k, q).denominator == q])
+        right = _fraction_forms(Fraction(p, q))
+        wrong = [_fraction_forms(Fraction(q, p)), _fraction_forms(Fraction(p + 1, q)), [f"{float(Fraction(p, q)):.2f}"]]
+    elif kind == "radical":
+        a, b, c = rng.randint(2, 5), rng.choice([2, 3, 5, 6, 7]), rng.randint(2, 9)
+        right = [rf"\frac{{{a}\sqrt{{{b}}}}}{{{c}}}", rf"\frac{{{a}}}{{{c}}}\sqrt{{{b}}}", rf"{a}\sqrt{{{b}}}/{c}"]
+        wrong = [[rf"\frac{{\sqrt{{{b}}}}}{{{c}}}"], [rf"{a}\sqrt{{{b}}}"], [rf"\frac{{{a}\sqrt{{{b + 1}}}}}{{{c}}}"]]
+    elif kind == "polynomial":
+        a = rng.randint(1, 9)
+        right = [f"(x+{a})^2", f"x^2+{2 * a}x+{a * a}", f"(x + {a})^{{2}}", rf"\left(x+{a}\right)^2"]
+        wrong = [[f"(x-{a})^2", f"x^2-{2 * a}x+{a * a}"], [f"x^2+{a * a}"], [f"(x+{a + 1})^2"]]
+    elif kind == "angle":
+        d = rng.choice([30, 45, 60, 72, 90, 120, 135, 150])
+        right = [rf"{d}^\circ", rf"{d}^{{\circ}}", str(d), rf"{d}\text{{ degrees}}"]
+        wrong = [[rf"{180 - d}^\circ"], [str(d // 2)], [rf"{d + 15}^\circ"]]
+    elif kind == "interval":
+        lo, hi = sorted(rng.sample(range(-9, 10), 2))
+        right = [f"({lo}, {hi})", rf"\left({lo},{hi}\right)", f"({lo},{hi})"]
+        wrong = [[f"[{lo}, {hi}]"], [f"({lo}, {hi + 1})"], [f"({hi}, {lo})"]]
+    else:
+        letter, *others = rng.sample("ABCD", 4)
+        right = [letter, rf"\text{{{letter}}}", f"({letter})"]
+        wrong = [[o] for o in others]
+    return right, wrong
+
+
+def _response(rng: random.Random, answer: str | None) -> str:
+    steps = " ".join(rng.sample(_STEPS, rng.randint(1, 3)))
+    head = f"{rng.choice(_OPENINGS)} {steps}"
+    if answer is None:  # cut off by the length limit before the final answer
+        return f"{head} Therefore the value we are looking for is"
+    if rng.random() < 0.1:  # a first attempt, then a corrected final answer
+        head += r" So we might guess $\boxed{0}$, but let's double-check."
+    return f"{head} Therefore, the final answer is $\\boxed{{{answer}}}$."
+
+
+def build_groups(n_prompts: int, n_responses: int, seed: int) -> list[list[str]]:
+    """Seeded synthetic groups of responses, one group per prompt."""
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(n_prompts):
+        right, wrong = _problem(rng)
+        accuracy = rng.uniform(0.2, 0.95)
+        answers: list[str | None] = []
+        for _ in range(n_responses):
+            if rng.random() < NO_ANSWER_RATE:
+                answers.append(None)
+            elif rng.random() < accuracy:
+                answers.append(rng.choice(right))
+            else:
+                answers.append(rng.choice(rng.choice(wrong)))
+        if rng.random() < HOSTILE_GROUP_RATE:
+            answers[rng.randrange(n_responses)] = rng.choice(HOSTILE)
+        groups.append([_response(rng, a) for a in answers])
+    return groups
+
+
+def naive_vote(responses: list[str]) -> tuple[str, list[float]]:
+    """The public MM-UPT voting: raw-string majority, then grade every answer against it."""
+    from mathruler.grader import extract_boxed_content, grade_answer
+
+    answers = [extract_boxed_content(r) for r in responses]
+    label = Counter(answers).most_common(1)[0][0]  # stable sort: ties go to the first seen
+    return label, [1.0 if grade_answer(a, label) else 0.0 for a in answers]
+
+
+def _naive_worker(conn) -> None:
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
+    except (ImportError, ValueError, OSError):
+        pass
+    import mathruler.grader  # noqa: F401 - import before timing, as in a trainer
+
+    conn.send("ready")
+    while (group := conn.recv()) is not None:
+        start = time.perf_counter()
+        label, rewards = naive_vote(group)
+        conn.send((label, rewards, time.perf_counter() - start))
+
+
+class _NaiveRunner:
+    """Runs ``naive_vote`` in a child process, killing it when a group exceeds the timeout."""
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._start()
+
+    def _start(self) -> None:
+        self._conn, child_conn = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_naive_worker, args=(child_conn,), daemon=True)
+        self._proc.start()
+        child_conn.close()
+        assert self._conn.recv() == "ready"
+
+    def run(self, group: list[str], timeout: float) -> tuple[str, list[float], float] | None:
+        self._conn.send(group)
+        if self._conn.poll(timeout):
+            return self._conn.recv()
+        self._proc.kill()
+        self._proc.join()
+        self._start()
+        return None
+
+    def close(self) -> None:
+        self._conn.send(None)
+        self._proc.join(timeout=5)
+
+
+def _machine() -> str:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("mathruler", "sympy"))
+    return (
+        f"machine: {platform.platform()} | {os.cpu_count()} CPUs ({usable} usable) | "
+        f"Python {platform.python_version()} ({platform.python_implementation()}) | {versions}\n"
+        f"load average at start (1, 5, 15 min): {load}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=512)
+    parser.add_argument("--responses", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from verl_ext.voting import extract_answer, get_timeouts, is_equivalent, vote, warm_up
+
+    groups = build_groups(args.prompts, args.responses, args.seed)
+    n_total = sum(len(g) for g in groups)
+    print(f"voting benchmark: {args.prompts} prompts x {args.responses} responses = {n_total}, seed {args.seed}")
+    print(_machine())
+
+    start = time.perf_counter()
+    warm_up()
+    per_pair, per_vote = get_timeouts()
+    print(f"grader start-up (once per process, not timed below): {time.perf_counter() - start:.2f} s")
+    print(f"ours: default settings, timeouts {per_pair:g} s per pair, {per_vote:g} s per vote")
+
+    ours, our_times = [], []
+    for group in groups:
+        start = time.perf_counter()
+        ours.append(vote([extract_answer(r) for r in group]))
+        our_times.append(time.perf_counter() - start)
+
+    runner = _NaiveRunner()
+    naive, naive_times, timed_out = [], [], []
+    for i, group in enumerate(groups):
+        outcome = runner.run(group, NAIVE_GROUP_TIMEOUT)
+        naive.append(outcome)
+        if outcome is None:
+            timed_out.append(i)
+        else:
+            naive_times.append(outcome[2])
+    runner.close()
+
+    n_naive = sum(len(groups[i]) for i, o in enumerate(naive) if o is not None)
+    our_rate = n_total / sum(our_times)
+    naive_rate = n_naive / sum(naive_times)
+    print()
+    print(f"{'method':<28}{'responses/s':>12}{'time s':>9}{'median group ms':>17}{'slowest group s':>17}")
+    rows = (("ours (vote)", our_rate, our_times), ("naive (MM-UPT public code)", naive_rate, naive_times))
+    for name, rate, times in rows:
+        median = sorted(times)[len(times) // 2]
+        print(f"{name:<28}{rate:>12.0f}{sum(times):>9.2f}{median * 1e3:>17.2f}{max(times):>17.3f}")
+    print(f"speed-up: {our_rate / naive_rate:.1f}x (naive without its timed-out groups)")
+    print(f"naive groups killed after {NAIVE_GROUP_TIMEOUT:g} s: {len(timed_out)}")
+    for i in timed_out:
+        hostile = [a[:40] for a in map(extract_answer, groups[i]) if a in HOSTILE]
+        print(f"  group {i}: hostile answer(s) {hostile}")
+
+    naive_labels = [n[0] if n is not None and n[0] != "None" else None for n in naive]
+    both = [(o.label, n) for o, n in zip(ours, naive_labels) if o.label is not None and n is not None]
+    same_string = sum(a == b for a, b in both)
+    same_answer = sum(is_equivalent(a, b) for a, b in both)
+    print(
+        f"groups with a label: ours {sum(o.label is not None for o in ours)}/{len(groups)} (ties give none), "
+        f"naive {sum(n is not None for n in naive_labels)}/{len(groups)} (not 'None', not killed)"
+    )
+    print(
+        f"label agreement where both give one ({len(both)} groups): {same_answer / len(both):.1%} same answer "
+        f"(is_equivalent), {same_string / len(both):.1%} same string"
+    )
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Extraction of the final answer from a model response."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from verl_ext.voting.normalize import normalize
+
+__all__ = ["STYLES", "extract_answer"]
+
+STYLES = ("boxed", "answer_tag", "choice")
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_BARE_ARGUMENT = re.compile(r"\s*(\\[a-zA-Z]+|[^\s$]+)")
+_OPEN_TAG = re.compile(r"<answer\s*>", re.IGNORECASE)
+_CLOSE_TAG = re.compile(r"</answer\s*>", re.IGNORECASE)
+_PHRASE = re.compile(r"(?i:\banswer\b(?:\s+is)?)\s*[:：]?\s*\**\s*\(?([A-Z])\)?(?![A-Za-z0-9])")
+_MARKUP = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}|[$*]")
+# "B", "(B)", "(b)", "B.", "B)", "B:" alone, or before the option's text: "(B) 5", "B. 5" (not "A man").
+_LETTER = re.compile(r"^(?:\(([A-Za-z])\)|([A-Z])[.:)]?)$|^(?:\(([A-Za-z])\)|([A-Z])[.:)])\s+\S")
+
+
+def _brace_partners(text: str) -> dict[int, int]:
+    """Map each ``{`` index to its matching ``}`` index, in one pass; ``\\{``/``\\}`` are literals."""
+    partners: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            partners[stack.pop()] = i
+        i += 1
+    return partners
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{}``/``\\fbox{}``; a truncated box is skipped.
+
+    ``\\boxed 5`` (no braces) counts only when there is no braced box, so a box mentioned in
+    prose after the answer does not win.
+    """
+    boxes = list(_BOX.finditer(text))
+    if not boxes:
+        return None
+    partners = _brace_partners(text)
+    for m in reversed(boxes):
+        start = _skip_blanks(text, m.end())
+        end = partners.get(start)
+        if end is not None:
+            return text[start + 1 : end]
+    for m in reversed(boxes):
+        start = _skip_blanks(text, m.end())
+        if start > m.end() or text[start : start + 1].isdigit() or text.startswith("\\", start):
+            bare = _BARE_ARGUMENT.match(text, start)
+            if bare is not None and not bare.group(1).startswith("{"):
+                return bare.group(1).rstrip(".,;:")
+    return None
+
+
+def _skip_blanks(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    return i
+
+
+def _answer_tag(text: str) -> str | None:
+    """Content of the last closed ``<answer>...</answer>``; a box inside it is unwrapped."""
+    closes = list(_CLOSE_TAG.finditer(text))
+    if not closes:
+        return None
+    close = closes[-1]
+    opens = [m for m in _OPEN_TAG.finditer(text, 0, close.start())]
+    if not opens:
+        return None
+    content = text[opens[-1].end() : close.start()]
+    boxed = _boxed(content)
+    return boxed if boxed is not None else content
+
+
+def _options(choices: Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
+    if choices is None:
+        return None
+    if isinstance(choices, Mapping):
+        options = {str(k).strip().upper(): v for k, v in choices.items()}
+        bad = [k for k in options if len(k) != 1 or not "A" <= k <= "Z"]
+        if bad:
+            raise ValueError(f"choice keys must be single letters A-Z, got {bad!r}")
+        return options
+    if isinstance(choices, str) or len(choices) > 26:
+        raise ValueError("choices must be a list of at most 26 option texts or a dict letter -> text")
+    return {chr(ord("A") + i): text for i, text in enumerate(choices)}
+
+
+def _to_letter(candidate: str, options: dict[str, str] | None) -> str | None:
+    s = _MARKUP.sub(lambda m: m.group(1) or "", candidate).strip()
+    m = _LETTER.match(s)
+    if m is not None:
+        letter = next(g for g in m.groups() if g).upper()
+        if options is None or letter in options:
+            return letter
+    if options:
+        key = normalize(s)
+        for letter, text in options.items():
+            if key and normalize(str(text)) == key:
+                return letter
+    return None
+
+
+def _choice(text: str, options: dict[str, str] | None) -> str | None:
+    # The first source present decides: a box, then an answer tag, then "answer: X", then the last line.
+    for source in (_boxed, _answer_tag):
+        candidate = source(text)
+        if candidate is not None:
+            return _to_letter(candidate, options)
+    phrases = list(_PHRASE.finditer(text))
+    if phrases:
+        letter = phrases[-1].group(1).upper()
+        return letter if options is None or letter in options else None
+    lines = [line for line in text.splitlines() if line.strip()]
+    return _to_letter(lines[-1], options) if lines else None
+
+
+def extract_answer(
+    text: str | None,
+    style: str = "boxed",
+    choices: Sequence[str] | Mapping[str, str] | None = None,
+) -> str | None:
+    """Return the final answer in ``text``, stripped, or ``None`` if there is none or it is empty.
+
+    Styles: ``"boxed"``: the last complete ``\\boxed{...}``/``\\fbox{...}`` (nested braces
+    handled; ``\\boxed 5`` accepted). ``"answer_tag"``: the last ``<answer>...</answer>``,
+    unwrapping a box inside it. ``"choice"``: an upper-case option letter, read from a box,
+    an answer tag, an ``Answer: B`` phrase or the last line (``B``, ``(B)``, ``B.``,
+    ``(B) 5``). ``choices`` (option texts in order A, B, ..., or a dict letter -> text) is
+    only used by ``"choice"``: it restricts letters to the options given and maps an answer
+    equal to an option's text (after :func:`~verl_ext.voting.normalize`) to that letter.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown answer style {style!r}; valid styles: {', '.join(STYLES)}")
+    if text is None:
+        return None
+    if style == "boxed":
+        answer = _boxed(text)
+    elif style == "answer_tag":
+        answer = _answer_tag(text)
+    else:
+        answer = _choice(text, _options(choices))
+    if answer is None:
+        return None
+    answer = answer.strip()
+    return answer or None

@@ -1,0 +1,243 @@
+"""Cheap, sympy-free normalisation of final answers, plus guards for the grader.
+
+Two answers whose normalised forms are equal are the same vote without any
+symbolic work; :func:`grader_safe` tells whether a normalised answer may be
+handed to the symbolic grader at all.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+__all__ = ["normalize", "is_number", "is_plain_text", "grader_safe"]
+
+_UNICODE = {
+    "\u2212": "-",  # minus sign
+    "\u2013": "-",
+    "\u00b7": r"\cdot ",
+    "\u00d7": r"\times ",
+    "\u03c0": r"\pi ",
+    "\u221e": r"\infty ",
+    "\u00b0": r"^\circ",
+}
+_DROP = re.compile(
+    r"\\left\.|\\right\.|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])"
+    r"|\\[bB]ig{1,2}[lr]?(?![a-zA-Z])|\\displaystyle|\\textstyle"
+    r"|\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\$"
+)
+_FRAC_ALIAS = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
+_BINOM_ALIAS = re.compile(r"\\[dt]binom(?![a-zA-Z])")
+_DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])")
+_PERCENT = re.compile(r"\\?%")
+_WRAPPERS = ("text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname")
+_WRAPPER = re.compile(r"\\(?:" + "|".join(_WRAPPERS) + r")\s*\{")
+# A number written plainly or as a LaTeX fraction of integers; used to recognise "number + unit".
+_NUM = r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:/\d+)?|[+-]?\\frac\{\d+\}\{\d+\}"
+_TEXT_UNIT = re.compile(rf"^({_NUM})\s*\\(?:text|mbox|mathrm|textrm)\s*\{{\s*[a-zA-Z][a-zA-Z .]*\}}(\^\{{?[23]\}}?)?$")
+_UNITS = (
+    "mm|cm|km|m|meters?|metres?|kg|g|grams?|mg|s|sec|seconds?|min|minutes?|h|hrs?|hours?|days?|weeks?|months?"
+    "|years?|ft|feet|foot|in|inch(?:es)?|yd|yards?|miles?|mph|units?|sq|square units|degrees?|dollars?|cents?"
+    "|l|liters?|litres?|ml|mL|L|lbs?|pounds?|oz|ounces?|cups?|people|students|ways|times|points|cm2|m2"
+)
+_WORD_UNIT = re.compile(rf"^({_NUM})\s+(?:{_UNITS})(\^\{{?[23]\}}?)?$")
+_GLUED_UNIT = re.compile(rf"^({_NUM})(?:mm|cm|km|kg|mg|ft|sec|min|hrs?|mph|ml|lbs?)(\^\{{?[23]\}}?)?$")
+_SPACE = re.compile(r"\s+")
+# A space only matters between two letters ("New York", "\cdot x") or two digits (the mixed
+# number "7 3/4"); elsewhere LaTeX ignores it.
+_SPACE_DROP = re.compile(r"(?<![a-zA-Z0-9]) | (?![a-zA-Z0-9])|(?<=[a-zA-Z]) (?=[0-9])|(?<=[0-9]) (?=[a-zA-Z])")
+_THIN_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")
+_LHS = re.compile(r"^[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)? ?= ?")
+_FRAC_TWO = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])")
+_FRAC_NUM = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*\{")
+_FRAC_DEN = re.compile(r"\\frac(\{[^{}]*\})\s*([0-9a-zA-Z])")
+_SQRT_ONE = re.compile(r"\\sqrt\s*([0-9a-zA-Z])")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_SLASH_NUMBER = re.compile(r"^([+-]?\d+)/([+-]?\d+)$")
+_LATEX_NUMBER = re.compile(r"^([+-]?)\\frac\{([+-]?(?:\d+(?:\.\d*)?|\.\d+))\}\{([+-]?(?:\d+(?:\.\d*)?|\.\d+))\}$")
+_CANONICAL_NUMBER = re.compile(r"^-?\d+(?:/\d+)?$")
+_PLAIN_TEXT = re.compile(r"^[a-zA-Z]+(?: [a-zA-Z]+)*$")
+# Longest digit string turned into a Fraction; longer numbers stay strings (cost grows quadratically).
+_MAX_NUMBER_LEN = 100
+
+# Guards: forms on which sympy (through mathruler) can run for minutes or exhaust memory.
+MAX_GRADER_LEN = 300
+MAX_GRADER_DEPTH = 10
+_HOSTILE = re.compile(
+    r"\*\*"  # Python power: mathruler's own '^' guards do not see it
+    r"|\^\s*\{[^{}]*\^|\^\s*\([^()]*\^|\^\s*[\w.]+\s*\^"  # towers: a^{b^c}, a^(b^c), a^b^c
+    r"|\^\s*\{[^{}]*\}\s*\^|\^\s*\([^()]*\)\s*\^"  # towers: a^{b}^{c}, a^(b)^c
+    r"|\^\s*[{(]?\s*[+-]?\d{4,}"  # exponents >= 1000
+    r"|\d{5,}\s*\)*\s*!"  # factorial of a number >= 10000
+    r"|!\s*\)*\s*!"  # iterated factorials such as (9!)!
+)
+
+
+def _unwrap(text: str, opener: re.Pattern[str]) -> str:
+    """Drop every ``opener`` (which ends in ``{``) and its matching ``}``, in one linear pass."""
+    out: list[str] = []
+    # One flag per open brace: True when its closing brace is kept.
+    stack: list[bool] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            m = opener.match(text, i)
+            if m is not None:
+                stack.append(False)
+                i = m.end()
+                continue
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(True)
+        elif ch == "}" and stack and not stack.pop():
+            i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _strip_outer_braces(s: str) -> str:
+    """Remove braces enclosing the whole string, however many layers, in linear time."""
+    return _strip_enclosing(s, "{", "}")
+
+
+def _strip_outer_parens(s: str) -> str:
+    """Remove parentheses enclosing the whole string unless they make a tuple: ``(x+1)`` -> ``x+1``."""
+    if "," in s:
+        return s
+    return _strip_enclosing(s, "(", ")")
+
+
+def _strip_enclosing(s: str, opening: str, closing: str) -> str:
+    partner: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == opening:
+            stack.append(i)
+        elif ch == closing and stack:
+            partner[stack.pop()] = i
+        i += 1
+    lo, hi = 0, len(s) - 1
+    while lo < hi and partner.get(lo) == hi:
+        lo += 1
+        hi -= 1
+        while lo < hi and s[lo] == " ":
+            lo += 1
+        while hi > lo and s[hi] == " ":
+            hi -= 1
+    return s[lo : hi + 1]
+
+
+def _tidy(s: str) -> str:
+    return _SPACE.sub(" ", s).strip().rstrip(".").rstrip()
+
+
+def _strip_lhs(s: str) -> str:
+    return _LHS.sub("", s) if s.count("=") == 1 else s
+
+
+def _strip_units(s: str) -> str:
+    for pattern in (_TEXT_UNIT, _WORD_UNIT, _GLUED_UNIT):
+        m = pattern.match(s)
+        if m is not None:
+            return m.group(1)
+    return s
+
+
+def _as_fraction(s: str) -> Fraction | None:
+    if len(s) > _MAX_NUMBER_LEN:
+        return None
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    try:
+        if _PLAIN_NUMBER.match(s):
+            return Fraction(s)
+        if m := _SLASH_NUMBER.match(s):
+            return Fraction(int(m.group(1)), int(m.group(2)))
+        if m := _LATEX_NUMBER.match(s):
+            value = Fraction(m.group(2)) / Fraction(m.group(3))
+            return -value if m.group(1) == "-" else value
+    except ZeroDivisionError:
+        return None
+    return None
+
+
+def normalize(answer: str) -> str:
+    """Return a canonical string for ``answer`` using string rules only (never sympy).
+
+    Rules, in order: unicode math symbols to LaTeX; drop ``$``, ``\\left``/``\\right``,
+    ``\\big`` sizes, ``\\displaystyle`` and spacing commands (``\\!``, ``\\,``, ``~``,
+    ``\\quad``; ``\\,`` in ``1\\,000`` is a thousands separator); ``\\dfrac``/``\\tfrac`` to
+    ``\\frac``; drop degrees (``^\\circ``, ``°``) and ``%``; drop a leading single-variable
+    ``x =`` (so ``x=3`` and ``3`` are one answer); drop a unit after a plain number
+    (``5 \\text{cm}``, ``5 meters``, ``5cm``); unwrap ``\\text{}``, ``\\mathrm{}``,
+    ``\\textbf{}``...; drop a trailing period; drop whitespace except between two letters or
+    two digits; drop enclosing braces, and enclosing parentheses that do not make a tuple;
+    brace ``\\frac12``/``\\sqrt2``; and write plain numbers (integers, decimals, ``a/b``,
+    ``\\frac{a}{b}``, ``1,000``) as a reduced fraction: ``0.5``, ``1/2``, ``\\frac{1}{2}`` and
+    ``\\dfrac12`` all become ``"1/2"``; ``3.0`` becomes ``"3"``.
+    """
+    s = answer.strip()
+    for symbol, latex in _UNICODE.items():
+        s = s.replace(symbol, latex)
+    s = _DROP.sub(" ", _THIN_THOUSANDS.sub("", s))
+    s = _FRAC_ALIAS.sub(r"\\frac", s)
+    s = _BINOM_ALIAS.sub(r"\\binom", s)
+    s = _DEGREE.sub("", s)
+    s = _PERCENT.sub("", s)
+    s = _strip_units(_strip_outer_braces(_strip_lhs(_tidy(s))))
+    s = _strip_units(_tidy(_unwrap(s, _WRAPPER)))
+    s = _strip_outer_parens(_strip_outer_braces(_strip_lhs(_SPACE_DROP.sub("", s))))
+    s = _FRAC_TWO.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_NUM.sub(r"\\frac{\1}{", s)
+    s = _FRAC_DEN.sub(r"\\frac\1{\2}", s)
+    s = _SQRT_ONE.sub(r"\\sqrt{\1}", s)
+    value = _as_fraction(s)
+    if value is not None:
+        return str(value)  # Fraction prints "3" or "-1/2": already canonical
+    return s
+
+
+def is_number(normalized: str) -> bool:
+    """Whether a :func:`normalize` output is a canonical rational number like ``"-1/2"``."""
+    return _CANONICAL_NUMBER.match(normalized) is not None
+
+
+def is_plain_text(normalized: str) -> bool:
+    """Whether a :func:`normalize` output is only words (letters and single spaces)."""
+    return len(normalized) <= MAX_GRADER_LEN and _PLAIN_TEXT.match(normalized) is not None
+
+
+def _depth(s: str) -> int:
+    depth = deepest = 0
+    for ch in s:
+        if ch in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "})]":
+            depth -= 1
+    return deepest
+
+
+def grader_safe(normalized: str) -> bool:
+    """Whether a normalised answer may be given to the symbolic grader.
+
+    Over-long strings, deep nesting, exponent towers, huge exponents, ``**`` and big or
+    iterated factorials are refused: such an answer then only equals answers with the same
+    normalised string.
+    """
+    if len(normalized) > MAX_GRADER_LEN:
+        return False
+    if _HOSTILE.search(normalized) is not None:
+        return False
+    return _depth(normalized) <= MAX_GRADER_DEPTH

@@ -1,0 +1,193 @@
+"""A sympy-free numeric probe: tell that two normalised answers are different values.
+
+Most pairs that reach the symbolic grader are simply different answers (``\\frac{\\sqrt{3}}{2}``
+vs ``\\sqrt{3}``), and sympy spends milliseconds per direction to say so. Evaluating both
+sides in floating point at a few sample points settles those pairs in microseconds.
+
+The probe only understands a small LaTeX subset: decimal numbers, single lower-case
+letters (free variables), ``\\pi``, ``+ - * / ^``, ``\\cdot``, ``\\times``, implicit
+products, ``( )``/``{ }`` groups, ``\\frac{}{}`` and ``\\sqrt{}``. Anything else, and any
+domain problem at a sample point (division by zero, square root of a negative...), gives
+no verdict. It never claims equality: numerically equal pairs still go to the grader.
+
+It reads ``\\frac{x+1}{2}`` as a fraction, while mathruler's LaTeX conversion reads it as
+``x+1/2``; so the probe keeps ``\\frac{x+1}{2}`` and ``x+\\frac{1}{2}`` apart where
+``grade_answer`` alone would (wrongly) merge them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+__all__ = ["numerically_different"]
+
+# Relative gap above which two values are different; float noise on equal expressions is ~1e-13.
+_REL_TOL = 1e-7
+_MAX_EXPONENT = 64.0
+_TOKEN = re.compile(r"\d+(?:\.\d*)?|\.\d+|\\[a-zA-Z]+|[a-z]|[-+*/^(){}]")
+# Words and capitals (units, names, sympy constants), checked with commands masked out.
+_WORDS = re.compile(r"[A-Z]|[a-z]\s*[a-z]")
+# Mixed numbers: mathruler reads "7 3/4" and "7\frac{3}{4}" as 7 + 3/4, not as a product.
+_MIXED = re.compile(r"[\d.]\s+[\d.]|[\d.]\s*\\frac")
+_COMMANDS = re.compile(r"\\[a-zA-Z]+")
+_SAMPLES = 3
+
+
+class _Unsupported(Exception):
+    """The expression is outside the subset the probe evaluates."""
+
+
+Node = Callable[[int], float]  # sample index -> value
+
+
+def _variable_value(letter: str, sample: int) -> float:
+    # Distinct, irrational-looking positive values: square roots stay real, products do not collide.
+    return 0.5 + math.modf((ord(letter) - 96) * 0.6180339887498949 + sample * 0.4142135623730951)[0] * 1.5
+
+
+_VALUES = {chr(c): tuple(_variable_value(chr(c), s) for s in range(_SAMPLES)) for c in range(97, 123)}
+
+
+class _Parser:
+    """Recursive descent over tokens, building closures that evaluate at one sample index."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        token = self.peek()
+        if token is None or (expected is not None and token != expected):
+            raise _Unsupported
+        self.pos += 1
+        return token
+
+    def parse(self) -> Node:
+        node = self.expr()
+        if self.peek() is not None:
+            raise _Unsupported
+        return node
+
+    def expr(self) -> Node:
+        node = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            node = _binary(op, node, self.term())
+        return node
+
+    def term(self) -> Node:
+        node = self.unary()
+        while True:
+            token = self.peek()
+            if token in ("*", "/", r"\cdot", r"\times"):
+                self.take()
+                node = _binary("/" if token == "/" else "*", node, self.unary())
+            elif token is not None and _starts_primary(token):
+                node = _binary("*", node, self.power())  # implicit product binds like '*', as in sympy
+            else:
+                return node
+
+    def unary(self) -> Node:
+        if self.peek() in ("-", "+"):
+            sign = self.take()
+            operand = self.unary()
+            return (lambda s, f=operand: -f(s)) if sign == "-" else operand
+        return self.power()
+
+    def power(self) -> Node:
+        base = self.primary()
+        if self.peek() == "^":
+            self.take()
+            return _binary("^", base, self.unary())
+        return base
+
+    def group(self) -> Node:
+        self.take("{")
+        node = self.expr()
+        self.take("}")
+        return node
+
+    def primary(self) -> Node:
+        token = self.take()
+        if token[0].isdigit() or token[0] == ".":
+            value = float(token)
+            return lambda s: value
+        if len(token) == 1 and token.isalpha():
+            values = _VALUES[token]
+            return lambda s: values[s]
+        if token == r"\pi":
+            return lambda s: math.pi
+        if token in ("(", "{"):
+            node = self.expr()
+            self.take(")" if token == "(" else "}")
+            return node
+        if token == r"\frac":
+            return _binary("/", self.group(), self.group())
+        if token == r"\sqrt":
+            operand = self.group()
+            return lambda s: math.sqrt(operand(s))
+        raise _Unsupported
+
+
+def _starts_primary(token: str) -> bool:
+    return token[0].isdigit() or token[0] == "." or token.isalpha() or token in ("(", "{", r"\pi", r"\frac", r"\sqrt")
+
+
+def _power(base: float, exponent: float) -> float:
+    if abs(exponent) > _MAX_EXPONENT:
+        raise _Unsupported
+    return math.pow(base, exponent)  # raises instead of going complex for (-8)^(1/3)
+
+
+def _binary(op: str, left: Node, right: Node) -> Node:
+    if op == "+":
+        return lambda s: left(s) + right(s)
+    if op == "-":
+        return lambda s: left(s) - right(s)
+    if op == "*":
+        return lambda s: left(s) * right(s)
+    if op == "/":
+        return lambda s: left(s) / right(s)
+    return lambda s: _power(left(s), right(s))
+
+
+def _tokenize(text: str) -> list[str]:
+    if _MIXED.search(text) or _WORDS.search(_COMMANDS.sub("#", text)):
+        raise _Unsupported
+    tokens = []
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        if text[pos : m.start()].strip():
+            raise _Unsupported  # a character outside the subset: comma, bracket, '!', '=', ...
+        tokens.append(m.group())
+        pos = m.end()
+    if text[pos:].strip():
+        raise _Unsupported
+    return tokens
+
+
+@lru_cache(maxsize=4096)
+def _values(text: str) -> tuple[float, ...] | None:
+    try:
+        node = _Parser(text).parse()
+        values = tuple(node(s) for s in range(_SAMPLES))
+    except (_Unsupported, ArithmeticError, ValueError, RecursionError):
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+def numerically_different(a: str, b: str) -> bool:
+    """True when normalised answers ``a`` and ``b`` both evaluate and differ at a sample point.
+
+    ``False`` means "no verdict", not "equal".
+    """
+    va, vb = _values(a), _values(b)
+    if va is None or vb is None:
+        return False
+    return any(abs(x - y) > _REL_TOL * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb))
