@@ -1,0 +1,562 @@
+"""Build a tiny, randomly initialised Qwen2.5-VL checkpoint locally, without the Hugging Face hub.
+
+The checkpoint has the real Qwen2.5-VL architecture, a byte-level BPE tokenizer trained here on a generated
+corpus (Qwen2's pre-tokenizer, Qwen2.5-VL's special tokens and chat format), and a ``Qwen2_5_VLProcessor``. It is
+small enough to run rollouts and training steps on CPU in tests.
+
+Usage::
+
+    python -m verl_ext.assets.tiny_model --out /tmp/tiny-qwen2.5-vl
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Bump when the build recipe changes so ensure_tiny_model rebuilds stale checkpoints.
+BUILD_VERSION = 1
+MARKER_NAME = ".verl_ext_tiny_model.json"
+"""File written last inside a finished checkpoint; its presence means the build completed."""
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+IMAGE_PAD = "<|image_pad|>"
+VIDEO_PAD = "<|video_pad|>"
+
+# Same order as in Qwen2.5-VL, so the ids keep the same relative layout (appended after the BPE vocab).
+SPECIAL_TOKENS: tuple[str, ...] = (
+    ENDOFTEXT,
+    IM_START,
+    IM_END,
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    VISION_START,
+    VISION_END,
+    "<|vision_pad|>",
+    IMAGE_PAD,
+    VIDEO_PAD,
+)
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+# Written for this project; renders exactly the Qwen2-VL chat format: a default system turn unless the
+# conversation starts with one, <|im_start|>role\n...<|im_end|>\n turns, and vision placeholders for images/videos.
+CHAT_TEMPLATE = r"""{%- set counter = namespace(images=0, videos=0) -%}
+{%- if messages | length == 0 or messages[0]['role'] != 'system' -%}
+{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' -}}
+{%- endif -%}
+{%- for message in messages -%}
+{{- '<|im_start|>' + message['role'] + '\n' -}}
+{%- if message['content'] is string -%}
+{{- message['content'] -}}
+{%- else -%}
+{%- for part in message['content'] -%}
+{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}
+{%- set counter.images = counter.images + 1 -%}
+{%- if add_vision_id -%}{{- 'Picture ' + counter.images | string + ': ' -}}{%- endif -%}
+{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
+{%- elif part['type'] == 'video' or 'video' in part -%}
+{%- set counter.videos = counter.videos + 1 -%}
+{%- if add_vision_id -%}{{- 'Video ' + counter.videos | string + ': ' -}}{%- endif -%}
+{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}
+{%- elif 'text' in part -%}
+{{- part['text'] -}}
+{%- endif -%}
+{%- endfor -%}
+{%- endif -%}
+{{- '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<|im_start|>assistant\n' -}}
+{%- endif -%}"""
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Sizes of the tiny Qwen2.5-VL checkpoint and of its tokenizer."""
+
+    vocab_size: int = 3072
+    """Target size of the trained BPE vocabulary (256 byte symbols + merges); special tokens are appended after it.
+    The trainer may stop earlier if the corpus has no more frequent pairs."""
+    hidden_size: int = 64
+    """Hidden size of the language model."""
+    num_hidden_layers: int = 2
+    """Number of decoder layers of the language model."""
+    num_attention_heads: int = 4
+    """Attention heads of the language model; hidden_size / heads is the head dim used for M-RoPE."""
+    num_key_value_heads: int = 2
+    """Key/value heads (grouped-query attention) of the language model."""
+    intermediate_size: int = 128
+    """MLP width of the language model."""
+    max_position_embeddings: int = 4096
+    """Longest sequence the rotary embedding is configured for."""
+    vision_depth: int = 2
+    """Number of vision transformer blocks; the last one uses full attention, the rest windowed attention."""
+    vision_hidden_size: int = 32
+    """Hidden size of the vision transformer."""
+    vision_num_heads: int = 2
+    """Attention heads of the vision transformer (head dim must be divisible by 4 for its 2-D rotary)."""
+    vision_intermediate_size: int = 64
+    """MLP width of the vision transformer."""
+    patch_size: int = 14
+    """Side of a square vision patch in pixels."""
+    spatial_merge_size: int = 2
+    """Side of the patch block merged into one LLM token (2 -> 4 patches per image token)."""
+    temporal_patch_size: int = 2
+    """Frames per temporal patch; a still image is repeated to fill it."""
+    min_pixels: int = 28 * 28 * 4
+    """Smallest image area after the processor's resize (4 image tokens with patch 14 and merge 2)."""
+    max_pixels: int = 28 * 28 * 64
+    """Largest image area after the processor's resize (64 image tokens with patch 14 and merge 2)."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding and the LM head, halving the vocab-sized parameters."""
+    corpus_lines: int = 6000
+    """Number of generated lines the tokenizer is trained on."""
+    seed: int = 0
+    """Seed for the tokenizer corpus and the weight initialisation; same seed -> same checkpoint."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        if self.head_dim % 2 or self.head_dim // 2 < 3:
+            raise ValueError("head_dim (hidden_size / num_attention_heads) must be even and >= 6 for M-RoPE")
+        if self.vision_hidden_size % self.vision_num_heads or (self.vision_hidden_size // self.vision_num_heads) % 4:
+            raise ValueError("vision_hidden_size / vision_num_heads must be a multiple of 4")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError("need 0 < min_pixels <= max_pixels")
+        if self.vocab_size < 512:
+            raise ValueError("vocab_size must be at least 512 (256 byte symbols + merges)")
+        if self.vision_depth < 1 or self.num_hidden_layers < 1:
+            raise ValueError("need at least one vision block and one decoder layer")
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head dimension of the language model."""
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def mrope_section(self) -> list[int]:
+        """Split of the rotary half-dim into (temporal, height, width), in Qwen2.5-VL's 1/4, 3/8, 3/8 ratio."""
+        half = self.head_dim // 2
+        temporal = max(1, half // 4)
+        height = (half - temporal) // 2
+        return [temporal, height, half - temporal - height]
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``lock_path`` (created if needed) for the duration of the block."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenizer corpus
+# --------------------------------------------------------------------------------------------------------------------
+
+_WORDS = """
+the be to of and a in that have it for not on with he as you do at this but his by from they we say her she or an
+will my one all would there their what so up out if about who get which go me when make can like time no just him
+know take people into year your good some could them see other than then now look only come its over think also
+back after use two how our work first well way even new want because any these give day most us is are was were
+has had been being did does done said says made makes find found tell told ask asked seem feel try leave call keep
+let put mean show hear play run move live believe hold bring happen write provide sit stand lose pay meet include
+continue set learn change lead understand watch follow stop create speak read allow add spend grow open walk win
+offer remember love consider appear buy wait serve die send expect build stay fall cut reach kill remain suggest
+raise pass sell require report decide pull answer question number numbers count counts counting total sum add adds
+adding plus minus times divided equal equals result results step steps reason reasoning solve solution problem
+problems image images picture pictures figure shown show shows see seen look looking there here each every both
+many much more most less least few several all none zero one two three four five six seven eight nine ten eleven
+twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty hundred thousand
+first second third fourth last next final finally therefore thus hence so since because given let us we need find
+compute calculate check verify value values variable variables expression equation equations left right top bottom
+middle center above below between inside outside near far large small big little long short tall wide narrow
+longer shorter larger smaller bigger more less greater fewer same different other another color colors colour
+red blue green yellow purple orange black white gray grey pink brown cyan shape shapes circle circles square squares
+triangle triangles rectangle rectangles bar bars line lines point points angle angles side sides area perimeter
+length width height radius diameter degree degrees graph chart table row rows column columns label labels labeled
+object objects item items thing things part parts whole half quarter double triple pair pairs group groups set sets
+answer answers correct wrong true false yes no maybe option options choice choices letter letters word words text
+please put your final within boxed box think thinking carefully careful careful clearly clear simple simply easy hard
+helpful assistant system user model human agent response responses prompt prompts instruction instructions task
+tasks example examples data dataset train test training testing score reward rewards vote votes majority policy
+world life hand part child eye woman man place week case point government company system program question work
+night home water room mother area money story fact month lot right study book job word business issue side kind head
+house service friend father power hour game line end member law car city community name president team minute idea
+kid body information back parent face others level office door health person art war history party result morning
+reason research girl guy moment air teacher force education foot boy age policy music market sense nation plan college
+interest death experience effect class control care field development role effort rate heart drug show leader light
+voice wife police mind price report decision son view relationship town road arm difference value building action
+model season society tax director position player record paper space ground form event official matter center couple
+site project activity star table need court oil situation cost industry figure street image phone data picture
+""".split()
+
+_NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Ivy", "Jack", "Kate", "Leo"]
+
+_LATEX = [
+    r"\boxed{{{a}}}",
+    r"\frac{{{a}}}{{{b}}}",
+    r"{a} \times {b} = {c}",
+    r"{a} \cdot {b}",
+    r"\sqrt{{{a}}}",
+    r"x^{{{a}}} + y^{{{b}}}",
+    r"a_{{{a}}} + a_{{{b}}}",
+    r"\left( {a} + {b} \right)",
+    r"\( {a} + {b} = {c} \)",
+    r"\[ {a} - {b} = {c} \]",
+    r"$ {a} + {b} = {c} $",
+    r"{a} \le {b} \ge {c}",
+    r"\pi r^2",
+    r"\text{{answer}} = {a}",
+]
+
+_SENTENCE_TEMPLATES = [
+    "There are {a} {color} {shape}s in the image.",
+    "I can see {a} {shape}s and {b} {shape2}s.",
+    "The numbers shown are {a} and {b}, so the sum is {a} + {b} = {c}.",
+    "First, count the {color} {shape}s: there are {a}.",
+    "Let's think step by step. {a} + {b} = {c}.",
+    "Therefore, the final answer is \\boxed{{{c}}}.",
+    "The answer is \\boxed{{{a}}}.",
+    "So the answer is {a}.",
+    "<think> We need to count the {color} {shape}s carefully. </think> \\boxed{{{a}}}",
+    "Bar {letter} is longer than bar {letter2}.",
+    "Which bar is longer, A or B? The longer bar is {letter}.",
+    "{name} has {a} apples and {name2} gives {b} more, so {name} has {c} apples.",
+    "What is {a} plus {b}? It is {c}.",
+    "The total is {c}, because {a} + {b} = {c}.",
+]
+
+
+def _tokenizer_corpus(config: TinyModelConfig) -> list[str]:
+    """Generate the training text for the tokenizer: task prompts, reasoning phrases, LaTeX and English words."""
+    # Imported lazily because visual_math imports the locking helper from this module.
+    from verl_ext.data.visual_math import FORMAT_INSTRUCTION, VisualMathConfig, sample_question_texts
+
+    rng = random.Random(f"verl_ext.tiny_model.corpus:{config.seed}")
+    colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+    shapes = ["circle", "square", "triangle", "rectangle", "star"]
+    lines: list[str] = [
+        DEFAULT_SYSTEM_PROMPT,
+        FORMAT_INSTRUCTION.strip(),
+        "system\nuser\nassistant\n",
+    ]
+    # Each word in several surface forms so frequent words get whole-word tokens in all positions.
+    for word in _WORDS:
+        lines.append(f"{word} {word.capitalize()} {word}s {word}.")
+    lines.extend(sample_question_texts(max(1, config.corpus_lines // 4), seed=config.seed, config=VisualMathConfig()))
+    for _ in range(config.corpus_lines):
+        a, b = rng.randint(0, 99), rng.randint(1, 99)
+        fields = {
+            "a": a,
+            "b": b,
+            "c": a + b,
+            "color": rng.choice(colors),
+            "shape": rng.choice(shapes),
+            "shape2": rng.choice(shapes),
+            "letter": rng.choice("AB"),
+            "letter2": rng.choice("AB"),
+            "name": rng.choice(_NAMES),
+            "name2": rng.choice(_NAMES),
+        }
+        kind = rng.random()
+        if kind < 0.4:
+            lines.append(rng.choice(_SENTENCE_TEMPLATES).format(**fields))
+        elif kind < 0.5:
+            # Multi-line reasoning, so newline runs (one pre-token under Qwen2's regex) get merged tokens too.
+            steps = [rng.choice(_SENTENCE_TEMPLATES).format(**fields) for _ in range(rng.randint(2, 4))]
+            lines.append(rng.choice(["\n", "\n\n"]).join(steps))
+        elif kind < 0.7:
+            lines.append(rng.choice(_LATEX).format(**fields))
+        else:
+            lines.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14))) + rng.choice(".?!,:;"))
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _train_tokenizer(config: TinyModelConfig) -> Any:
+    """Train a byte-level BPE with Qwen2's pre-tokenizer and wrap it as a ``Qwen2Tokenizer``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AddedToken
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    # Same normalizer / pre-tokenizer as Qwen2Tokenizer builds on load, so merges learned here apply unchanged.
+    backend = Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(_tokenizer_corpus(config), trainer=trainer)
+
+    model_json = json.loads(backend.to_str())["model"]
+    vocab: dict[str, int] = dict(model_json["vocab"])
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model_json["merges"]]
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        extra_special_tokens=[t for t in SPECIAL_TOKENS if t != ENDOFTEXT],
+        errors="replace",
+        model_max_length=config.max_position_embeddings,
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    for token in SPECIAL_TOKENS:
+        if tokenizer.convert_tokens_to_ids(token) != vocab[token]:
+            raise RuntimeError(f"special token {token} did not keep its id {vocab[token]}")
+    return tokenizer
+
+
+def _build_processor(config: TinyModelConfig, tokenizer: Any) -> Any:
+    """Qwen2.5-VL processor with small pixel bounds, so images become few tokens."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    # Pass fresh `size` dicts: these constructors mutate the class-level default dict when given only
+    # min_pixels/max_pixels, which would leak our tiny bounds into every later processor in the process.
+    size = {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
+    common = {
+        "patch_size": config.patch_size,
+        "temporal_patch_size": config.temporal_patch_size,
+        "merge_size": config.spatial_merge_size,
+    }
+    image_processor = Qwen2VLImageProcessor(size=dict(size), **common)
+    video_processor = Qwen2VLVideoProcessor(size=dict(size), **common)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _build_model(config: TinyModelConfig, tokenizer: Any) -> Any:
+    """Random-init ``Qwen2_5_VLForConditionalGeneration`` whose special ids match ``tokenizer``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    window_size = config.patch_size * config.spatial_merge_size * 4
+    model_config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": config.hidden_size,
+            "intermediate_size": config.intermediate_size,
+            "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "num_key_value_heads": config.num_key_value_heads,
+            "max_position_embeddings": config.max_position_embeddings,
+            "max_window_layers": config.num_hidden_layers,
+            "rms_norm_eps": 1e-6,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                "mrope_section": config.mrope_section,
+            },
+            "bos_token_id": ids[ENDOFTEXT],
+            "eos_token_id": ids[IM_END],
+            "pad_token_id": ids[ENDOFTEXT],
+            "tie_word_embeddings": config.tie_word_embeddings,
+            "dtype": "float32",
+        },
+        vision_config={
+            "depth": config.vision_depth,
+            "hidden_size": config.vision_hidden_size,
+            "intermediate_size": config.vision_intermediate_size,
+            "num_heads": config.vision_num_heads,
+            "patch_size": config.patch_size,
+            "spatial_merge_size": config.spatial_merge_size,
+            "temporal_patch_size": config.temporal_patch_size,
+            "window_size": window_size,
+            "out_hidden_size": config.hidden_size,
+            "fullatt_block_indexes": [config.vision_depth - 1],
+            "tokens_per_second": 2,
+        },
+        image_token_id=ids[IMAGE_PAD],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
+        tie_word_embeddings=config.tie_word_embeddings,
+        dtype="float32",
+    )
+    torch.manual_seed(config.seed)
+    model = Qwen2_5_VLForConditionalGeneration(model_config).to(torch.float32).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids[ENDOFTEXT],
+        eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
+        pad_token_id=ids[ENDOFTEXT],
+    )
+    return model
+
+
+def _marker_payload(config: TinyModelConfig) -> dict[str, Any]:
+    return {"build_version": BUILD_VERSION, "config": dataclasses.asdict(config)}
+
+
+def _is_complete(out_dir: Path, config: TinyModelConfig) -> bool:
+    marker = out_dir / MARKER_NAME
+    try:
+        return json.loads(marker.read_text()) == _marker_payload(config)
+    except (OSError, ValueError):
+        return False
+
+
+def _tmp_prefix(out_dir: Path) -> str:
+    return f".{out_dir.name}.tmp-"
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike[str],
+    config: TinyModelConfig = TinyModelConfig(),
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Build the checkpoint into ``out_dir`` atomically and return its path.
+
+    Everything is written to a temporary sibling directory, the completion marker last, and then renamed into
+    place, so an interrupted build never leaves a directory that looks complete. Raises ``FileExistsError`` if
+    ``out_dir`` exists and ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_dir.parent / f"{_tmp_prefix(out_dir)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    start = time.perf_counter()
+    try:
+        tmp_dir.mkdir()
+        tokenizer = _train_tokenizer(config)
+        processor = _build_processor(config, tokenizer)
+        model = _build_model(config, tokenizer)
+        model.save_pretrained(tmp_dir, safe_serialization=True)
+        processor.save_pretrained(tmp_dir)
+        # The processor saves its tokenizer, but save explicitly so AutoTokenizer finds every file it expects.
+        tokenizer.save_pretrained(tmp_dir)
+        # safetensors writes its file 0600; make the checkpoint readable by other users of a shared cache.
+        for path in tmp_dir.iterdir():
+            path.chmod(0o644)
+        (tmp_dir / MARKER_NAME).write_text(json.dumps(_marker_payload(config), indent=2, sort_keys=True))
+        if out_dir.exists():
+            trash = out_dir.parent / f"{_tmp_prefix(out_dir)}old-{uuid.uuid4().hex[:8]}"
+            os.rename(out_dir, trash)
+            os.rename(tmp_dir, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "built tiny Qwen2.5-VL at %s: %d params, vocab %d, %.1fs",
+        out_dir,
+        n_params,
+        len(tokenizer),
+        time.perf_counter() - start,
+    )
+    return out_dir
+
+
+def ensure_tiny_model(out_dir: str | os.PathLike[str], config: TinyModelConfig = TinyModelConfig()) -> Path:
+    """Return ``out_dir``, building the checkpoint first unless a complete one for ``config`` is already there.
+
+    Concurrent callers (processes) serialise on a lock file next to ``out_dir``, so only one of them builds.
+    """
+    out_dir = Path(out_dir).absolute()
+    if _is_complete(out_dir, config):
+        return out_dir
+    with exclusive_lock(out_dir.parent / f".{out_dir.name}.lock"):
+        if _is_complete(out_dir, config):
+            return out_dir
+        # Holding the lock means no build for this out_dir is running: leftovers are from killed builds.
+        for stale in out_dir.parent.glob(f"{_tmp_prefix(out_dir)}*"):
+            logger.warning("removing leftover of an interrupted build: %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        if out_dir.exists():
+            logger.warning("%s is incomplete or was built with another config; rebuilding", out_dir)
+        return build_tiny_model(out_dir, config, overwrite=True)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="directory to write the checkpoint to")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint exists")
+    for field in dataclasses.fields(TinyModelConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=field.default)
+        else:
+            parser.add_argument(flag, type=int, default=field.default)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """CLI entry point: build (or reuse) the tiny checkpoint at ``--out``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parse_args(argv)
+    config = TinyModelConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinyModelConfig)})
+    if args.force:
+        with exclusive_lock(args.out.absolute().parent / f".{args.out.name}.lock"):
+            path = build_tiny_model(args.out, config, overwrite=True)
+    else:
+        path = ensure_tiny_model(args.out, config)
+    logger.info("tiny model ready at %s", path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets that verl-ext generates locally (no hub downloads), written in verl's parquet format."""

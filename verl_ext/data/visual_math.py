@@ -1,0 +1,532 @@
+"""Procedurally generated visual-math problems drawn with PIL, written in verl's multimodal parquet format.
+
+Three tasks, each answerable only by looking at the image:
+
+* ``count``: how many shapes of a given colour and kind are drawn among distractors;
+* ``sum``: add the 2-3 numbers printed at random places;
+* ``compare``: which of two labelled bars (A or B) is longer.
+
+Every example is generated from a seed derived from ``(config.seed, split, index)``, so the data is deterministic
+and the train and test splits come from disjoint seeds. Rows follow verl's geo3k layout: ``data_source``,
+``prompt`` (chat messages with an ``<image>`` placeholder), ``images`` (``{"bytes", "path"}``), ``ability``,
+``reward_model`` (``{"style": "rule", "ground_truth"}``) and ``extra_info``.
+
+Usage::
+
+    python -m verl_ext.data.visual_math --out /tmp/visual_math --n-train 256 --n-test 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from verl_ext.assets.tiny_model import exclusive_lock
+
+logger = logging.getLogger(__name__)
+
+# Bump when generation changes so ensure_dataset rewrites stale files.
+BUILD_VERSION = 1
+DATA_SOURCE = "verl_ext/visual_math"
+FORMAT_INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
+MANIFEST_NAME = ".verl_ext_visual_math.json"
+"""Written last into the output directory; lists the config the parquet files were generated with."""
+TASKS: tuple[str, ...] = ("count", "sum", "compare")
+SPLITS: tuple[str, ...] = ("train", "test")
+
+SHAPE_KINDS: tuple[str, ...] = ("circle", "square", "triangle")
+# Saturated, mutually distant colours; shapes are drawn without anti-aliasing so pixels carry these exact values.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "blue": (30, 70, 220),
+    "green": (20, 150, 50),
+    "yellow": (235, 200, 0),
+    "purple": (140, 50, 180),
+    "orange": (245, 130, 0),
+}
+BACKGROUND = (255, 255, 255)
+INK = (0, 0, 0)
+
+_COUNT_QUESTIONS = (
+    "How many {color} {kind}s are in the image?",
+    "Count the {color} {kind}s in the picture. How many are there?",
+)
+_SUM_QUESTIONS = (
+    "What is the sum of the numbers shown in the image?",
+    "Add up all the numbers in the picture. What is the total?",
+)
+_COMPARE_QUESTIONS = (
+    "Which bar is longer, A or B? Answer with the letter.",
+    "Two bars are labeled A and B. Which one is longer? Answer with the letter.",
+)
+
+
+@dataclass(frozen=True)
+class VisualMathConfig:
+    """Size, difficulty and seed of the generated dataset."""
+
+    n_train: int = 256
+    """Number of training examples."""
+    n_test: int = 64
+    """Number of test examples."""
+    tasks: tuple[str, ...] = TASKS
+    """Tasks to generate, assigned round-robin over the example index."""
+    image_size: int = 112
+    """Side of the square image in pixels; keep it <= 224 so the tiny processor (max 28*28*64 px) does not shrink it."""
+    grid: int = 4
+    """Shapes are placed in distinct cells of a grid x grid layout, so they never touch."""
+    min_count: int = 1
+    """Fewest target shapes in a ``count`` example."""
+    max_count: int = 6
+    """Most target shapes in a ``count`` example."""
+    max_distractors: int = 5
+    """Most shapes of another colour or kind in a ``count`` example."""
+    min_shape_size: int = 12
+    """Smallest shape side in pixels."""
+    max_shape_size: int = 20
+    """Largest shape side in pixels; must leave a margin inside a grid cell."""
+    min_terms: int = 2
+    """Fewest numbers drawn in a ``sum`` example."""
+    max_terms: int = 3
+    """Most numbers drawn in a ``sum`` example."""
+    min_number: int = 1
+    """Smallest number drawn in a ``sum`` example."""
+    max_number: int = 20
+    """Largest number drawn in a ``sum`` example."""
+    font_size: int = 18
+    """Pixel size of the font used for numbers and bar labels."""
+    min_bar_gap: int = 10
+    """Smallest length difference in pixels between the two bars of a ``compare`` example."""
+    seed: int = 0
+    """Base seed; example ``i`` of split ``s`` is generated from ``(seed, s, i)``."""
+    data_source: str = DATA_SOURCE
+    """Value of the ``data_source`` column (verl routes reward functions on it)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.tasks) - set(TASKS)
+        if not self.tasks or unknown:
+            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
+        if self.n_train < 0 or self.n_test < 0:
+            raise ValueError("split sizes must be >= 0")
+        if not 1 <= self.min_count <= self.max_count:
+            raise ValueError("need 1 <= min_count <= max_count")
+        if self.max_count + self.max_distractors > self.grid * self.grid:
+            raise ValueError("max_count + max_distractors must fit in the grid cells")
+        if not 4 <= self.min_shape_size <= self.max_shape_size <= self.cell_size - 4:
+            raise ValueError("need 4 <= min_shape_size <= max_shape_size <= cell size - 4")
+        if not 1 <= self.min_terms <= self.max_terms:
+            raise ValueError("need 1 <= min_terms <= max_terms")
+        if not 0 <= self.min_number <= self.max_number:
+            raise ValueError("need 0 <= min_number <= max_number")
+        if not 16 <= self.image_size <= 1024:
+            raise ValueError("image_size must be in [16, 1024]")
+
+    @property
+    def cell_size(self) -> int:
+        """Side of one grid cell in pixels."""
+        return self.image_size // self.grid
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A filled shape inside the box ``(x0, y0, x1, y1)`` (inclusive pixel coordinates)."""
+
+    kind: str
+    color: str
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Label:
+    """Text drawn with its top-left anchor at ``xy``; ``box`` is the inked bounding box."""
+
+    text: str
+    xy: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A horizontal filled bar named ``name`` covering ``box`` (inclusive pixel coordinates)."""
+
+    name: str
+    color: str
+    box: tuple[int, int, int, int]
+
+    @property
+    def length(self) -> int:
+        """Horizontal extent in pixels."""
+        return self.box[2] - self.box[0] + 1
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything drawn in one image plus the question about it; the image is a pure function of this."""
+
+    task: str
+    question: str
+    answer: str
+    image_size: int
+    font_size: int
+    shapes: tuple[Shape, ...] = ()
+    labels: tuple[Label, ...] = ()
+    bars: tuple[Bar, ...] = ()
+    target: dict[str, str] = field(default_factory=dict)
+    """For ``count``: the asked ``kind`` and ``color``."""
+
+
+@dataclass(frozen=True)
+class VisualMathExample:
+    """One generated example: the scene, its rendered PNG and where it came from."""
+
+    split: str
+    index: int
+    scene: Scene
+    png: bytes
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # Pillow bundles a scalable default font (no system fonts needed), so rendering is the same on any machine.
+    return ImageFont.load_default(size=size)
+
+
+def _pick_cells(rng: random.Random, config: VisualMathConfig, n: int) -> list[tuple[int, int]]:
+    cells = [(r, c) for r in range(config.grid) for c in range(config.grid)]
+    return rng.sample(cells, n)
+
+
+def _shape_in_cell(rng: random.Random, config: VisualMathConfig, cell: tuple[int, int], kind: str, color: str) -> Shape:
+    size = rng.randint(config.min_shape_size, config.max_shape_size)
+    cs = config.cell_size
+    # Keep >= 1 px of background on every side of the cell so neighbouring shapes never touch.
+    x0 = cell[1] * cs + rng.randint(1, cs - 1 - size)
+    y0 = cell[0] * cs + rng.randint(1, cs - 1 - size)
+    return Shape(kind=kind, color=color, box=(x0, y0, x0 + size - 1, y0 + size - 1))
+
+
+def _count_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
+    kind = rng.choice(SHAPE_KINDS)
+    color = rng.choice(sorted(COLORS))
+    n_target = rng.randint(config.min_count, config.max_count)
+    n_distract = rng.randint(0, config.max_distractors)
+    others = [(k, c) for k in SHAPE_KINDS for c in sorted(COLORS) if (k, c) != (kind, color)]
+    # Bias distractors towards sharing the colour or the kind, so the question needs both attributes.
+    near = [(k, c) for k, c in others if k == kind or c == color]
+    specs = [(kind, color)] * n_target + [
+        rng.choice(near) if rng.random() < 0.6 else rng.choice(others) for _ in range(n_distract)
+    ]
+    rng.shuffle(specs)
+    cells = _pick_cells(rng, config, len(specs))
+    shapes = tuple(_shape_in_cell(rng, config, cell, k, c) for cell, (k, c) in zip(cells, specs, strict=True))
+    question = rng.choice(_COUNT_QUESTIONS).format(color=color, kind=kind)
+    answer = sum(1 for s in shapes if s.kind == kind and s.color == color)
+    return Scene(
+        task="count",
+        question=question,
+        answer=str(answer),
+        image_size=config.image_size,
+        font_size=config.font_size,
+        shapes=shapes,
+        target={"kind": kind, "color": color},
+    )
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
+    return not (
+        a[2] + margin < b[0] or b[2] + margin < a[0] or a[3] + margin < b[1] or b[3] + margin < a[1]
+    )
+
+
+def _sum_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
+    font = _font(config.font_size)
+    n_terms = rng.randint(config.min_terms, config.max_terms)
+    values = [rng.randint(config.min_number, config.max_number) for _ in range(n_terms)]
+    labels: list[Label] = []
+    for value in values:
+        text = str(value)
+        left, top, right, bottom = font.getbbox(text)
+        for _ in range(1000):
+            x = rng.randint(1 - left, config.image_size - 2 - right)
+            y = rng.randint(1 - top, config.image_size - 2 - bottom)
+            box = (x + left, y + top, x + right - 1, y + bottom - 1)
+            # A wide margin keeps numbers visually separate, e.g. "3" next to "7" must not read as "37".
+            if all(not _boxes_overlap(box, other.box, margin=6) for other in labels):
+                labels.append(Label(text=text, xy=(x, y), box=box))
+                break
+        else:
+            raise RuntimeError("could not place the numbers without overlap; lower font_size or max_terms")
+    question = rng.choice(_SUM_QUESTIONS)
+    return Scene(
+        task="sum",
+        question=question,
+        answer=str(sum(values)),
+        image_size=config.image_size,
+        font_size=config.font_size,
+        labels=tuple(labels),
+    )
+
+
+def _compare_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
+    font = _font(config.font_size)
+    size = config.image_size
+    label_width = max(font.getbbox(name)[2] for name in "AB")
+    x_start = label_width + 6
+    max_len = size - 4 - x_start
+    min_len = max(4, max_len // 5)
+    if max_len - min_len < config.min_bar_gap:
+        raise ValueError("image too small for the requested min_bar_gap")
+    while True:
+        len_a, len_b = rng.randint(min_len, max_len), rng.randint(min_len, max_len)
+        if abs(len_a - len_b) >= config.min_bar_gap:
+            break
+    color_a, color_b = rng.sample(sorted(COLORS), 2)
+    thickness = max(6, size // 8)
+    rows = (size // 4, (3 * size) // 4)
+    bars, labels = [], []
+    for name, length, color, center in (("A", len_a, color_a, rows[0]), ("B", len_b, color_b, rows[1])):
+        y0 = center - thickness // 2
+        bars.append(Bar(name=name, color=color, box=(x_start, y0, x_start + length - 1, y0 + thickness - 1)))
+        left, top, right, bottom = font.getbbox(name)
+        xy = (2 - left, center - (top + bottom) // 2)
+        labels.append(Label(text=name, xy=xy, box=(xy[0] + left, xy[1] + top, xy[0] + right - 1, xy[1] + bottom - 1)))
+    question = rng.choice(_COMPARE_QUESTIONS)
+    return Scene(
+        task="compare",
+        question=question,
+        answer="A" if len_a > len_b else "B",
+        image_size=size,
+        font_size=config.font_size,
+        labels=tuple(labels),
+        bars=tuple(bars),
+    )
+
+
+_SCENE_BUILDERS = {"count": _count_scene, "sum": _sum_scene, "compare": _compare_scene}
+
+
+def _rng(config: VisualMathConfig, split: str, index: int) -> random.Random:
+    # A string seed is hashed with SHA-512 by `random`, independent of PYTHONHASHSEED: stable across runs.
+    return random.Random(f"verl_ext.visual_math:{config.seed}:{split}:{index}")
+
+
+def sample_scene(split: str, index: int, config: VisualMathConfig = VisualMathConfig()) -> Scene:
+    """Deterministically sample the scene of example ``index`` of ``split``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    task = config.tasks[index % len(config.tasks)]
+    return _SCENE_BUILDERS[task](_rng(config, split, index), config)
+
+
+def render_scene(scene: Scene) -> Image.Image:
+    """Draw ``scene`` as an RGB image (shapes and bars without anti-aliasing)."""
+    image = Image.new("RGB", (scene.image_size, scene.image_size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for shape in scene.shapes:
+        fill = COLORS[shape.color]
+        x0, y0, x1, y1 = shape.box
+        if shape.kind == "circle":
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
+        elif shape.kind == "square":
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
+        elif shape.kind == "triangle":
+            draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
+        else:
+            raise ValueError(f"unknown shape kind {shape.kind!r}")
+    for bar in scene.bars:
+        draw.rectangle(bar.box, fill=COLORS[bar.color])
+    font = _font(scene.font_size)
+    for label in scene.labels:
+        draw.text(label.xy, label.text, fill=INK, font=font)
+    return image
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def make_example(split: str, index: int, config: VisualMathConfig = VisualMathConfig()) -> VisualMathExample:
+    """Generate example ``index`` of ``split``: its scene and the PNG encoding of the rendered image."""
+    scene = sample_scene(split, index, config)
+    return VisualMathExample(split=split, index=index, scene=scene, png=_png_bytes(render_scene(scene)))
+
+
+def example_to_row(example: VisualMathExample, config: VisualMathConfig = VisualMathConfig()) -> dict[str, Any]:
+    """Convert an example to a verl RLHF row (geo3k layout)."""
+    scene = example.scene
+    return {
+        "data_source": config.data_source,
+        "prompt": [{"role": "user", "content": "<image>" + scene.question + FORMAT_INSTRUCTION}],
+        "images": [{"bytes": example.png, "path": None}],
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": scene.answer},
+        "extra_info": {
+            "split": example.split,
+            "index": example.index,
+            "task": scene.task,
+            "answer": scene.answer,
+            "question": scene.question,
+        },
+    }
+
+
+def build_rows(split: str, config: VisualMathConfig = VisualMathConfig()) -> list[dict[str, Any]]:
+    """All rows of ``split``."""
+    n = config.n_train if split == "train" else config.n_test
+    return [example_to_row(make_example(split, i, config), config) for i in range(n)]
+
+
+def sample_question_texts(n: int, seed: int = 0, config: VisualMathConfig = VisualMathConfig()) -> list[str]:
+    """``n`` prompt/answer texts of the dataset without drawing images (used as tokenizer training text)."""
+    config = dataclasses.replace(config, seed=seed)
+    texts = []
+    for i in range(n):
+        scene = sample_scene("train", i, config)
+        texts.append(f"{scene.question}{FORMAT_INSTRUCTION} The answer is \\boxed{{{scene.answer}}}.")
+    return texts
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("data_source", pa.string()),
+            ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+            ("ability", pa.string()),
+            ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+            (
+                "extra_info",
+                pa.struct(
+                    [
+                        ("split", pa.string()),
+                        ("index", pa.int64()),
+                        ("task", pa.string()),
+                        ("answer", pa.string()),
+                        ("question", pa.string()),
+                    ]
+                ),
+            ),
+        ]
+    )
+
+
+def _manifest(config: VisualMathConfig) -> dict[str, Any]:
+    return {"build_version": BUILD_VERSION, "config": dataclasses.asdict(config)}
+
+
+def _paths(out_dir: Path) -> dict[str, Path]:
+    return {split: out_dir / f"{split}.parquet" for split in SPLITS}
+
+
+def write_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig()) -> dict[str, Path]:
+    """Write ``train.parquet`` and ``test.parquet`` into ``out_dir``; returns ``{"train": path, "test": path}``.
+
+    Each file is written to a temporary name and renamed into place, and the manifest goes last, so readers
+    never see a half-written file and an interrupted run is detected by ``ensure_dataset``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    # Invalidate first: if we die between the two files, the old manifest must not vouch for a mixed pair.
+    manifest_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    paths = _paths(out_dir)
+    for split, path in paths.items():
+        table = pa.Table.from_pylist(build_rows(split, config), schema=_arrow_schema())
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    tmp_manifest = manifest_path.with_name(f"{MANIFEST_NAME}.tmp-{os.getpid()}")
+    tmp_manifest.write_text(json.dumps(_manifest(config), indent=2, sort_keys=True))
+    os.replace(tmp_manifest, manifest_path)
+    logger.info(
+        "wrote visual-math dataset to %s (%d train, %d test) in %.1fs",
+        out_dir,
+        config.n_train,
+        config.n_test,
+        time.perf_counter() - start,
+    )
+    return paths
+
+
+def _is_complete(out_dir: Path, config: VisualMathConfig) -> bool:
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    # json turns the tasks tuple into a list; compare through the same encoding.
+    expected = json.loads(json.dumps(_manifest(config)))
+    return manifest == expected and all(p.is_file() for p in _paths(out_dir).values())
+
+
+def ensure_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig()) -> dict[str, Path]:
+    """Return the split paths under ``out_dir``, writing the dataset first unless it is complete for ``config``.
+
+    Concurrent callers serialise on a lock file, so only one of them writes.
+    """
+    out_dir = Path(out_dir).absolute()
+    if _is_complete(out_dir, config):
+        return _paths(out_dir)
+    with exclusive_lock(out_dir / ".lock"):
+        if _is_complete(out_dir, config):
+            return _paths(out_dir)
+        return write_dataset(out_dir, config)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    """CLI entry point: write (or reuse) the dataset at ``--out``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="directory for train.parquet and test.parquet")
+    parser.add_argument("--n-train", type=int, default=VisualMathConfig.n_train)
+    parser.add_argument("--n-test", type=int, default=VisualMathConfig.n_test)
+    parser.add_argument("--seed", type=int, default=VisualMathConfig.seed)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--image-size", type=int, default=VisualMathConfig.image_size)
+    parser.add_argument("--max-count", type=int, default=VisualMathConfig.max_count)
+    parser.add_argument("--max-number", type=int, default=VisualMathConfig.max_number)
+    parser.add_argument("--force", action="store_true", help="rewrite even if a complete dataset exists")
+    args = parser.parse_args(argv)
+    config = VisualMathConfig(
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        tasks=tuple(args.tasks),
+        image_size=args.image_size,
+        max_count=args.max_count,
+        max_number=args.max_number,
+    )
+    if args.force:
+        with exclusive_lock(args.out.absolute() / ".lock"):
+            paths = write_dataset(args.out, config)
+    else:
+        paths = ensure_dataset(args.out, config)
+    for split, path in paths.items():
+        logger.info("%s: %s", split, path)
+    return paths
+
+
+if __name__ == "__main__":
+    main()
