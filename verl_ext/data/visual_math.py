@@ -34,13 +34,13 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from verl_ext.assets.tiny_model import exclusive_lock
+from verl_ext.data.schema import FORMAT_INSTRUCTION
 
 logger = logging.getLogger(__name__)
 
 # Bump when generation changes so ensure_dataset rewrites stale files.
 BUILD_VERSION = 1
 DATA_SOURCE = "verl_ext/visual_math"
-FORMAT_INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
 MANIFEST_NAME = ".verl_ext_visual_math.json"
 """Written last into the output directory; lists the config the parquet files were generated with."""
 TASKS: tuple[str, ...] = ("count", "sum", "compare")

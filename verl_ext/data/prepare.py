@@ -1,0 +1,909 @@
+"""Turn a multimodal math dataset into verl's RL parquet with the labels hidden: MM-UPT's training data.
+
+Sources: the paper's datasets by short name (``geometry3k``, ``geoqa``, ``mmr1``; see
+:mod:`verl_ext.data.sources`), any Hugging Face hub dataset by id (or a local snapshot of one, e.g. from
+``hf download``), or local ``.json`` / ``.jsonl`` / ``.parquet`` files with an image column and a question
+column. Hub data is loaded with ``datasets.load_dataset``; local files are read row by row so one bad line
+cannot sink a file.
+
+Each kept row becomes one row of :mod:`verl_ext.data.schema`: a chat prompt with one ``<image>`` per image,
+the question and the format instruction, the images as PNG/JPEG bytes, ``data_source``
+``verl_ext/prepared/<name>``, an empty ``reward_model.ground_truth`` and the original answer only in
+``extra_info["answer"]`` (for monitoring the vote). ``--keep-labels`` fills the ground truth as well
+(the supervised baseline on the same data); a validation split (``test.parquet``) always keeps its labels
+because validation scores against them.
+
+Rows that cannot be used are dropped and counted per reason (``missing_question``, ``missing_image``,
+``corrupt_image``, ``image_count_mismatch``, ...); unreadable files and sources are counted too, and the run
+goes on with the rest. Exit status: 0 if any row was written, 1 if none was, 2 for usage errors.
+
+Usage::
+
+    python -m verl_ext.data.prepare --dataset geometry3k --val-split test --out ~/data/mmupt/geometry3k
+    python -m verl_ext.data.prepare --dataset mmr1 --data-dir ./MMR1-snapshot --val-split validation --out out/
+    python -m verl_ext.data.prepare --dataset my_data.jsonl --question-column query --val-fraction 0.05 --out out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import binascii
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from verl_ext.data import sources
+from verl_ext.data.schema import (
+    IMAGE_PLACEHOLDER,
+    MAX_CHOICES,
+    ImageCountMismatch,
+    RowWriter,
+    SchemaError,
+    build_row,
+    compose_prompt,
+)
+from verl_ext.data.sources import Columns, ColumnError, SourceSpec
+
+logger = logging.getLogger(__name__)
+
+DATA_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".parquet")
+"""Local file types that can be prepared."""
+SUMMARY_NAME = "prepare_summary.json"
+"""Written next to the parquet files: the configuration and the counts of the run."""
+TRAIN_FILE = "train.parquet"
+TEST_FILE = "test.parquet"
+
+# Drop reasons, as reported in the summary.
+MISSING_QUESTION = "missing_question"
+MISSING_IMAGE = "missing_image"
+CORRUPT_IMAGE = "corrupt_image"
+IMAGE_COUNT_MISMATCH = "image_count_mismatch"
+EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
+MISSING_ANSWER = "missing_answer"
+"""Only for the validation split, which is scored against its labels."""
+UNREADABLE_ROW = "unreadable_row"
+UNREADABLE_FILE = "unreadable_file"
+UNREADABLE_SOURCE = "unreadable_source"
+ERROR = "error"
+"""An unexpected exception while converting a row (logged with its traceback)."""
+WRITE_ERROR = "write_error"
+"""An output file could not be written (counted per file)."""
+
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"})
+_WARN_PER_REASON = 3  # individual warnings per drop reason before only the summary counts them
+
+
+class UsageError(Exception):
+    """The command line or configuration is wrong (exit status 2)."""
+
+
+class RowRejected(Exception):
+    """A source row cannot be turned into a training row; ``reason`` is one of the drop reasons."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What to prepare and how."""
+
+    dataset: tuple[str, ...]
+    """A known short name, a hub id, a local snapshot directory of a hub dataset, or one or more local files."""
+    out: Path
+    """Output directory for ``train.parquet`` (and ``test.parquet``)."""
+    split: str = "train"
+    """Hub split to prepare as training data (ignored for local files)."""
+    image_column: str | None = None
+    """Image column; by default guessed (known datasets: their documented column)."""
+    question_column: str | None = None
+    """Question column; by default guessed."""
+    answer_column: str | None = None
+    """Answer column; by default guessed; rows without an answer are fine for training."""
+    choices_column: str | None = None
+    """Column of multiple-choice option texts; by default guessed."""
+    data_dir: Path | None = None
+    """Read the hub dataset from this local snapshot directory instead of downloading it."""
+    val_fraction: float = 0.0
+    """Fraction of the training source moved to ``test.parquet`` (exclusive with ``val_split``)."""
+    val_split: str | None = None
+    """Hub split (or, for local sources, a local file) written as ``test.parquet`` with labels."""
+    max_rows: int | None = None
+    """Read at most this many rows from each source split (the first ones)."""
+    keep_labels: bool = False
+    """Also put the answer in ``reward_model.ground_truth`` of training rows (supervised baseline)."""
+    seed: int = 0
+    """Seed of the ``val_fraction`` split."""
+    data_source: str | None = None
+    """``data_source`` column value; default ``verl_ext/prepared/<name>``."""
+    cache_dir: Path | None = None
+    """``datasets`` cache directory; default the ``datasets`` default (``HF_DATASETS_CACHE``)."""
+    max_aspect_ratio: float = 200.0
+    """Drop images whose long side exceeds this multiple of the short side (Qwen2-VL's resize refuses > 200)."""
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise UsageError("--dataset is required")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction > 0 and self.val_split is not None:
+            raise UsageError("--val-fraction and --val-split are exclusive: choose one way to get a validation split")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise UsageError(f"--max-rows must be >= 1, got {self.max_rows}")
+        if self.max_aspect_ratio < 1:
+            raise UsageError("max_aspect_ratio must be >= 1")
+        if self.data_source is not None and not self.data_source.strip():
+            raise UsageError("--data-source must not be empty")
+
+
+@dataclass
+class SplitStats:
+    """Counts for one output split."""
+
+    read: int = 0
+    """Source rows looked at (including unreadable ones)."""
+    written: int = 0
+    """Rows written to the output file."""
+    dropped: Counter = field(default_factory=Counter)
+    """Drop reason -> number of rows."""
+
+
+@dataclass
+class PrepareResult:
+    """What a run did."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    """Output split -> file written by this run."""
+    stats: dict[str, SplitStats] = field(default_factory=dict)
+    """Output split -> its counts."""
+    failures: Counter = field(default_factory=Counter)
+    """Reason -> number of whole files or sources that could not be read."""
+    interrupted: bool = False
+    """True when the run was stopped (Ctrl-C) and only the rows finished before were written."""
+
+    @property
+    def written(self) -> int:
+        """Rows written over all splits."""
+        return sum(s.written for s in self.stats.values())
+
+    @property
+    def exit_code(self) -> int:
+        """0 if anything was written, else 1."""
+        return 0 if self.written else 1
+
+
+# ------------------------------------------------------------------------------------------------ field values
+
+
+def question_text(value: Any) -> str | None:
+    """The question of a row: a string, or the last user turn of a chat message list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        # Chat-format sources (e.g. an already converted verl parquet) keep the question in the last user turn.
+        for message in reversed(list(value)):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                content = message.get("content")
+                return content if isinstance(content, str) else None
+    return None
+
+
+def answer_text(value: Any) -> str:
+    """The original answer as a string (``""`` if none); R1-V style ``<answer>x</answer>`` is unwrapped."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        parts = [answer_text(item) for item in value]
+        return ", ".join(part for part in parts if part)
+    text = str(value).strip()
+    start, end = text.find("<answer>"), text.rfind("</answer>")
+    if start != -1 and end > start:
+        text = text[start + len("<answer>") : end].strip()
+    return text
+
+
+def choice_texts(value: Any) -> list[str]:
+    """Option texts of a multiple-choice question, in order; ``[]`` when there are none or too many."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()  # numpy arrays from pandas-written parquet
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith(("[", "{")):
+            return []  # one bare string is not a list of options
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return []
+    if isinstance(value, Mapping):
+        items = [str(v) for _, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+    elif isinstance(value, Sequence):
+        items = [str(v) for v in value if v is not None]
+    else:
+        return []
+    if len(items) > MAX_CHOICES:
+        logger.debug("ignoring %d choices (more than %d)", len(items), MAX_CHOICES)
+        return []
+    return items
+
+
+def _image_items(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [item for item in value if item is not None]
+    return [value]
+
+
+def normalize_image(data: bytes, max_aspect_ratio: float = 200.0) -> bytes:
+    """Check that ``data`` decodes to an image; return it as is if PNG/JPEG, else re-encoded as PNG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt = image.format
+            image.verify()
+        # verify() checks the container but not the pixel data, and leaves the object unusable: decode afresh.
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            width, height = image.size
+            if fmt in ("PNG", "JPEG"):
+                out = data
+            else:
+                if image.mode not in _PNG_MODES:
+                    image = image.convert("RGBA" if "A" in image.mode else "RGB")
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                out = buffer.getvalue()
+    except UnidentifiedImageError:
+        raise RowRejected(CORRUPT_IMAGE, "not a recognised image format") from None
+    except Exception as exc:  # PIL signals bad data with many exception types (OSError, SyntaxError, ...)
+        raise RowRejected(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
+    if min(width, height) < 1:
+        raise RowRejected(CORRUPT_IMAGE, f"image is {width}x{height}")
+    if max(width, height) / min(width, height) > max_aspect_ratio:
+        raise RowRejected(EXTREME_ASPECT_RATIO, f"image is {width}x{height}")
+    return out
+
+
+def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None) -> bytes:
+    text = os.fspath(value)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        if base_dir is None:
+            raise RowRejected(MISSING_IMAGE, f"relative image path {text!r} with no local directory to resolve it")
+        path = base_dir / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RowRejected(MISSING_IMAGE, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def image_bytes(item: Any, base_dir: Path | None = None, max_aspect_ratio: float = 200.0) -> bytes:
+    """One image of a source row as checked PNG/JPEG bytes.
+
+    Accepts a PIL image, raw bytes, a ``{"bytes", "path"}`` dict (``datasets``' Image storage), a file path
+    (relative paths are resolved against ``base_dir``, the directory of the data file) or a base64 data URI.
+    """
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        buffer = io.BytesIO()
+        image = item if item.mode in _PNG_MODES else item.convert("RGBA" if "A" in item.mode else "RGB")
+        try:
+            image.save(buffer, format="PNG")
+        except Exception as exc:  # a lazily loaded image can fail only now, when its pixels are read
+            raise RowRejected(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
+        data = buffer.getvalue()
+    elif isinstance(item, bytes | bytearray | memoryview):
+        data = bytes(item)
+    elif isinstance(item, Mapping):
+        raw, path = item.get("bytes"), item.get("path")
+        if raw:
+            data = bytes(raw)
+        elif path:
+            data = _read_image_path(path, base_dir)
+        else:
+            raise RowRejected(MISSING_IMAGE, "image dict has neither bytes nor path")
+    elif isinstance(item, str) and item.startswith("data:image/"):
+        try:
+            data = base64.b64decode(item.split(",", 1)[1], validate=True)
+        except (IndexError, binascii.Error) as exc:
+            raise RowRejected(CORRUPT_IMAGE, f"bad base64 data URI: {exc}") from None
+    elif isinstance(item, str | os.PathLike):
+        if not os.fspath(item).strip():
+            raise RowRejected(MISSING_IMAGE, "empty image path")
+        data = _read_image_path(item, base_dir)
+    else:
+        raise RowRejected(CORRUPT_IMAGE, f"unsupported image value of type {type(item).__name__}")
+    if not data:
+        raise RowRejected(MISSING_IMAGE, "image has no bytes")
+    return normalize_image(data, max_aspect_ratio)
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """Everything about a source row's origin that the conversion needs."""
+
+    split: str
+    """Output split (``train`` or ``test``)."""
+    index: int
+    """Position of the row in its source split or file."""
+    source: str
+    """Hub name or file path, stored in ``extra_info["source"]``."""
+    base_dir: Path | None
+    """Directory that relative image paths are resolved against."""
+
+
+def convert_row(
+    values: Mapping[str, Any],
+    columns: Columns,
+    context: RowContext,
+    *,
+    data_source: str,
+    keep_label: bool,
+    require_answer: bool,
+    max_aspect_ratio: float = 200.0,
+) -> dict[str, Any]:
+    """Turn one source row into a schema row, or raise :class:`RowRejected` with the drop reason."""
+    question = question_text(values.get(columns.question))
+    if question is None or not question.replace(IMAGE_PLACEHOLDER, "").strip():
+        raise RowRejected(MISSING_QUESTION)
+    items = _image_items(values.get(columns.image))
+    if not items:
+        raise RowRejected(MISSING_IMAGE, f"no value in column {columns.image!r}")
+    try:
+        # Checked before decoding: a row whose placeholders cannot match is dropped without the cost.
+        compose_prompt(question, len(items))
+    except ImageCountMismatch as exc:
+        raise RowRejected(IMAGE_COUNT_MISMATCH, str(exc)) from None
+    except SchemaError as exc:  # e.g. nothing but the format instruction
+        raise RowRejected(MISSING_QUESTION, str(exc)) from None
+    images = [image_bytes(item, context.base_dir, max_aspect_ratio) for item in items]
+    answer = answer_text(values.get(columns.answer)) if columns.answer else ""
+    if require_answer and not answer:
+        raise RowRejected(MISSING_ANSWER, "the validation split is scored against labels")
+    choices = choice_texts(values.get(columns.choices)) if columns.choices else []
+    try:
+        return build_row(
+            data_source=data_source,
+            question=question,
+            images=images,
+            split=context.split,
+            index=context.index,
+            answer=answer,
+            choices=choices,
+            source=context.source,
+            keep_label=keep_label,
+        )
+    except SchemaError as exc:
+        raise RowRejected(ERROR, str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+class SourceUnreadable(Exception):
+    """A whole file or hub source could not be read; ``reason`` is ``unreadable_file`` or ``unreadable_source``."""
+
+    def __init__(self, reason: str, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class SourceRows:
+    """The rows of one source split, addressable by position."""
+
+    name: str
+    """Hub name or file path(s), for messages."""
+    length: int
+    """Number of rows."""
+    columns: list[str]
+    """Column names present in the data."""
+    get: Callable[[int], tuple[Mapping[str, Any] | None, RowContext | None, str]]
+    """Row ``i`` -> (values or ``None`` if unreadable, partial context (index, source, base_dir), error detail)."""
+
+
+def _undecoded(feature: Any) -> Any:
+    """``feature`` with every ``datasets.Image`` set to ``decode=False``, so rows carry the original bytes."""
+    import datasets
+
+    if isinstance(feature, datasets.Image):
+        return datasets.Image(decode=False)
+    if isinstance(feature, datasets.List | datasets.LargeList):
+        return dataclasses.replace(feature, feature=_undecoded(feature.feature))
+    if isinstance(feature, dict):
+        return {key: _undecoded(value) for key, value in feature.items()}
+    return feature
+
+
+def load_hub_split(name_or_dir: str, split: str, *, cache_dir: Path | None = None) -> Any:
+    """Load ``split`` of a hub dataset (an id, or a local snapshot directory) with ``datasets.load_dataset``.
+
+    Image columns are cast to ``decode=False`` so the original encoded bytes are kept instead of being decoded
+    to PIL and re-encoded. Raises :class:`UsageError` for a split the dataset does not have and
+    :class:`SourceUnreadable` when the dataset cannot be loaded at all.
+    """
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name_or_dir, split=split, cache_dir=str(cache_dir) if cache_dir else None)
+    except ValueError as exc:
+        if "unknown split" in str(exc).lower():
+            raise UsageError(f"{name_or_dir}: {exc}") from None
+        raise SourceUnreadable(UNREADABLE_SOURCE, name_or_dir, f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # hub, network, cache and format errors all mean the same thing here
+        raise SourceUnreadable(UNREADABLE_SOURCE, name_or_dir, f"{type(exc).__name__}: {exc}") from None
+    for column, feature in ds.features.items():
+        plain = _undecoded(feature)
+        if plain != feature:
+            ds = ds.cast_column(column, plain)
+    return ds
+
+
+def _hub_rows(ds: Any, name: str, source: str, base_dir: Path | None, max_rows: int | None) -> SourceRows:
+    length = len(ds) if max_rows is None else min(len(ds), max_rows)
+
+    def get(i: int) -> tuple[Mapping[str, Any] | None, RowContext | None, str]:
+        return ds[i], RowContext(split="", index=i, source=source, base_dir=base_dir), ""
+
+    return SourceRows(name=name, length=length, columns=list(ds.column_names), get=get)
+
+
+def _json_rows(text: str) -> list[Any]:
+    """Rows of a ``.json`` file: a list of objects, a dict of equal-length columns, or one list under a key."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON Lines saved with a .json suffix
+            return _jsonl_rows(text)
+        raise
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        lists = {k: v for k, v in data.items() if isinstance(v, list)}
+        if lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
+            if len(lists) == 1 and all(isinstance(row, dict) for row in next(iter(lists.values()))):
+                return next(iter(lists.values()))  # {"data": [{...}, ...]}
+            n = len(next(iter(lists.values())))
+            return [{k: v[i] for k, v in lists.items()} for i in range(n)]  # {"col": [...], ...}
+    raise ValueError("expected a list of rows, or a dict of equal-length column lists")
+
+
+_BAD_LINE = object()
+
+
+def _jsonl_rows(text: str) -> list[Any]:
+    rows: list[Any] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            rows.append(_BAD_LINE)
+    return rows
+
+
+def read_local_file(path: Path) -> list[Any]:
+    """The rows of one local data file (dicts; unreadable JSON lines as a sentinel); raises SourceUnreadable."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        text = path.read_text(encoding="utf-8")
+        return _jsonl_rows(text) if suffix == ".jsonl" else _json_rows(text)
+    except Exception as exc:  # OSError, UnicodeDecodeError, JSON and Arrow errors: the file cannot be used
+        raise SourceUnreadable(UNREADABLE_FILE, str(path), f"{type(exc).__name__}: {exc}") from None
+
+
+def _local_rows(paths: Sequence[Path], max_rows: int | None, failures: Counter) -> SourceRows:
+    records: list[tuple[Any, Path, int]] = []
+    for path in paths:
+        try:
+            rows = read_local_file(path)
+        except SourceUnreadable as exc:
+            failures[exc.reason] += 1
+            logger.warning("%s: %s", exc.reason, exc)
+            continue
+        if max_rows is not None:
+            rows = rows[: max(0, max_rows - len(records))]
+        records.extend((row, path, i) for i, row in enumerate(rows))
+    columns = sorted({key for row, _, _ in records if isinstance(row, dict) for key in row})
+
+    def get(i: int) -> tuple[Mapping[str, Any] | None, RowContext | None, str]:
+        row, path, index = records[i]
+        context = RowContext(split="", index=index, source=str(path), base_dir=path.parent.absolute())
+        if not isinstance(row, dict):
+            return None, context, "not a JSON object" if row is not _BAD_LINE else "invalid JSON line"
+        return row, context, ""
+
+    return SourceRows(name=", ".join(map(str, paths)), length=len(records), columns=columns, get=get)
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """How ``--dataset`` will be read."""
+
+    kind: str
+    """``hub`` (an id or snapshot directory, read with ``datasets``) or ``files`` (local data files)."""
+    spec: SourceSpec
+    """Column candidates (a known dataset's, or the generic ones)."""
+    load_from: str
+    """What is passed to ``datasets.load_dataset`` (hub id or directory); empty for files."""
+    label: str
+    """Stored in ``extra_info["source"]``: the hub name, snapshot directory or file path."""
+    files: tuple[Path, ...] = ()
+    """The local data files, for ``files``."""
+    base_dir: Path | None = None
+    """Directory for relative image paths in hub snapshots."""
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or value.lower().endswith(DATA_SUFFIXES)
+
+
+def _is_local_file(value: str) -> bool:
+    path = Path(value).expanduser()
+    if path.exists():
+        return path.is_file()
+    # A path that does not exist is a missing local file (counted as unreadable), unless it names a known dataset.
+    return _looks_like_path(value) and sources.lookup(value) is None
+
+
+def resolve_source(config: PrepareConfig) -> ResolvedSource:
+    """Decide whether ``config.dataset`` names local files or a hub dataset; raises UsageError if unclear."""
+    values = config.dataset
+    if all(_is_local_file(v) for v in values):
+        paths = tuple(Path(v).expanduser() for v in values)
+        bad = [str(p) for p in paths if p.suffix.lower() not in DATA_SUFFIXES]
+        if bad:
+            raise UsageError(f"unsupported data file type: {', '.join(bad)} (use {', '.join(DATA_SUFFIXES)})")
+        if config.data_dir is not None:
+            raise UsageError("--data-dir is for hub datasets; local files are read directly")
+        return ResolvedSource(kind="files", spec=sources.GENERIC, load_from="", label="", files=paths)
+    if len(values) > 1:
+        raise UsageError("several --dataset values are only supported for local data files")
+    value = values[0]
+    spec = sources.lookup(value)
+    directory = config.data_dir.expanduser() if config.data_dir is not None else None
+    if directory is not None and not directory.is_dir():
+        raise UsageError(f"--data-dir {config.data_dir} is not a directory")
+    if directory is None and Path(value).expanduser().is_dir():
+        directory = Path(value).expanduser()
+    if directory is not None:
+        load_from = str(directory.absolute())
+        # A snapshot of a known dataset is still that dataset; any other directory is named by its path.
+        label = spec.hub_name if spec else (value if config.data_dir is not None else load_from)
+        return ResolvedSource("hub", spec or sources.GENERIC, load_from, label, base_dir=Path(load_from))
+    if spec is not None:
+        return ResolvedSource("hub", spec, spec.hub_name, spec.hub_name)
+    return ResolvedSource("hub", sources.GENERIC, value, value)
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+@dataclass
+class _Job:
+    split: str
+    rows: SourceRows
+    indices: Sequence[int]
+    keep_label: bool
+    require_answer: bool
+
+
+class _DropLog:
+    """Warn about the first few drops of each reason; the rest only show up in the summary counts."""
+
+    def __init__(self) -> None:
+        self.seen: Counter = Counter()
+
+    def __call__(self, split: str, context: RowContext | None, reason: str, detail: str) -> None:
+        self.seen[reason] += 1
+        where = f"{context.source} row {context.index}" if context else "a row"
+        message = "%s: dropped %s: %s%s"
+        args = (split, where, reason, f" ({detail})" if detail else "")
+        if self.seen[reason] <= _WARN_PER_REASON:
+            logger.warning(message, *args)
+            return
+        if self.seen[reason] == _WARN_PER_REASON + 1:
+            logger.warning("%s: more %s drops; from now on they are only counted in the summary", split, reason)
+        logger.debug(message, *args)
+
+
+def _load_split(
+    resolved: ResolvedSource, split: str, config: PrepareConfig, failures: Counter, files: Sequence[Path] = ()
+) -> SourceRows | None:
+    if resolved.kind == "files":
+        return _local_rows(files or resolved.files, config.max_rows, failures)
+    try:
+        ds = load_hub_split(resolved.load_from, split, cache_dir=config.cache_dir)
+    except SourceUnreadable as exc:
+        failures[exc.reason] += 1
+        logger.error("%s: %s", exc.reason, exc)
+        return None
+    name = f"{resolved.label}@{split}"
+    return _hub_rows(ds, name, resolved.label, resolved.base_dir, config.max_rows)
+
+
+def _columns_for(rows: SourceRows, spec: SourceSpec, config: PrepareConfig) -> Columns:
+    try:
+        return sources.resolve_columns(
+            rows.columns,
+            spec,
+            image=config.image_column,
+            question=config.question_column,
+            answer=config.answer_column,
+            choices=config.choices_column,
+        )
+    except ColumnError as exc:
+        raise UsageError(f"{rows.name}: {exc}") from None
+
+
+def _plan(config: PrepareConfig, resolved: ResolvedSource, result: PrepareResult) -> list[_Job]:
+    train = _load_split(resolved, config.split, config, result.failures)
+    if train is None or train.length == 0:
+        return []
+    jobs: list[_Job] = []
+    train_indices: Sequence[int] = range(train.length)
+    if config.val_fraction > 0:
+        n_val = round(train.length * config.val_fraction)
+        if n_val == 0 and train.length >= 2:
+            n_val = 1  # a requested validation split should never silently come out empty
+        val = set(random.Random(config.seed).sample(range(train.length), n_val))
+        train_indices = [i for i in range(train.length) if i not in val]
+        jobs.append(_Job("train", train, train_indices, config.keep_labels, False))
+        jobs.append(_Job("test", train, sorted(val), True, True))
+        return jobs
+    jobs.append(_Job("train", train, train_indices, config.keep_labels, False))
+    if config.val_split is not None:
+        if resolved.kind == "files":
+            val_path = Path(config.val_split).expanduser()
+            if not val_path.is_file() and not _looks_like_path(config.val_split):
+                raise UsageError("for local data files, --val-split takes the path of a labelled data file")
+            test = _load_split(resolved, config.val_split, config, result.failures, files=[val_path])
+        else:
+            test = _load_split(resolved, config.val_split, config, result.failures)
+        if test is not None and test.length:
+            jobs.append(_Job("test", test, range(test.length), True, True))
+    return jobs
+
+
+def _run_job(
+    job: _Job,
+    columns: Columns,
+    path: Path,
+    data_source: str,
+    config: PrepareConfig,
+    stats: SplitStats,
+    drop_log: _DropLog,
+) -> bool:
+    """Convert and write one output split; returns False if interrupted (the finished rows are still written)."""
+    interrupted = False
+    with RowWriter(path) as writer:
+        progress = tqdm(job.indices, desc=f"prepare {job.split}", unit="row", disable=None, dynamic_ncols=True)
+        try:
+            for i in progress:
+                stats.read += 1
+                context: RowContext | None = None
+                try:
+                    values, context, detail = job.rows.get(i)
+                    context = dataclasses.replace(context, split=job.split) if context else None
+                    if values is None:
+                        raise RowRejected(UNREADABLE_ROW, detail)
+                    row = convert_row(
+                        values,
+                        columns,
+                        context,
+                        data_source=data_source,
+                        keep_label=job.keep_label,
+                        require_answer=job.require_answer,
+                        max_aspect_ratio=config.max_aspect_ratio,
+                    )
+                    writer.add(row)
+                    stats.written += 1
+                except RowRejected as exc:
+                    stats.dropped[exc.reason] += 1
+                    drop_log(job.split, context, exc.reason, exc.detail)
+                except Exception as exc:  # one broken row must not end the run; the traceback goes to the log
+                    stats.dropped[ERROR] += 1
+                    logger.warning("%s: row %s failed", job.split, i, exc_info=exc)
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("%s: interrupted; writing the %d rows finished so far", job.split, stats.written)
+        finally:
+            progress.close()
+    return not interrupted
+
+
+def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: str, seconds: float) -> None:
+    summary = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "data_source": data_source,
+        "files": {split: str(path) for split, path in result.paths.items()},
+        "splits": {
+            split: {"read": s.read, "written": s.written, "dropped": dict(sorted(s.dropped.items()))}
+            for split, s in result.stats.items()
+        },
+        "unreadable": dict(result.failures),
+        "interrupted": result.interrupted,
+        "seconds": round(seconds, 2),
+    }
+    path = config.out / SUMMARY_NAME
+    tmp = path.with_name(f".{SUMMARY_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=list))
+    os.replace(tmp, path)
+
+
+def _log_summary(result: PrepareResult) -> None:
+    for split, s in result.stats.items():
+        dropped = ", ".join(f"{reason}={n}" for reason, n in sorted(s.dropped.items())) or "none"
+        n_dropped = sum(s.dropped.values())
+        logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, n_dropped, dropped)
+    if result.failures:
+        logger.info("unreadable: %s", ", ".join(f"{reason}={n}" for reason, n in sorted(result.failures.items())))
+    read = sum(s.read for s in result.stats.values())
+    dropped = sum(sum(s.dropped.values()) for s in result.stats.values())
+    files = ", ".join(f"{split}={path}" for split, path in result.paths.items()) or "nothing"
+    logger.info(
+        "prepare %s: read %d rows, wrote %d, dropped %d%s -> %s",
+        "interrupted" if result.interrupted else "done",
+        read,
+        result.written,
+        dropped,
+        f", {sum(result.failures.values())} unreadable file(s)/source(s)" if result.failures else "",
+        files,
+    )
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    """Run the preparation described by ``config``; see the module docstring."""
+    start = time.perf_counter()
+    resolved = resolve_source(config)
+    data_source = config.data_source or sources.data_source_name(config.dataset[0])
+    result = PrepareResult()
+    jobs = _plan(config, resolved, result)
+    # Columns are resolved for every job before anything is written, so a wrong name fails fast (exit 2).
+    columns = {id(job.rows): _columns_for(job.rows, resolved.spec, config) for job in jobs}
+    drop_log = _DropLog()
+    out = config.out.expanduser().absolute()
+    config = dataclasses.replace(config, out=out)
+    for job in jobs:
+        stats = result.stats.setdefault(job.split, SplitStats())
+        path = out / (TRAIN_FILE if job.split == "train" else TEST_FILE)
+        try:
+            finished = _run_job(job, columns[id(job.rows)], path, data_source, config, stats, drop_log)
+        except OSError as exc:  # e.g. a full disk: this file is lost, but files already written stay valid
+            result.failures[WRITE_ERROR] += 1
+            logger.error("%s: could not write %s: %s", job.split, path, exc)
+            stats.written = 0
+            continue
+        if stats.written:
+            result.paths[job.split] = path
+        elif path.exists():
+            logger.warning("%s: no rows written; %s from an earlier run is left as it was", job.split, path)
+        if not finished:
+            result.interrupted = True
+            break
+    if result.written:
+        try:
+            _write_summary(config, result, data_source, time.perf_counter() - start)
+        except OSError as exc:  # the data files are complete; a missing summary must not fail the run
+            logger.warning("could not write %s: %s", out / SUMMARY_NAME, exc)
+    _log_summary(result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse would print the whole usage block and exit; we want one clear line and exit status 2.
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m verl_ext.data.prepare``."""
+    parser = _Parser(
+        prog="python -m verl_ext.data.prepare",
+        description="Turn a multimodal math dataset into verl's RL parquet with the labels hidden (MM-UPT data).",
+    )
+    known = ", ".join(sorted(sources.KNOWN))
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        nargs="+",
+        help=f"{known}, a hub id, a local snapshot directory, or local .json/.jsonl/.parquet file(s)",
+    )
+    parser.add_argument("--split", default="train", help="hub split to prepare as training data (default: train)")
+    parser.add_argument("--image-column", help="column with the image(s); default: guessed")
+    parser.add_argument("--question-column", help="column with the question; default: guessed")
+    parser.add_argument("--answer-column", help="column with the answer (kept hidden in extra_info); default: guessed")
+    parser.add_argument("--choices-column", help="column with multiple-choice option texts; default: guessed")
+    parser.add_argument("--data-dir", type=Path, help="read the hub dataset from this local snapshot directory")
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/prepared"), help="output directory (default: data/prepared)"
+    )
+    val = parser.add_mutually_exclusive_group()
+    val.add_argument("--val-fraction", type=float, default=0.0, help="fraction of the rows held out as test.parquet")
+    val.add_argument("--val-split", help="hub split (or local file) written as test.parquet, labels kept")
+    parser.add_argument("--max-rows", type=int, help="read at most N rows per source split")
+    parser.add_argument(
+        "--keep-labels",
+        action="store_true",
+        help="also put the answer in reward_model.ground_truth (supervised baseline)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --val-fraction split (default: 0)")
+    parser.add_argument("--data-source", help="data_source value (default: verl_ext/prepared/<name>)")
+    parser.add_argument("--cache-dir", type=Path, help="datasets cache directory (default: HF_DATASETS_CACHE)")
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> PrepareConfig:
+    """Parse ``argv`` into a config; raises :class:`UsageError`."""
+    args = build_parser().parse_args(argv)
+    return PrepareConfig(
+        dataset=tuple(args.dataset),
+        out=args.out,
+        split=args.split,
+        image_column=args.image_column,
+        question_column=args.question_column,
+        answer_column=args.answer_column,
+        choices_column=args.choices_column,
+        data_dir=args.data_dir,
+        val_fraction=args.val_fraction,
+        val_split=args.val_split,
+        max_rows=args.max_rows,
+        keep_labels=args.keep_labels,
+        seed=args.seed,
+        data_source=args.data_source,
+        cache_dir=args.cache_dir,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 written, 1 nothing written, 2 usage error)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(argv)
+        result = prepare(config)
+    except UsageError as exc:
+        logger.error("usage error: %s (see --help)", exc)
+        return 2
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
