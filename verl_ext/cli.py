@@ -7,8 +7,8 @@ the caller's directory) and hands the config to verl's own ``main_ppo.main``.
 Overrides:
 - ``key=value``: set an existing key. The value is read as YAML, as EasyR1 reads it, so
   ``data.format_prompt=\\boxed{}`` stays a string and ``trainer.logger=[console]`` is a list.
-- ``+key=value``, ``++key=value``, ``~key`` and config-group choices (``group/sub=option``) use
-  Hydra's override grammar, as with ``python -m verl.trainer.main_ppo``.
+- ``+key=value``, ``++key=value``, ``~key``, ``hydra.*`` keys and config-group choices
+  (``group/sub=option``) use Hydra's override grammar, as with ``python -m verl.trainer.main_ppo``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def split_args(argv: Sequence[str]) -> tuple[Path, list[str], list[str]]:
         key, sep, _ = arg.partition("=")
         if not sep or not key.lstrip("+"):
             raise CLIError(f"malformed override {arg!r}: expected key=value")
-        if key.startswith("+") or "/" in key or "@" in key:
+        if key.startswith("+") or key.startswith("hydra.") or "/" in key or "@" in key:
             hydra_style.append(arg)
         else:
             if not all(part.isidentifier() or part.isdigit() for part in key.split(".")):

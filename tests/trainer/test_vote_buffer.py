@@ -101,12 +101,14 @@ def test_rewards_follow_vote_per_uid_in_shuffled_batch(monkeypatch):
     # Responses whose vote reward (> 0) matches their true correctness: a all 4; b only the
     # unrewarded wrong "2" (the three rewarded 1/2s are wrong); c all but the unrewarded right "1".
     assert metrics["mmupt/reward_accuracy"] == pytest.approx((4 + 1 + 3) / 12)
+    assert metrics["mmupt/votes_per_group"] == 4
     assert metrics["mmupt/vote_time_s"] >= 0
 
 
 def test_n_train_keeps_a_subset_per_uid_and_clears_the_rest(monkeypatch):
     rows, keys = make_rows(GROUPS)
-    fake, batch, _ = run(make_buffer(n_train=2), rows, keys, monkeypatch)
+    fake, batch, metrics = run(make_buffer(n_votes=4, n_train=2), rows, keys, monkeypatch)
+    assert metrics["mmupt/votes_per_group"] == 4
     kept_uids = [k.split("_")[0] for k in batch.keys]
     assert sorted(kept_uids) == sorted(["a", "a", "b", "b", "c", "c", "d", "d"])
     assert sorted(batch.keys + fake.cleared) == sorted(keys)
@@ -125,3 +127,8 @@ def test_missing_pred_names_the_reward_manager(monkeypatch):
 def test_unknown_vote_setting_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown majority-vote setting"):
         make_buffer(min_ratoi=0.5)
+
+
+def test_n_votes_below_n_train_is_rejected():
+    with pytest.raises(ValueError, match="n_votes"):
+        make_buffer(n_votes=2, n_train=4)

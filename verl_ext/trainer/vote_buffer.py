@@ -67,7 +67,11 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         return batch, metrics
 
     def vote_batch(self, batch: KVBatchMeta) -> tuple[KVBatchMeta, dict[str, float]]:
-        """Vote per uid, write the rewards to ``rm_scores``, keep ``n_train`` responses per prompt."""
+        """Vote per uid, write the rewards to ``rm_scores``, keep ``n_train`` responses per prompt.
+
+        With ``n_votes`` > ``rollout.n`` (see ``vote_rollout``) a group holds more responses than verl
+        trains on; a random ``n_train`` of them stay in the batch, so verl's batch sizing holds.
+        """
         start = time.perf_counter()
         data = tq.kv_batch_get(
             keys=batch.keys,
@@ -103,7 +107,10 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
             for i, r in zip(members, result.rewards):
                 rewards[i] = r
             outcomes.append(GroupOutcome(group_answers, result, truths[members[0]]))
-            keep.extend(members if cfg.n_train is None else sorted(rng.sample(members, min(cfg.n_train, len(members)))))
+            if cfg.n_train is None or len(members) <= cfg.n_train:
+                keep.extend(members)
+            else:
+                keep.extend(sorted(rng.sample(members, cfg.n_train)))
         self._votes += 1
 
         new_scores = []

@@ -25,8 +25,10 @@ class VoteConfig:
     """Reward each response with its cluster's frequency instead of 0/1 for the winning cluster."""
     seed: int = 0
     """Seed for ``tie_break=random`` and for choosing the trained subset when ``n_train`` < the group."""
+    n_votes: Optional[int] = None
+    """Sample this many responses per training prompt for the vote (TTRL); None votes on ``rollout.n``."""
     n_train: Optional[int] = None
-    """Train on this many responses per prompt, voting on all ``rollout.n`` (TTRL); None trains on all."""
+    """Responses per prompt kept for training; the config group sets it to ``rollout.n``."""
 
     def __post_init__(self):
         if self.answer_style not in STYLES:
@@ -35,8 +37,15 @@ class VoteConfig:
             raise ValueError(f"tie_break must be one of {', '.join(TIE_BREAKS)}; got {self.tie_break!r}")
         if not 0.0 <= float(self.min_ratio) <= 1.0:
             raise ValueError(f"min_ratio must be in [0, 1]; got {self.min_ratio!r}")
-        if self.n_train is not None and int(self.n_train) < 1:
-            raise ValueError(f"n_train must be >= 1 or null; got {self.n_train!r}")
+        for name in ("n_votes", "n_train"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be >= 1 or null; got {value!r}")
+        if self.n_votes is not None and self.n_train is not None and self.n_votes < self.n_train:
+            raise ValueError(
+                f"n_votes ({self.n_votes}) must be >= the responses trained on per prompt "
+                f"(rollout.n = {self.n_train})"
+            )
 
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "VoteConfig":

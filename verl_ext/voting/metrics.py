@@ -45,6 +45,7 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
     - ``label_accuracy``: share of labelled groups whose pseudo-label equals the hidden truth.
     - ``reward_accuracy``: share of responses whose vote reward (> 0) agrees with their true correctness.
     - ``labeled_groups``: how many groups carried a hidden truth (the two accuracies' denominators).
+    - ``votes_per_group``: mean number of responses voted on per prompt.
     - ``vote_time_s``: wall time spent voting.
     """
     if not groups:
@@ -56,6 +57,7 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
         "no_label_rate": sum(g.vote.label is None for g in groups) / n_groups,
         "no_answer_rate": sum(a is None for g in groups for a in g.answers) / max(n_responses, 1),
         "answer_entropy": sum(answer_entropy(g.vote, len(g.answers)) for g in groups) / n_groups,
+        "votes_per_group": n_responses / n_groups,
         "vote_time_s": vote_seconds,
     }
     labeled = [g for g in groups if g.truth]
