@@ -128,14 +128,17 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str:
     """One line naming an unknown key, with the verl key to use instead when one is known."""
     if key in EASYR1_KEYS:
         return f"unknown key {key!r} (an EasyR1 key); in verl use {EASYR1_KEYS[key]!r}"
-    parent, _, leaf = key.rpartition(".")
-    siblings = []
-    if not parent:
-        siblings = list(cfg.keys())
-    elif _has_key(cfg, parent) and isinstance(OmegaConf.select(cfg, parent), DictConfig):
-        siblings = list(OmegaConf.select(cfg, parent).keys())
-    close = difflib.get_close_matches(leaf, [str(s) for s in siblings], n=1)
-    hint = f"; did you mean {'.'.join(filter(None, [parent, close[0]]))!r}?" if close else ""
+    parts = key.split(".")
+    # The first part that does not exist is the one to correct ("trainerr.x" -> "trainer").
+    depth = next(i for i in range(len(parts)) if not _has_key(cfg, ".".join(parts[: i + 1])))
+    parent = ".".join(parts[:depth])
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    siblings = [str(s) for s in node.keys()] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(parts[depth], siblings, n=1)
+    hint = ""
+    if close:
+        suggestion = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
+        hint = f"; did you mean {suggestion!r}?"
     return f"unknown key {key!r}{hint} (use +{key}=... to add a new key)"
 
 
@@ -201,7 +204,7 @@ def _absolute(value: Any, cwd: Path, must_exist: bool) -> Any:
         return value
     path = Path(os.path.expanduser(value))
     if path.is_absolute():
-        return value
+        return str(path)  # "~/x" expanded here: Ray workers would not expand it
     candidate = cwd / path
     # A relative value that does not exist may be a hub id ("Qwen/Qwen2.5-VL-7B-Instruct"): leave it.
     if must_exist and not candidate.exists():

@@ -112,10 +112,14 @@ def register() -> dict[str, list[str]]:
     return REGISTERED
 
 
-register()
-
-
 if __name__ == "__main__":
+    # Run as a script, this file is not the module verl loads: importing verl registers through
+    # that one, and registering here as well would import verl_ext.plugin twice, half-initialised.
     import json
 
-    print(json.dumps(REGISTERED, indent=2))
+    import verl  # noqa: F401
+    from verl_ext.plugin import REGISTERED as LOADED
+
+    print(json.dumps(LOADED, indent=2))
+else:
+    register()

@@ -29,7 +29,11 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 
 
 def max_new_tokens(config: RolloutConfig, prompt_len: int, sampling_params: dict[str, Any]) -> int:
-    """The token budget of one request, computed as verl's vLLM server computes it."""
+    """The token budget of one request, computed as verl's vLLM server computes it.
+
+    ``config.max_model_len`` unset falls back to prompt + response length (the server sets it to the
+    model's context size, as vLLM does, before any request).
+    """
     max_model_len = config.max_model_len or (config.prompt_length + config.response_length)
     room = max_model_len - prompt_len
     if room < 1:
@@ -74,7 +78,7 @@ def build_generation_config(
         no_repeat_ngram_size=0,
         min_new_tokens=0,
         return_dict_in_generate=True,
-        output_scores=True,
+        output_logits=True,
     )
     if do_sample:
         kwargs.update(temperature=temperature, top_p=float(sampling_params.get("top_p", 1.0)))
@@ -120,6 +124,10 @@ class HFRolloutServer:
         self.model = auto_cls.from_pretrained(
             model_config.local_path, dtype=dtype, trust_remote_code=model_config.trust_remote_code
         ).eval()
+        if self.config.max_model_len is None:
+            # As verl's vLLM server: the context is the model's, not prompt + response length.
+            text_config = getattr(self.model.config, "text_config", self.model.config)
+            self.config.max_model_len = getattr(text_config, "max_position_embeddings", None)
         self.eos_ids = self._eos_ids()
         self.suppress_ids = self._placeholder_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
@@ -211,10 +219,16 @@ class HFRolloutServer:
             out = self.model.generate(**inputs, generation_config=gen_config)
         new_tokens = out.sequences[0, len(prompt_ids) :]
         token_ids = new_tokens.tolist()
-        log_probs = [
-            torch.log_softmax(score[0].float(), dim=-1)[tok].item() for score, tok in zip(out.scores, token_ids)
+        return token_ids, self._log_probs(out.logits, token_ids, float(params.get("temperature", 1.0)))
+
+    def _log_probs(self, logits: tuple[torch.Tensor, ...], token_ids: list[int], temperature: float) -> list[float]:
+        # The policy's log-probs as the actor computes them: log_softmax(logits / T) over the full
+        # vocabulary ("processed" = temperature applied; "raw" = none). Not the warped distribution:
+        # the placeholder suppression is a safety net of this server, not part of the policy.
+        scale = temperature if self.config.logprobs_mode != "raw_logprobs" and temperature > 0 else 1.0
+        return [
+            torch.log_softmax(step[0].float() / scale, dim=-1)[tok].item() for step, tok in zip(logits, token_ids)
         ]
-        return token_ids, log_probs
 
     # ------------------------------------------------------------------ weights
 

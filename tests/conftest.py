@@ -1,0 +1,41 @@
+"""Shared test configuration: markers, an offline sandboxed environment and the tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before anything imports `datasets`: verl's RLHFDataset loads parquet through it, and its cache
+# would otherwise land in ~/.cache/huggingface/datasets, shared with every other run on the machine.
+os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"verl_ext_tests_hf_datasets_{os.getpid()}"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end or multi-process tests, deselect with -m 'not slow'")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_sandbox(tmp_path_factory: pytest.TempPathFactory):
+    """No hub downloads, and assets are built into a session tmp dir, never into ~/.cache."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "VERL_EXT_CACHE")}
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["VERL_EXT_CACHE"] = str(tmp_path_factory.mktemp("verl_ext_cache"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny Qwen2.5-VL checkpoint, built once per session.
+
+    Same path as the ``tiny_dir`` fixtures of tests/assets and tests/data, so a full run builds it once.
+    """
+    from verl_ext.assets.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_qwen2_5_vl")

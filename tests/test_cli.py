@@ -1,0 +1,241 @@
+"""``python -m verl.trainer.main config=RECIPE.yaml key=value ...``: argument splitting, composition, paths, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from verl_ext.cli import USAGE, CLIError, absolutize_paths, compose, split_args
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "grpo_supervised.yaml"
+
+
+# ---------------------------------------------------------------------------------------------- split_args
+
+
+def test_split_args_takes_config_anywhere():
+    recipe, plain, hydra = split_args(["a.b=1", "config=recipes/x.yaml", "c=2"])
+    assert recipe == Path("recipes/x.yaml")
+    assert plain == ["a.b=1", "c=2"]
+    assert hydra == []
+
+
+def test_split_args_keeps_everything_after_the_first_equals_sign():
+    recipe, plain, _ = split_args(["config=a=b.yaml", "data.prompt=x=y"])
+    assert recipe == Path("a=b.yaml")
+    assert plain == ["data.prompt=x=y"]
+
+
+def test_split_args_config_twice_is_an_error():
+    with pytest.raises(CLIError, match="twice"):
+        split_args(["config=a.yaml", "x=1", "config=b.yaml"])
+
+
+def test_split_args_missing_config_is_an_error():
+    with pytest.raises(CLIError, match="no recipe") as info:
+        split_args(["trainer.total_training_steps=3"])
+    assert USAGE in str(info.value)
+    with pytest.raises(CLIError, match="no recipe"):
+        split_args([])
+
+
+def test_split_args_sends_hydra_grammar_to_hydra():
+    args = ["+ray_kwargs.foo=1", "++trainer.x=2", "~trainer.y", "algorithm/sub=opt", "model@pkg=z", "trainer.a.0=b"]
+    recipe, plain, hydra = split_args(["config=r.yaml", *args])
+    assert recipe == Path("r.yaml")
+    assert hydra == args[:5]
+    assert plain == ["trainer.a.0=b"]
+
+
+@pytest.mark.parametrize("bad", ["foo", "a..b=1", "=1", "+=1", ".a=1", "a.=1", "a b=1", "a-b.c=1", "--help"])
+def test_split_args_rejects_malformed_overrides(bad):
+    with pytest.raises(CLIError, match="malformed override"):
+        split_args(["config=r.yaml", bad])
+
+
+# ------------------------------------------------------------------------------------------------- compose
+
+
+@pytest.fixture(scope="module")
+def composed():
+    _, plain, hydra = split_args(
+        [
+            f"config={RECIPE}",
+            "trainer.total_training_steps=3",
+            "trainer.logger=[console,wandb]",
+            r"trainer.experiment_name=\boxed{}",
+            "+ray_kwargs.ray_init.foo=1",
+            "actor_rollout_ref.rollout.temperature=0.7",
+            "data.train_batch_size=null",
+            "algorithm.use_kl_in_reward=true",
+        ]
+    )
+    return compose(RECIPE, plain, hydra)
+
+
+def test_compose_extends_verl_trainer_config(composed):
+    # Keys the recipe does not state come from verl's ppo_trainer.
+    assert composed.actor_rollout_ref.rollout.name == "hf"
+    assert "critic" in composed and "reward" in composed
+    assert OmegaConf.select(composed, "actor_rollout_ref.actor.ppo_epochs") == 1
+
+
+def test_compose_applies_overrides_with_yaml_types(composed):
+    steps = composed.trainer.total_training_steps
+    assert steps == 3 and type(steps) is int
+    assert OmegaConf.to_container(composed.trainer.logger) == ["console", "wandb"]
+    assert composed.trainer.experiment_name == r"\boxed{}"
+    assert composed.ray_kwargs.ray_init.foo == 1
+    assert composed.actor_rollout_ref.rollout.temperature == pytest.approx(0.7)
+    assert composed.data.train_batch_size is None
+    assert composed.algorithm.use_kl_in_reward is True
+    # Untouched recipe values survive.
+    assert composed.ray_kwargs.ray_init.num_cpus == 8
+    assert composed.trainer.project_name == "verl_ext"
+
+
+def test_compose_keeps_interpolations_unresolved(composed):
+    # The asset resolver runs later, in absolutize_paths, not while composing.
+    raw = OmegaConf.to_container(composed.data, resolve=False)
+    assert raw["train_files"] == "${verl_ext_asset:visual-math/train.parquet}"
+    assert OmegaConf.to_container(composed.trainer, resolve=False)["default_local_dir"] == (
+        "checkpoints/${trainer.project_name}/${trainer.experiment_name}"
+    )
+
+
+def test_compose_list_index_override():
+    cfg = compose(RECIPE, ["trainer.logger.0=tensorboard"], [])
+    assert list(cfg.trainer.logger) == ["tensorboard"]
+
+
+def test_compose_unknown_key_suggests_the_close_one():
+    with pytest.raises(CLIError) as info:
+        compose(RECIPE, ["trainer.total_training_stepz=3"], [])
+    message = str(info.value)
+    assert "unknown key 'trainer.total_training_stepz'" in message
+    assert "did you mean 'trainer.total_training_steps'" in message
+    assert "\n" not in message
+
+
+def test_compose_easyr1_key_names_the_verl_key():
+    with pytest.raises(CLIError) as info:
+        compose(RECIPE, ["worker.rollout.n=8"], [])
+    assert "'actor_rollout_ref.rollout.n'" in str(info.value)
+    assert "EasyR1" in str(info.value)
+
+
+def test_compose_hydra_errors_become_one_line():
+    with pytest.raises(CLIError, match=r"^cannot compose .*trainer\.nope") as info:
+        compose(RECIPE, [], ["~trainer.nope"])
+    assert "\n" not in str(info.value)
+
+
+def test_compose_missing_recipe_lists_the_neighbours(tmp_path):
+    (tmp_path / "real.yaml").write_text("a: 1\n")
+    with pytest.raises(CLIError, match="recipe file not found") as info:
+        compose(tmp_path / "reel.yaml", [], [])
+    assert "real.yaml" in str(info.value)
+    with pytest.raises(CLIError, match="not a .yaml file"):
+        compose(tmp_path / "real.json", [], [])
+
+
+# ---------------------------------------------------------------------------------------- absolutize_paths
+
+
+def test_absolutize_paths(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.parquet").write_bytes(b"")
+    (tmp_path / "data" / "val.parquet").write_bytes(b"")
+    cfg = OmegaConf.create(
+        {
+            "data": {
+                "train_files": "data/train.parquet",
+                "val_files": ["data/val.parquet", "hf://datasets/x/y", "missing/file.parquet"],
+            },
+            "actor_rollout_ref": {"model": {"path": "Qwen/Qwen2.5-VL-7B-Instruct", "tokenizer_path": None}},
+            "reward": {"custom_reward_function": {"path": "pkg://verl_ext.rewards.accuracy"}},
+            "trainer": {
+                "project_name": "p",
+                "default_local_dir": "out/x",
+                "rollout_data_dir": "dumps/${trainer.project_name}",
+                "validation_data_dir": None,
+                "resume_from_path": "/already/absolute",
+            },
+        }
+    )
+    changed = absolutize_paths(cfg, cwd=tmp_path)
+
+    assert cfg.data.train_files == str(tmp_path / "data" / "train.parquet")
+    assert list(cfg.data.val_files) == [
+        str(tmp_path / "data" / "val.parquet"),
+        "hf://datasets/x/y",
+        "missing/file.parquet",  # not there: could be a hub id, left alone
+    ]
+    assert cfg.actor_rollout_ref.model.path == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert cfg.actor_rollout_ref.model.tokenizer_path is None
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_ext.rewards.accuracy"
+    # Output directories are made absolute although they do not exist yet.
+    assert cfg.trainer.default_local_dir == str(tmp_path / "out" / "x")
+    assert cfg.trainer.rollout_data_dir == str(tmp_path / "dumps" / "p")
+    assert not (tmp_path / "out").exists()  # nothing is created
+    assert cfg.trainer.resume_from_path == "/already/absolute"
+    assert sorted(changed) == sorted(
+        ["data.train_files", "data.val_files", "trainer.default_local_dir", "trainer.rollout_data_dir"]
+    )
+    # A second pass has nothing left to do.
+    assert absolutize_paths(cfg, cwd=tmp_path) == []
+
+
+def test_absolutize_paths_defaults_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = OmegaConf.create({"trainer": {"default_local_dir": "ckpt"}})
+    assert absolutize_paths(cfg) == ["trainer.default_local_dir"]
+    assert cfg.trainer.default_local_dir == str(tmp_path.resolve() / "ckpt")
+
+
+# ------------------------------------------------------------------------------------- the real commands
+
+COMMANDS = ["verl.trainer.main", "verl_ext.main"]
+ERROR_CASES = {
+    "wrong_recipe": (["config=recipes/does_not_exist.yaml"], "recipe file not found"),
+    "malformed_override": (["config=recipes/grpo_supervised.yaml", "foo"], "malformed override 'foo'"),
+    "unknown_key": (
+        ["config=recipes/grpo_supervised.yaml", "trainer.total_training_stepz=3"],
+        "did you mean 'trainer.total_training_steps'",
+    ),
+}
+
+
+def _run_command(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+@pytest.mark.parametrize("module", COMMANDS)
+def test_command_reports_one_error_line(module, case):
+    args, expected = ERROR_CASES[case]
+    proc = _run_command(module, args)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert expected in lines[0]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_command_help(module):
+    proc = _run_command(module, ["--help"])
+    assert proc.returncode == 0, proc.stderr
+    assert USAGE in proc.stdout
+    assert "key=value" in proc.stdout
