@@ -9,7 +9,9 @@ import pytest
 
 # Before anything imports `datasets`: verl's RLHFDataset loads parquet through it, and its cache
 # would otherwise land in ~/.cache/huggingface/datasets, shared with every other run on the machine.
-os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"verl_ext_tests_hf_datasets_{os.getpid()}"))
+os.environ.setdefault(
+    "HF_DATASETS_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"verl_ext_tests_hf_datasets_{os.getpid()}")
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -96,7 +96,10 @@ def test_majority_vote_rewards_match_vote(tmp_path):
     dump = tmp_path / "rollouts"
     out = run_recipe(
         "quickstart",
-        [f"trainer.default_local_dir={tmp_path / 'ckpt'}", f"trainer.rollout_data_dir={dump}"],
+        [
+            f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+            f"trainer.rollout_data_dir={dump}",
+        ],
         tmp_path,
     )
     steps = step_metrics(out)
@@ -117,12 +120,16 @@ def test_majority_vote_rewards_match_vote(tmp_path):
 
 
 def test_existing_grpo_workflow_switches_with_one_override(tmp_path):
-    """verl's own entry point, a supervised GRPO recipe, and the single override the README gives."""
+    """verl's own entry point, a supervised GRPO recipe, and the single override the README gives.
+
+    It also votes TTRL-style on 6 responses per prompt while training on rollout.n=4.
+    """
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={REPO / 'recipes'}",
         "--config-name=grpo_supervised", "+mmupt=majority_vote",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+        "trainer.v1.sampler.sampler_kwargs.n_votes=6",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
@@ -130,4 +137,5 @@ def test_existing_grpo_workflow_switches_with_one_override(tmp_path):
     steps = step_metrics(out)
     assert set(steps) >= {1, 2}
     assert "mmupt/majority_ratio" in steps[2] and "mmupt/no_answer_rate" in steps[2]
+    assert steps[2]["mmupt/votes_per_group"] == 6
     assert (tmp_path / "ckpt" / "global_step_2").is_dir()
