@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "datasets>=3.0",
     "qwen-vl-utils>=0.0.14",
     "tokenizers>=0.22",
+    "matplotlib>=3.8",  # evaluation bar charts, toy-run plots
+    "httpx>=0.27",  # LLM-judge client for OpenAI-compatible endpoints
 ]
 
 EXTRAS_REQUIRE = {
@@ -38,7 +40,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["verl_ext", "verl_ext.*"]),
-    package_data={"verl_ext": ["config/**/*.yaml", "prompts/*.txt"]},
+    package_data={"verl_ext": ["config/**/*.yaml", "prompts/*.txt", "eval/*.txt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

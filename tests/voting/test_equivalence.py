@@ -259,3 +259,9 @@ def test_a_forked_process_gets_its_own_grader():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert is_equivalent("x+3", "3+x")  # and the parent's grader still answers
+
+
+def test_escaped_dollar_sign_is_dropped_like_a_plain_one():
+    from verl_ext.voting import normalize
+
+    assert normalize(r"\$5") == normalize("$5") == normalize("5")

@@ -16,10 +16,12 @@ import threading
 from typing import Any, Optional
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.replica import TokenOutput
+
+from verl_ext.generation.gen_config import build_generation_config
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -47,44 +49,6 @@ def max_new_tokens(config: RolloutConfig, prompt_len: int, sampling_params: dict
     else:
         budget = min(config.response_length, config.prompt_length + config.response_length - prompt_len)
     return max(1, min(int(budget), room))
-
-
-def build_generation_config(
-    sampling_params: dict[str, Any],
-    max_tokens: int,
-    eos_ids: list[int],
-    pad_id: Optional[int],
-    suppress_ids: Optional[list[int]] = None,
-) -> GenerationConfig:
-    """An explicit GenerationConfig, so the model's own generation defaults (top_k=50 ...) never leak in."""
-    temperature = float(sampling_params.get("temperature", 1.0))
-    top_k = int(sampling_params.get("top_k", -1) or -1)
-    stop_ids = list(sampling_params.get("stop_token_ids") or [])
-    do_sample = temperature > 0 and sampling_params.get("do_sample", True)
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_tokens,
-        do_sample=bool(do_sample),
-        repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
-        eos_token_id=None if sampling_params.get("ignore_eos") else sorted(set(eos_ids + stop_ids)),
-        pad_token_id=pad_id,
-        # 0, not None: None lets transformers' default top_k=50 back in.
-        top_k=top_k if top_k > 0 else 0,
-        suppress_tokens=suppress_ids or None,
-        # Neutral values for the warpers a model's generation_config.json could otherwise switch on
-        # (transformers fills every None from it): the rollout must sample what verl asked for.
-        typical_p=1.0,
-        epsilon_cutoff=0.0,
-        eta_cutoff=0.0,
-        no_repeat_ngram_size=0,
-        min_new_tokens=0,
-        return_dict_in_generate=True,
-        output_logits=True,
-    )
-    if do_sample:
-        kwargs.update(temperature=temperature, top_p=float(sampling_params.get("top_p", 1.0)))
-    else:
-        kwargs.update(temperature=None, top_p=None)
-    return GenerationConfig(**kwargs)
 
 
 def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:

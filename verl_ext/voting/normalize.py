@@ -24,7 +24,7 @@ _UNICODE = {
 _DROP = re.compile(
     r"\\left\.|\\right\.|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])"
     r"|\\[bB]ig{1,2}[lr]?(?![a-zA-Z])|\\displaystyle|\\textstyle"
-    r"|\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\$"
+    r"|\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\?\$"
 )
 _FRAC_ALIAS = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _BINOM_ALIAS = re.compile(r"\\[dt]binom(?![a-zA-Z])")

@@ -1,0 +1,82 @@
+"""The evaluation protocol of MM-UPT (arXiv 2505.22453) and the prompt it builds for a sample.
+
+Defaults are the paper's: system prompt "You are a helpful assistant.", the question followed by
+" Please reason step by step, and put your final answer within \\boxed{}.", temperature 0.2, up to
+16,384 new tokens, images resized to between 262,144 and 1,204,224 pixels. Every setting can be
+overridden (see ``python -m verl_ext.eval --help``). When a question ends with its option lines the
+instruction goes on a line of its own instead of being appended to the last option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from verl_ext.eval.benchmarks import Sample
+from verl_ext.generation.base import IMAGE_PLACEHOLDER, GenerationRequest, SamplingSettings
+
+__all__ = ["FORMAT_INSTRUCTION", "SYSTEM_PROMPT", "EvalProtocol", "build_request"]
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+# The same instruction MM-UPT trains with (verl_ext.data.visual_math uses it too).
+FORMAT_INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Prompting and sampling of an evaluation run."""
+
+    system_prompt: str = SYSTEM_PROMPT
+    """System turn; an empty string sends none (the chat template may then add its own default)."""
+    format_instruction: str = FORMAT_INSTRUCTION
+    """Appended to every question, verbatim (keep its leading space)."""
+    temperature: float = 0.2
+    """Sampling temperature (0: greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    top_k: int = -1
+    """Top-k sampling (-1: off)."""
+    max_new_tokens: int = 16384
+    """Longest response in tokens."""
+    n: int = 1
+    """Responses per question; accuracy averages over them."""
+    seed: Optional[int] = 0
+    """Sampling seed (None: unseeded)."""
+    min_pixels: Optional[int] = 262144
+    """Smallest image area after resizing (512 x 512)."""
+    max_pixels: Optional[int] = 1204224
+    """Largest image area after resizing (1536 patches of 28 x 28)."""
+
+    def sampling(self) -> SamplingSettings:
+        """The generation backends' sampling settings for this protocol."""
+        return SamplingSettings(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Every field, for checking that a resumed run uses the protocol it started with."""
+        return dataclasses.asdict(self)
+
+
+def build_request(sample: Sample, protocol: EvalProtocol) -> GenerationRequest:
+    """The chat request for ``sample``: system turn, then the images and the question with the instruction."""
+    messages: list[dict[str, Any]] = []
+    if protocol.system_prompt:
+        messages.append({"role": "system", "content": protocol.system_prompt})
+    # Images first, then the question: Qwen2.5-VL's own examples and verl's geo3k rows do the same.
+    placeholders = IMAGE_PLACEHOLDER * len(sample.images)
+    # A literal "<image>" in a question would be read as one more image marker.
+    question = sample.question.replace(IMAGE_PLACEHOLDER, "")
+    instruction = protocol.format_instruction
+    if sample.choices and instruction.strip():
+        # The question ends with its option lines; glued on, the instruction would read as part
+        # of the last option ("(D) 140° Please reason ...").
+        instruction = "\n" + instruction.lstrip()
+    messages.append({"role": "user", "content": placeholders + question + instruction})
+    return GenerationRequest(messages=messages, images=list(sample.images))

@@ -1,0 +1,33 @@
+"""Offline generation backends (transformers, vLLM) shared by evaluation and data synthesis.
+
+Build one with :func:`make_generator` and call ``generate(requests, settings)``: a list of
+:class:`GenerationRequest` (chat messages + images) in, ``settings.n`` completion texts per request out.
+"""
+
+from verl_ext.generation.base import (
+    IMAGE_PLACEHOLDER,
+    BackendConfig,
+    BatchedGenerator,
+    GenerationRequest,
+    Generator,
+    SamplingSettings,
+    load_image,
+    load_images,
+    structured_messages,
+)
+from verl_ext.generation.factory import BACKENDS, make_generator, resolve_backend
+
+__all__ = [
+    "BACKENDS",
+    "IMAGE_PLACEHOLDER",
+    "BackendConfig",
+    "BatchedGenerator",
+    "GenerationRequest",
+    "Generator",
+    "SamplingSettings",
+    "load_image",
+    "load_images",
+    "make_generator",
+    "resolve_backend",
+    "structured_messages",
+]
