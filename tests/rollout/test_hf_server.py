@@ -248,6 +248,43 @@ def test_greedy_log_probs_ignore_the_models_generation_defaults(server, image_pr
     assert torch.allclose(torch.tensor(out.log_probs), manual, atol=1e-4, rtol=0)
 
 
+def test_concurrent_requests_are_batched_and_each_gets_its_own_exact_log_probs(server, monkeypatch):
+    """Prompts of different lengths and images, sent at once: one padded batch, per-request results."""
+    prompts = [_encode(server, _image(), q) for q in ("How many?", "What is the sum of the numbers shown?", "Hi")]
+    batch_sizes = []
+    real = server._generate_batch
+    monkeypatch.setattr(server, "_generate_batch", lambda batch: batch_sizes.append(len(batch)) or real(batch))
+
+    async def send_all():
+        params = {"temperature": 1.0, "logprobs": True, "max_tokens": 8}
+        return await asyncio.gather(
+            *[server.generate(e["input_ids"][0].tolist(), dict(params), "r", image_data=[_image()]) for e in prompts]
+        )
+
+    outs = asyncio.run(send_all())
+    assert batch_sizes == [3]
+    for enc, out in zip(prompts, outs):
+        assert 1 <= len(out.token_ids) <= 8
+        manual = _manual_log_probs(server, enc, out.token_ids)
+        assert torch.allclose(torch.tensor(out.log_probs), manual, atol=1e-4, rtol=0)
+
+
+def test_requests_with_different_sampling_settings_are_not_mixed(server, image_prompt, monkeypatch):
+    prompt_ids, image, _ = image_prompt
+    batch_sizes = []
+    real = server._generate_batch
+    monkeypatch.setattr(server, "_generate_batch", lambda batch: batch_sizes.append(len(batch)) or real(batch))
+
+    async def send():
+        return await asyncio.gather(
+            server.generate(prompt_ids, {"temperature": 1.0, "max_tokens": 4}, "a", image_data=[image]),
+            server.generate(prompt_ids, {"temperature": 0.0, "max_tokens": 4}, "b", image_data=[image]),
+        )
+
+    asyncio.run(send())
+    assert sorted(batch_sizes) == [1, 1]
+
+
 # ------------------------------------------------------------------------------------------------ weights
 
 

@@ -2,8 +2,8 @@
 
 It answers verl's token-in/token-out ``generate`` calls (the vLLM server's contract: prompt ids
 with the image placeholders already expanded, PIL images, sampling parameters) and takes fresh
-weights from the FSDP actor after each update. Requests are served one at a time under a lock:
-the CPU is the bottleneck, and a single sequence keeps log-probs exact without padding.
+weights from the FSDP actor after each update. Concurrent requests that share sampling settings
+are generated as one left-padded batch.
 """
 
 from __future__ import annotations
@@ -60,6 +60,26 @@ def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+#: Most requests one generate call serves; more only pads more on a CPU.
+MAX_BATCH = 64
+#: How long the batcher waits for a wave of concurrent requests to arrive.
+BATCH_WAIT_S = 0.01
+
+
+class _Request:
+    """A queued generate call; requests with equal ``key`` can share one batch."""
+
+    def __init__(self, prompt_ids, vision, params, max_tokens, future):
+        self.prompt_ids, self.vision, self.params, self.max_tokens, self.future = (
+            prompt_ids,
+            vision,
+            params,
+            max_tokens,
+            future,
+        )
+        self.key = (repr(sorted((k, v) for k, v in params.items() if k != "seed")), max_tokens)
+
+
 class HFRolloutServer:
     """Serves ``generate`` for one rollout replica (created by ``HFReplica`` as a Ray actor)."""
 
@@ -73,6 +93,9 @@ class HFRolloutServer:
         self.global_steps: Optional[int] = None
         self.weights_version = 0
         self._lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._batcher: Optional[asyncio.Task] = None
+        self.max_batch = max(1, min(MAX_BATCH, int(self.config.max_num_seqs or MAX_BATCH)))
         # rollout.custom.log_weight_digest: log a digest of the served weights after each sync, so a
         # test (or a suspicious user) can check the rollout serves exactly the trained weights.
         self.log_weight_digest = bool((self.config.custom or {}).get("log_weight_digest", False))
@@ -135,21 +158,47 @@ class HFRolloutServer:
         priority: int = 0,
         **kwargs,
     ) -> TokenOutput:
-        """Generate one response; the contract of verl's vLLM server ``generate``."""
+        """Generate one response; the contract of verl's vLLM server ``generate``.
+
+        Concurrent requests with the same sampling settings are generated together in one padded
+        batch (up to ``rollout.max_num_seqs``, capped by ``MAX_BATCH``).
+        """
         if video_data is not None or audio_data is not None:
             raise ValueError("the hf rollout serves text and images only; video and audio inputs need vLLM")
         prompt_ids = [int(t) for t in prompt_ids]
         params = dict(sampling_params)
         max_tokens = max_new_tokens(self.config, len(prompt_ids), params)
-        token_ids, log_probs = await asyncio.to_thread(
-            self._generate_blocking, prompt_ids, params, max_tokens, image_data, mm_processor_kwargs
-        )
+        vision = self._vision_inputs(prompt_ids, image_data, mm_processor_kwargs) if image_data else {}
+        request = _Request(prompt_ids, vision, params, max_tokens, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._serve_pending())
+        token_ids, log_probs = await request.future
         return TokenOutput(
             token_ids=token_ids,
             log_probs=log_probs if params.get("logprobs") else None,
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
+
+    async def _serve_pending(self) -> None:
+        while self._pending:
+            # Let the other requests of this wave (n samples x prompts) arrive before batching.
+            await asyncio.sleep(BATCH_WAIT_S)
+            head = self._pending[0]
+            batch = [r for r in self._pending if r.key == head.key][: self.max_batch]
+            for r in batch:
+                self._pending.remove(r)
+            try:
+                results = await asyncio.to_thread(self._generate_batch, batch)
+            except Exception as err:  # noqa: BLE001 - each caller gets the error, the server lives on
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(err)
+                continue
+            for r, result in zip(batch, results):
+                if not r.future.done():
+                    r.future.set_result(result)
 
     def _vision_inputs(self, prompt_ids: list[int], images: list[Any], mm_kwargs: Optional[dict]) -> dict:
         if self.processor is None:
@@ -167,25 +216,38 @@ class HFRolloutServer:
                 )
         return {k: v for k, v in out.items() if k in ("pixel_values", "image_grid_thw")}
 
-    def _generate_blocking(
-        self, prompt_ids: list[int], params: dict, max_tokens: int, images: Optional[list], mm_kwargs: Optional[dict]
-    ) -> tuple[list[int], list[float]]:
-        inputs: dict[str, Any] = {
-            "input_ids": torch.tensor([prompt_ids], dtype=torch.long),
-            "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long),
-        }
-        if images:
-            inputs.update(self._vision_inputs(prompt_ids, images, mm_kwargs))
-        gen_config = build_generation_config(params, max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
+    def _generate_batch(self, batch: list["_Request"]) -> list[tuple[list[int], list[float]]]:
+        """One left-padded ``generate`` call for requests that share sampling settings."""
+        width = max(len(r.prompt_ids) for r in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, r in enumerate(batch):
+            input_ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            attention_mask[row, width - len(r.prompt_ids) :] = 1
+        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        with_images = [r.vision for r in batch if r.vision]
+        if with_images:
+            # The model walks image tokens in order and takes images from these in the same order.
+            inputs["pixel_values"] = torch.cat([v["pixel_values"] for v in with_images])
+            inputs["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in with_images])
+        params = batch[0].params
+        gen_config = build_generation_config(params, batch[0].max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
         with self._lock, torch.inference_mode():
             if params.get("seed") is not None:
                 torch.manual_seed(int(params["seed"]))
             out = self.model.generate(**inputs, generation_config=gen_config)
-        new_tokens = out.sequences[0, len(prompt_ids) :]
-        token_ids = new_tokens.tolist()
-        return token_ids, self._log_probs(out.logits, token_ids, float(params.get("temperature", 1.0)))
+        temperature = float(params.get("temperature", 1.0))
+        eos = set(self.eos_ids) if not params.get("ignore_eos") else set()
+        results = []
+        for row in range(len(batch)):
+            tokens = out.sequences[row, width:].tolist()
+            # Rows that finished early are padded to the longest: cut after the first EOS.
+            stop = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+            tokens = tokens[:stop]
+            results.append((tokens, self._log_probs([step[row : row + 1] for step in out.logits], tokens, temperature)))
+        return results
 
-    def _log_probs(self, logits: tuple[torch.Tensor, ...], token_ids: list[int], temperature: float) -> list[float]:
+    def _log_probs(self, logits: list[torch.Tensor], token_ids: list[int], temperature: float) -> list[float]:
         # The policy's log-probs as the actor computes them: log_softmax(logits / T) over the full
         # vocabulary ("processed" = temperature applied; "raw" = none). Not the warped distribution:
         # the placeholder suppression is a safety net of this server, not part of the policy.
