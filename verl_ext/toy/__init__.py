@@ -1,0 +1,1 @@
+"""The laptop-scale reproduction of "First SFT, second RL, third UPT" (examples/toy_repro.sh)."""
