@@ -115,6 +115,8 @@ class HFRolloutServer:
             # As verl's vLLM server: the context is the model's, not prompt + response length.
             text_config = getattr(self.model.config, "text_config", self.model.config)
             self.config.max_model_len = getattr(text_config, "max_position_embeddings", None)
+        # Sampling draws from this process's torch RNG: seed it from rollout.seed, as vLLM seeds its engine.
+        torch.manual_seed(int(self.config.seed) + replica_rank)
         self.eos_ids = self._eos_ids()
         self.suppress_ids = self._placeholder_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
