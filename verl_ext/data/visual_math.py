@@ -27,6 +27,7 @@ import os
 import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,6 +398,77 @@ def sample_question_texts(n: int, seed: int = 0, config: VisualMathConfig = Visu
         scene = sample_scene("train", i, config)
         texts.append(f"{scene.question}{FORMAT_INSTRUCTION} The answer is \\boxed{{{scene.answer}}}.")
     return texts
+
+
+def _plural(kind: str) -> str:
+    return f"{kind}s"
+
+
+def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
+    kinds = Counter(s.kind for s in scene.shapes)
+    colors = Counter(s.color for s in scene.shapes)
+    pairs = Counter((s.kind, s.color) for s in scene.shapes)
+    asked = (scene.target.get("kind"), scene.target.get("color"))
+    out: list[tuple[str, str]] = []
+    # Another kind/colour combination that is drawn (sorted: the list is deterministic).
+    for kind, color in sorted(pairs):
+        if (kind, color) != asked:
+            out.append((f"How many {color} {_plural(kind)} are in the image?", str(pairs[(kind, color)])))
+    # Every shape of one colour, whatever its kind; every shape of one kind, whatever its colour.
+    for color in sorted(colors):
+        out.append((f"How many {color} shapes are in the image?", str(colors[color])))
+    for kind in sorted(kinds):
+        out.append((f"How many {_plural(kind)} of any color are in the image?", str(kinds[kind])))
+    out.append(("How many shapes are in the image in total?", str(len(scene.shapes))))
+    return out
+
+
+def _sum_alternatives(scene: Scene) -> list[tuple[str, str]]:
+    values = [int(label.text) for label in scene.labels]
+    out = [
+        ("What is the largest number shown in the image?", str(max(values))),
+        ("What is the smallest number shown in the image?", str(min(values))),
+        ("How many numbers are written in the image?", str(len(values))),
+    ]
+    if len(values) >= 2:
+        out.append(
+            (
+                "What is the difference between the largest and the smallest number in the image?",
+                str(max(values) - min(values)),
+            )
+        )
+    return out
+
+
+def _compare_alternatives(scene: Scene) -> list[tuple[str, str]]:
+    bars = {bar.name: bar for bar in scene.bars}
+    longer = scene.answer
+    shorter = "B" if longer == "A" else "A"
+    return [
+        ("Which bar is shorter, A or B? Answer with the letter.", shorter),
+        ("What color is bar A?", bars["A"].color),
+        ("What color is bar B?", bars["B"].color),
+        ("What color is the longer bar?", bars[longer].color),
+        ("What color is the shorter bar?", bars[shorter].color),
+    ]
+
+
+_ALTERNATIVES = {"count": _count_alternatives, "sum": _sum_alternatives, "compare": _compare_alternatives}
+
+
+def alternative_questions(scene: Scene) -> list[tuple[str, str]]:
+    """Other questions about ``scene``'s image, each with its correct answer, as ``(question, answer)`` pairs.
+
+    Every question differs from ``scene.question`` (it asks for another quantity, not a rewording) and is
+    answerable from the image alone: for ``count``, another kind/colour combination that is drawn, all shapes
+    of a colour, all shapes of a kind, or all shapes; for ``sum``, the largest or smallest number, how many
+    numbers there are, or the difference between the largest and the smallest; for ``compare``, the shorter
+    bar or a bar's colour. The list is never empty and its order is deterministic. Used to teach a model to
+    write new questions (MM-UPT's in-context synthesis) with known answers, so the labels can be monitored.
+    """
+    if scene.task not in _ALTERNATIVES:
+        raise ValueError(f"unknown task {scene.task!r}")
+    return [(q, a) for q, a in _ALTERNATIVES[scene.task](scene) if q != scene.question]
 
 
 def _arrow_schema() -> Any:

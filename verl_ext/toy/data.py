@@ -1,0 +1,483 @@
+"""All data of the toy reproduction of "First SFT, Second RL, Third UPT" (``examples/toy_repro.sh``).
+
+One command writes every file the three stages read, from visual-math scenes (:mod:`verl_ext.data.visual_math`)
+that never overlap between the files::
+
+    OUT/sft/train.parquet     stage 1 (SFT): answer rows + question-writing rows, verl's multi-turn SFT layout
+    OUT/sft/test.parquet      the same mix on held-out SFT scenes (SFT validation loss)
+    OUT/rl/unlabeled.parquet  stage 3 (MM-UPT): RL questions, empty ground truth, answer only in extra_info
+    OUT/rl/labeled.parquet    stage 2 (supervised GRPO): the same questions with their labels
+    OUT/test.parquet          held-out questions with labels: validation of every RL run
+
+SFT rows come in two kinds, shuffled together:
+
+* answer rows, exactly as :mod:`verl_ext.data.sft_data` writes them (it writes them: ``OUT/sft/answers``);
+* question-writing rows (``--question-fraction`` of the rows, default 0.3): the user turn is the
+  ``synth_in_context`` prompt rendered for the scene as ``python -m verl_ext.data.synthesize --strategy
+  in_context`` renders it for a seed row (image, seed question, seed answer), and the assistant's target is
+  ``<question>Q</question>`` where Q is another question about the same image
+  (:func:`verl_ext.data.visual_math.alternative_questions`). A tiny model only writes questions in stage 3 if
+  its SFT taught it to. These rows have an empty ``reward_model.ground_truth``; ``extra_info.task`` is
+  ``write_question/<task>`` and ``extra_info.question`` / ``extra_info.answer`` hold the target question and
+  its correct answer.
+
+The RL and test files are visual-math data written in the hub layout of the public sets (``images``,
+``problem``, ``answer``: ``OUT/rl/source``) and passed through :mod:`verl_ext.data.prepare` as local files,
+once with the labels hidden (plus the labelled ``--val-split`` test file) and once with ``--keep-labels``.
+
+Scenes: ``--seed S`` draws SFT scenes from visual-math seed ``2S+1`` and RL/test scenes from seed ``2S``
+(RL from its ``train`` split, test from its ``test`` split), so the three sets are disjoint. All files share
+the difficulty flags (``--max-count``, ``--max-number``, ``--min-bar-gap``, ...).
+
+The output is written atomically and idempotently: a manifest goes last and a rerun with the same settings
+returns at once; other settings (or ``--force``) rewrite everything.
+
+Usage::
+
+    python -m verl_ext.toy.data --out data/toy --n-sft 2048 --n-rl 256 --n-test 128 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verl_ext.assets.tiny_model import exclusive_lock
+from verl_ext.data import prepare as prep
+from verl_ext.data import sft_data
+from verl_ext.data import visual_math as vm
+from verl_ext.data.schema import IMAGE_PLACEHOLDER
+from verl_ext.data.synth_filters import QUESTION_CLOSE, QUESTION_OPEN
+from verl_ext.data.synthesize import Seed, seed_from_row
+from verl_ext.data.visual_math import TASKS, VisualMathConfig
+from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
+
+logger = logging.getLogger("verl_ext.toy.data")  # stable under python -m
+
+# Bump when the output changes so ensure_toy_data rewrites stale files.
+BUILD_VERSION = 1
+MANIFEST_NAME = ".verl_ext_toy_data.json"
+"""Written last into the output directory: the settings the files were generated with."""
+DATA_SOURCE = "verl_ext/toy_visual_math"
+"""``data_source`` of the RL and test rows (validation metrics are named after it)."""
+QUESTION_TASK_PREFIX = "write_question/"
+"""``extra_info.task`` of a question-writing SFT row is this plus the scene's task."""
+DEFAULT_PROMPT = "synth_in_context"
+"""The template ``synthesize --strategy in_context`` uses by default."""
+
+SFT_DIR = "sft"
+RL_DIR = "rl"
+FILES: dict[str, str] = {
+    "sft_train": "sft/train.parquet",
+    "sft_test": "sft/test.parquet",
+    "rl_unlabeled": "rl/unlabeled.parquet",
+    "rl_labeled": "rl/labeled.parquet",
+    "test": "test.parquet",
+}
+"""Output name -> path relative to the output directory."""
+
+_DIFFICULTY_FIELDS: dict[str, str] = {
+    "image_size": "side of the square image in pixels (<= 224 for the tiny processor)",
+    "grid": "count: shapes sit in distinct cells of a grid x grid layout",
+    "min_count": "count: fewest target shapes",
+    "max_count": "count: most target shapes",
+    "max_distractors": "count: most shapes of another colour or kind",
+    "min_shape_size": "count: smallest shape side in pixels",
+    "max_shape_size": "count: largest shape side in pixels",
+    "min_terms": "sum: fewest numbers drawn",
+    "max_terms": "sum: most numbers drawn",
+    "min_number": "sum: smallest number drawn",
+    "max_number": "sum: largest number drawn",
+    "font_size": "pixel size of numbers and bar labels",
+    "min_bar_gap": "compare: smallest length difference of the two bars in pixels (smaller is harder)",
+}
+"""The :class:`VisualMathConfig` difficulty fields the CLI exposes, with their help text."""
+
+
+@dataclass(frozen=True)
+class ToyDataConfig:
+    """Sizes, mix, difficulty and seed of the toy data."""
+
+    n_sft: int = 2048
+    """SFT training rows, answer and question-writing rows together."""
+    n_sft_test: int = 64
+    """Held-out SFT rows (same mix), for the SFT validation loss."""
+    n_rl: int = 256
+    """RL questions (the same scenes in ``unlabeled.parquet`` and ``labeled.parquet``)."""
+    n_test: int = 128
+    """Held-out labelled questions (``test.parquet``)."""
+    question_fraction: float = 0.3
+    """Share of the SFT rows that teach question writing."""
+    seed: int = 0
+    """Base seed: SFT scenes come from visual-math seed ``2*seed+1``, RL and test scenes from ``2*seed``."""
+    difficulty: VisualMathConfig = field(default_factory=lambda: VisualMathConfig(n_train=0, n_test=0))
+    """Tasks and difficulty of every scene; its sizes and seed are ignored."""
+    data_source: str = DATA_SOURCE
+    """``data_source`` of the RL and test rows."""
+    prompt: str = DEFAULT_PROMPT
+    """Template of the question-writing rows: the one the synthesis run will use (name or path)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_sft", "n_sft_test"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("n_rl", "n_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not 0.0 <= self.question_fraction < 1.0:
+            raise ValueError(f"question_fraction must be in [0, 1), got {self.question_fraction}")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+        if not self.data_source.strip():
+            raise ValueError("data_source must not be empty")
+        # One canonical difficulty per setting, so the manifest does not depend on ignored fields.
+        object.__setattr__(self, "difficulty", dataclasses.replace(self.difficulty, n_train=0, n_test=0, seed=0))
+
+    @property
+    def sft_seed(self) -> int:
+        """Visual-math seed of the SFT scenes."""
+        return 2 * self.seed + 1
+
+    @property
+    def rl_seed(self) -> int:
+        """Visual-math seed of the RL (``train`` split) and test (``test`` split) scenes."""
+        return 2 * self.seed
+
+    def question_rows(self, split: str) -> int:
+        """Question-writing rows in SFT ``split``."""
+        total = self.n_sft if split == "train" else self.n_sft_test
+        return round(total * self.question_fraction)
+
+    def answer_rows(self, split: str) -> int:
+        """Answer rows in SFT ``split``."""
+        total = self.n_sft if split == "train" else self.n_sft_test
+        return total - self.question_rows(split)
+
+    def sft_config(self) -> VisualMathConfig:
+        """The visual-math config of the SFT scenes (answer rows are its first scenes of each split)."""
+        return dataclasses.replace(
+            self.difficulty, n_train=self.answer_rows("train"), n_test=self.answer_rows("test"), seed=self.sft_seed
+        )
+
+    def rl_config(self) -> VisualMathConfig:
+        """The visual-math config of the RL (``train``) and held-out (``test``) scenes."""
+        return dataclasses.replace(self.difficulty, n_train=self.n_rl, n_test=self.n_test, seed=self.rl_seed)
+
+
+# ------------------------------------------------------------------------------------------------ question writing
+
+
+def render_seed_prompt(template: PromptTemplate, seed: Seed) -> str:
+    """The user text ``synthesize`` sends for ``seed`` (its ``_Run.question_requests``; images go before it)."""
+    values = {"question": seed.question, "answer": seed.answer, "choices": format_choices(list(seed.choices))}
+    return template.render(values)
+
+
+def question_target(question: str) -> str:
+    """The assistant's target of a question-writing row: what the synthesis prompt asks the model to write."""
+    return f"{QUESTION_OPEN}{question}{QUESTION_CLOSE}"
+
+
+def _question_rng(config: ToyDataConfig, split: str, index: int) -> random.Random:
+    return random.Random(f"verl_ext.toy.data.question:{config.sft_seed}:{split}:{index}")
+
+
+def question_writing_row(
+    split: str, index: int, config: ToyDataConfig, template: PromptTemplate | None = None
+) -> dict[str, Any]:
+    """The question-writing SFT row for scene ``index`` of SFT ``split`` (same columns as the answer rows)."""
+    template = template or load_prompt(config.prompt)
+    vm_config = config.sft_config()
+    example = vm.make_example(split, index, vm_config)
+    seed_row = vm.example_to_row(example, vm_config)
+    # The seed goes through synthesize's own reader, so the prompt sees the question/answer synthesis will see.
+    seed = seed_from_row(
+        seed_row, position=index, file=Path(f"{split}.parquet"), row=index, needs=frozenset(template.fields)
+    )
+    question, answer = _question_rng(config, split, index).choice(vm.alternative_questions(example.scene))
+    target = question_target(question)
+    user = {"role": "user", "content": IMAGE_PLACEHOLDER * len(seed.images) + render_seed_prompt(template, seed)}
+    return {
+        "data_source": vm_config.data_source,
+        "prompt": [user],
+        "images": seed_row["images"],
+        "ability": seed_row["ability"],
+        "reward_model": {"style": "rule", "ground_truth": ""},  # the target is a question, not a \boxed{} answer
+        "extra_info": {
+            "split": split,
+            "index": index,
+            "task": QUESTION_TASK_PREFIX + example.scene.task,
+            "answer": answer,
+            "question": question,
+        },
+        sft_data.MESSAGES_KEY: [dict(user), {"role": "assistant", "content": target}],
+        sft_data.RESPONSE_KEY: target,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _write_parquet_atomic(rows: list[dict[str, Any]], schema: Any, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = _tmp_name(path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -> None:
+    import pyarrow.parquet as pq
+
+    answer_paths = sft_data.ensure_sft_dataset(out_dir / SFT_DIR / "answers", config.sft_config())
+    for split in vm.SPLITS:
+        # The schema is the one sft_data wrote, so both kinds of rows land in exactly its layout.
+        schema = pq.read_schema(answer_paths[split])
+        rows = pq.read_table(answer_paths[split]).to_pylist()
+        start = config.answer_rows(split)  # question rows use the scenes after the answer rows': no overlap
+        stop = start + config.question_rows(split)
+        rows += [question_writing_row(split, i, config, template) for i in range(start, stop)]
+        random.Random(f"verl_ext.toy.data.mix:{config.sft_seed}:{split}").shuffle(rows)
+        _write_parquet_atomic(rows, schema, out_dir / SFT_DIR / f"{split}.parquet")
+
+
+def _hub_layout(vm_path: Path, out_path: Path) -> Path:
+    """Write the visual-math rows of ``vm_path`` with the public sets' columns (images, problem, answer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(vm_path).to_pylist()
+    schema = pa.schema(
+        [
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+            ("problem", pa.string()),
+            ("answer", pa.string()),
+            ("task", pa.string()),
+        ]
+    )
+    flat = [
+        {
+            "images": row["images"],
+            "problem": row["extra_info"]["question"],
+            "answer": row["reward_model"]["ground_truth"],
+            "task": row["extra_info"]["task"],
+        }
+        for row in rows
+    ]
+    _write_parquet_atomic(flat, schema, out_path)
+    return out_path
+
+
+def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, Path]:
+    result = prep.prepare(config)
+    got = {split: stats.written for split, stats in result.stats.items()}
+    dropped = {split: dict(stats.dropped) for split, stats in result.stats.items() if stats.dropped}
+    if result.interrupted or result.failures or dropped or got != expected:
+        raise RuntimeError(
+            f"verl_ext.data.prepare did not convert every row into {config.out}: wrote {got}, expected {expected}, "
+            f"dropped {dropped}, failures {dict(result.failures)}"
+        )
+    return result.paths
+
+
+def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
+    rl_dir = out_dir / RL_DIR
+    vm_paths = vm.ensure_dataset(rl_dir / "visual_math", config.rl_config())
+    source = {split: _hub_layout(vm_paths[split], rl_dir / "source" / f"{split}.parquet") for split in vm.SPLITS}
+    stage = out_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        unlabeled = _prepare(
+            prep.PrepareConfig(
+                dataset=(str(source["train"]),),
+                out=stage / "unlabeled",
+                val_split=str(source["test"]),
+                data_source=config.data_source,
+            ),
+            {"train": config.n_rl, "test": config.n_test},
+        )
+        labeled = _prepare(
+            prep.PrepareConfig(
+                dataset=(str(source["train"]),), out=stage / "labeled", keep_labels=True, data_source=config.data_source
+            ),
+            {"train": config.n_rl},
+        )
+        os.replace(unlabeled["train"], out_dir / FILES["rl_unlabeled"])
+        os.replace(labeled["train"], out_dir / FILES["rl_labeled"])
+        os.replace(unlabeled["test"], out_dir / FILES["test"])
+        for name in ("unlabeled", "labeled"):
+            os.replace(stage / name / prep.SUMMARY_NAME, rl_dir / f"prepare_{name}.json")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _manifest(config: ToyDataConfig, template: PromptTemplate) -> dict[str, Any]:
+    return {
+        "build_version": BUILD_VERSION,
+        "visual_math_build_version": vm.BUILD_VERSION,
+        "sft_build_version": sft_data.BUILD_VERSION,
+        "prompt": {"name": template.name, "digest": template.digest},
+        "config": dataclasses.asdict(config),
+        "files": dict(FILES),
+    }
+
+
+def _paths(out_dir: Path) -> dict[str, Path]:
+    return {name: out_dir / rel for name, rel in FILES.items()}
+
+
+def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig()) -> dict[str, Path]:
+    """Write every file of the toy data into ``out_dir``; returns ``{name: path}`` (names of :data:`FILES`).
+
+    The manifest is removed first and written last, so an interrupted run is detected by :func:`ensure_toy_data`;
+    each file is renamed into place, so a reader never sees a half-written one.
+    """
+    out_dir = Path(out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)
+    template = load_prompt(config.prompt)
+    if "question" not in template.fields:
+        raise ValueError(f"prompt {template.name} has no {{{{question}}}}: it is not an in-context synthesis prompt")
+    start = time.perf_counter()
+    (out_dir / RL_DIR).mkdir(exist_ok=True)
+    _write_sft(out_dir, config, template)
+    _write_rl(out_dir, config)
+    tmp = _tmp_name(manifest_path)
+    tmp.write_text(json.dumps(_manifest(config, template), indent=2, sort_keys=True))
+    os.replace(tmp, manifest_path)
+    logger.info(
+        "wrote toy data to %s in %.1fs: SFT %d train (%d question-writing) + %d test, RL %d, held-out test %d",
+        out_dir,
+        time.perf_counter() - start,
+        config.n_sft,
+        config.question_rows("train"),
+        config.n_sft_test,
+        config.n_rl,
+        config.n_test,
+    )
+    return _paths(out_dir)
+
+
+def _is_complete(out_dir: Path, config: ToyDataConfig) -> bool:
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+        template = load_prompt(config.prompt)
+    except (OSError, ValueError):
+        return False
+    expected = json.loads(json.dumps(_manifest(config, template)))
+    return manifest == expected and all(p.is_file() for p in _paths(out_dir).values())
+
+
+def ensure_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig()) -> dict[str, Path]:
+    """Return the file paths under ``out_dir``, writing the data first unless it is complete for ``config``.
+
+    Concurrent callers serialise on a lock file, so only one of them writes.
+    """
+    out_dir = Path(out_dir).absolute()
+    if _is_complete(out_dir, config):
+        logger.info("toy data in %s is complete for these settings: nothing to do", out_dir)
+        return _paths(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out_dir / ".toy.lock"):
+        if _is_complete(out_dir, config):
+            return _paths(out_dir)
+        return write_toy_data(out_dir, config)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m verl_ext.toy.data``."""
+    d = ToyDataConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m verl_ext.toy.data", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--n-sft", type=int, default=d.n_sft, help=f"SFT training rows, both kinds (default: {d.n_sft})")
+    p.add_argument("--n-sft-test", type=int, default=d.n_sft_test, help=f"held-out SFT rows (default: {d.n_sft_test})")
+    p.add_argument("--n-rl", type=int, default=d.n_rl, help=f"RL questions (default: {d.n_rl})")
+    p.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out labelled questions (default: {d.n_test})")
+    p.add_argument(
+        "--question-fraction",
+        type=float,
+        default=d.question_fraction,
+        help=f"share of SFT rows that teach question writing (default: {d.question_fraction})",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="base seed of the scenes (default: 0)")
+    p.add_argument("--data-source", default=d.data_source,
+                   help=f"data_source of RL/test rows (default: {d.data_source})")
+    p.add_argument("--prompt", default=d.prompt,
+                   help=f"synthesis template of the question rows (default: {d.prompt})")
+    p.add_argument("--force", action="store_true", help="rewrite even if complete data exists")
+    g = p.add_argument_group("difficulty (every file)")
+    g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.difficulty.tasks), help="tasks, round-robin")
+    for name, help_text in _DIFFICULTY_FIELDS.items():
+        default = getattr(d.difficulty, name)
+        flag = f"--{name.replace('_', '-')}"
+        g.add_argument(flag, type=int, default=default, help=f"{help_text} (default: {default})")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ToyDataConfig:
+    """The :class:`ToyDataConfig` the parsed flags describe."""
+    difficulty = VisualMathConfig(
+        n_train=0, n_test=0, tasks=tuple(args.tasks), **{name: getattr(args, name) for name in _DIFFICULTY_FIELDS}
+    )
+    return ToyDataConfig(
+        n_sft=args.n_sft,
+        n_sft_test=args.n_sft_test,
+        n_rl=args.n_rl,
+        n_test=args.n_test,
+        question_fraction=args.question_fraction,
+        seed=args.seed,
+        difficulty=difficulty,
+        data_source=args.data_source,
+        prompt=args.prompt,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    """CLI entry point: write (or reuse) the toy data at ``--out``; prints ``name: path`` per file."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.force:
+        out = args.out.absolute()
+        out.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(out / ".toy.lock"):
+            paths = write_toy_data(out, config)
+    else:
+        paths = ensure_toy_data(args.out, config)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
