@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from verl_ext.eval.__main__ import main
+from verl_ext.eval.fixtures import write_benchmark_files
 from verl_ext.generation import BackendConfig
 from verl_ext.generation.hf_backend import HFGenerator
 
@@ -32,20 +32,6 @@ RECORD_FIELDS = {
     "answer",
     "category",
 }
-
-
-def _load_fixture_writer():
-    # The real-schema fixture files are defined once, in test_benchmarks.py; load that module by
-    # path so this works under any pytest import mode.
-    spec = importlib.util.spec_from_file_location(
-        "_eval_benchmark_fixtures", Path(__file__).with_name("test_benchmarks.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_benchmark_files
-
-
-write_benchmark_files = _load_fixture_writer()
 
 
 @pytest.fixture(scope="module")
