@@ -239,3 +239,10 @@ def test_command_help(module):
     assert proc.returncode == 0, proc.stderr
     assert USAGE in proc.stdout
     assert "key=value" in proc.stdout
+
+
+def test_exponent_numbers_without_a_dot_are_floats():
+    from verl_ext.cli import _parse_value
+
+    assert _parse_value("lr", "1e-6") == 1e-6 and isinstance(_parse_value("lr", "2e-4"), float)
+    assert _parse_value("name", "1e5x") == "1e5x"

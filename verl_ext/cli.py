@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -104,12 +105,19 @@ def split_args(argv: Sequence[str]) -> tuple[Path, list[str], list[str]]:
     return Path(recipe), plain, hydra_style
 
 
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _parse_value(key: str, text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         # Not YAML (e.g. a LaTeX fragment with a colon): keep the text as written.
         return text
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        # YAML 1.1 reads "1e-6" (no dot) as a string; every trainer user means the number.
+        return float(value)
+    return value
 
 
 def _has_key(cfg: DictConfig, dotted: str) -> bool:
