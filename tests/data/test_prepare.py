@@ -633,3 +633,20 @@ def test_rlhf_dataset_loads_prepared_data(
 
     batch = collate_fn([dataset[i] for i in range(len(dataset))])
     assert len(batch["raw_prompt"]) == 5
+
+
+def test_an_already_converted_verl_parquet_keeps_its_nested_answers(tmp_path):
+    """visual_math writes verl's schema: the answer sits in reward_model / extra_info, not a column."""
+    import pyarrow.parquet as pq
+
+    from verl_ext.data.prepare import main as prepare_main
+    from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+
+    files = write_dataset(tmp_path / "vm", VisualMathConfig(n_train=6, n_test=2))
+    assert prepare_main(["--dataset", str(files["train"]), "--out", str(tmp_path / "out")]) == 0
+    source = pq.read_table(files["train"]).to_pylist()
+    rows = pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()
+    assert [r["extra_info"]["answer"] for r in rows] == [s["reward_model"]["ground_truth"] for s in source]
+    assert all(r["reward_model"]["ground_truth"] == "" for r in rows)
+    # The format instruction is not appended twice.
+    assert all(r["prompt"][-1]["content"].count("\\boxed{}") == 1 for r in rows)

@@ -209,6 +209,9 @@ def answer_text(value: Any) -> str:
     """The original answer as a string (``""`` if none); R1-V style ``<answer>x</answer>`` is unwrapped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, Mapping):
+        # verl-format sources nest it: reward_model.ground_truth, or extra_info.answer.
+        return next((answer_text(value[k]) for k in ("ground_truth", "answer") if value.get(k)), "")
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, Sequence) and not isinstance(value, str):

@@ -94,7 +94,8 @@ GENERIC = SourceSpec(
     hub_name="",
     image_columns=("images", "image", "image_path", "image_paths"),
     question_columns=("problem", "question", "query", "prompt"),
-    answer_columns=("answer", "ground_truth", "solution", "label"),
+    # reward_model / extra_info: an already converted verl parquet nests the answer there.
+    answer_columns=("answer", "ground_truth", "solution", "label", "reward_model", "extra_info"),
     choices_columns=("choices", "options"),
 )
 """Column guesses for any other hub dataset or local file."""
