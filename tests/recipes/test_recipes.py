@@ -13,11 +13,27 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 
+SFT_RECIPES = [p for p in RECIPES if "sft_trainer" in p.read_text()]
+RL_RECIPES = [p for p in RECIPES if p not in SFT_RECIPES]
+
+
 def test_recipes_exist():
-    assert {p.stem for p in RECIPES} >= {"quickstart", "grpo_supervised", "mmupt"}
+    assert {p.stem for p in RL_RECIPES} >= {"quickstart", "grpo_supervised", "mmupt", "grpo_supervised_7b"}
+    assert {p.stem for p in SFT_RECIPES} >= {"sft_tiny"}
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", SFT_RECIPES, ids=lambda p: p.stem)
+def test_sft_recipe_builds_verl_sft_configs(recipe):
+    """What verl's SFT trainer converts first (``SFTTrainer._build_config``), converted here."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    cfg = compose(recipe, [], [])
+    for section in ("model", "engine", "optim", "checkpoint", "profiler"):
+        assert omega_conf_to_dataclass(cfg[section]) is not None, section
+    assert cfg.engine.strategy == "fsdp2"
+
+
+@pytest.mark.parametrize("recipe", RL_RECIPES, ids=lambda p: p.stem)
 def test_recipe_passes_verl_validation(recipe, capsys):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config

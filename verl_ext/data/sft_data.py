@@ -1,0 +1,238 @@
+"""The SFT warm-start data: the visual-math RL parquet turned into verl's multi-turn SFT parquet.
+
+Stage 1 of "First SFT, Second RL, Third UPT" teaches the model the answer format on labelled data.
+Each RL row (``prompt`` with one ``<image>``, ``images``, ``reward_model.ground_truth``) becomes an
+SFT row whose ``messages`` column is the same user turn followed by an assistant turn: one short
+reasoning line derived from the scene and the answer in ``\\boxed{}``, e.g.::
+
+    There are 3 red circles. The answer is \\boxed{3}.
+    4 + 17 = 21. The answer is \\boxed{21}.
+    Bar B is longer than bar A. The answer is \\boxed{B}.
+
+verl's ``MultiTurnSFTDataset`` reads ``messages`` (``<image>`` placeholders) and ``images``
+(``{"bytes", "path"}``) as its RL dataset reads ``prompt``; every RL column is kept as well, so the
+SFT parquet can also be evaluated by generating from ``prompt`` and scoring against the label.
+
+By default the SFT data is generated with another seed than the RL data (``VisualMathConfig.seed=1``
+versus 0), so the warm start never sees the scenes that RL/UPT train or validate on.
+
+Usage::
+
+    python -m verl_ext.data.sft_data --out /tmp/visual_math_sft
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from verl_ext.assets.tiny_model import exclusive_lock
+from verl_ext.data import visual_math as vm
+from verl_ext.data.visual_math import SPLITS, TASKS, Scene, VisualMathConfig
+
+logger = logging.getLogger(__name__)
+
+# Bump when the conversion changes so ensure_sft_dataset rewrites stale files.
+BUILD_VERSION = 1
+MANIFEST_NAME = ".verl_ext_visual_math_sft.json"
+"""Written last into the output directory; lists the config the SFT files were generated with."""
+RL_SUBDIR = "rl"
+"""Sub-directory of the output directory holding the RL parquet the SFT files are converted from."""
+MESSAGES_KEY = "messages"
+"""Column verl's SFT dataset reads (its ``data.messages_key`` default)."""
+RESPONSE_KEY = "response"
+"""Column holding the assistant's target text alone (also the last message's content)."""
+
+DEFAULT_SFT_CONFIG = VisualMathConfig(n_train=2048, n_test=192, seed=1)
+"""Enough distinct scenes for a few hundred steps without repeats; seed 1 keeps them disjoint from the RL data."""
+
+
+def _join_terms(values: list[str]) -> str:
+    return " + ".join(values)
+
+
+def reasoning_line(scene: Scene) -> str:
+    """The one-line rationale for ``scene``, ending in its answer (no ``\\boxed{}``)."""
+    if scene.task == "count":
+        n = int(scene.answer)
+        kind = scene.target["kind"] + ("" if n == 1 else "s")
+        verb = "is" if n == 1 else "are"
+        return f"There {verb} {n} {scene.target['color']} {kind}."
+    if scene.task == "sum":
+        terms = [label.text for label in scene.labels]
+        return f"{_join_terms(terms)} = {scene.answer}."
+    if scene.task == "compare":
+        other = "B" if scene.answer == "A" else "A"
+        return f"Bar {scene.answer} is longer than bar {other}."
+    raise ValueError(f"unknown task {scene.task!r}")
+
+
+def response_text(scene: Scene) -> str:
+    """The assistant's target: the reasoning line, then the answer in ``\\boxed{}``."""
+    return f"{reasoning_line(scene)} The answer is \\boxed{{{scene.answer}}}."
+
+
+def rl_row_to_sft_row(row: dict[str, Any], config: VisualMathConfig) -> dict[str, Any]:
+    """Add ``messages`` and ``response`` to an RL row of a visual-math dataset generated with ``config``.
+
+    The scene is re-sampled from ``(split, index)`` (no image is re-rendered) and checked against the
+    row's label, so a row from a dataset generated with another config is refused rather than mislabelled.
+    """
+    info = row["extra_info"]
+    scene = vm.sample_scene(info["split"], int(info["index"]), config)
+    label = str(row["reward_model"]["ground_truth"])
+    if scene.answer != label or scene.question != info["question"]:
+        raise ValueError(
+            f"row {info['split']}/{info['index']} does not match its scene under {config}: "
+            f"label {label!r} vs {scene.answer!r}; was the RL parquet generated with another config?"
+        )
+    response = response_text(scene)
+    messages = [dict(m) for m in row["prompt"]] + [{"role": "assistant", "content": response}]
+    return {**row, MESSAGES_KEY: messages, RESPONSE_KEY: response}
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    schema = vm._arrow_schema()
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return schema.append(pa.field(MESSAGES_KEY, pa.list_(message))).append(pa.field(RESPONSE_KEY, pa.string()))
+
+
+def _write_table_atomic(rows: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows, schema=_arrow_schema())
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def convert_rl_parquet(rl_path: str | os.PathLike[str], out_path: str | os.PathLike[str], config: VisualMathConfig) -> Path:
+    """Write the SFT version of the RL parquet ``rl_path`` (generated with ``config``) to ``out_path``, atomically."""
+    import pyarrow.parquet as pq
+
+    out_path = Path(out_path).absolute()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = pq.read_table(rl_path).to_pylist()
+    _write_table_atomic([rl_row_to_sft_row(row, config) for row in rows], out_path)
+    return out_path
+
+
+def _manifest(config: VisualMathConfig) -> dict[str, Any]:
+    return {"build_version": BUILD_VERSION, "rl_build_version": vm.BUILD_VERSION, "config": dataclasses.asdict(config)}
+
+
+def _paths(out_dir: Path) -> dict[str, Path]:
+    return {split: out_dir / f"{split}.parquet" for split in SPLITS}
+
+
+def write_sft_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG) -> dict[str, Path]:
+    """Generate the RL data into ``out_dir/rl`` and convert it to ``out_dir/{train,test}.parquet``.
+
+    The manifest is removed first and written last, so an interrupted run is detected by ``ensure_sft_dataset``.
+    """
+    out_dir = Path(out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    rl_paths = vm.ensure_dataset(out_dir / RL_SUBDIR, config)
+    paths = _paths(out_dir)
+    for split, path in paths.items():
+        convert_rl_parquet(rl_paths[split], path, config)
+    tmp_manifest = manifest_path.with_name(f"{MANIFEST_NAME}.tmp-{os.getpid()}")
+    tmp_manifest.write_text(json.dumps(_manifest(config), indent=2, sort_keys=True))
+    os.replace(tmp_manifest, manifest_path)
+    logger.info(
+        "wrote visual-math SFT data to %s (%d train, %d test) in %.1fs",
+        out_dir,
+        config.n_train,
+        config.n_test,
+        time.perf_counter() - start,
+    )
+    return paths
+
+
+def _is_complete(out_dir: Path, config: VisualMathConfig) -> bool:
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    expected = json.loads(json.dumps(_manifest(config)))
+    return manifest == expected and all(p.is_file() for p in _paths(out_dir).values())
+
+
+def ensure_sft_dataset(
+    out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG
+) -> dict[str, Path]:
+    """Return ``{"train": path, "test": path}`` under ``out_dir``, writing the files first unless complete for ``config``."""
+    out_dir = Path(out_dir).absolute()
+    if _is_complete(out_dir, config):
+        return _paths(out_dir)
+    with exclusive_lock(out_dir / ".sft.lock"):
+        if _is_complete(out_dir, config):
+            return _paths(out_dir)
+        return write_sft_dataset(out_dir, config)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    d = DEFAULT_SFT_CONFIG
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="directory for train.parquet and test.parquet")
+    parser.add_argument("--n-train", type=int, default=d.n_train)
+    parser.add_argument("--n-test", type=int, default=d.n_test)
+    parser.add_argument("--seed", type=int, default=d.seed, help="0 is the RL data's seed: keep it different")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.tasks))
+    parser.add_argument("--image-size", type=int, default=d.image_size)
+    parser.add_argument("--max-count", type=int, default=d.max_count)
+    parser.add_argument("--max-number", type=int, default=d.max_number)
+    parser.add_argument("--max-terms", type=int, default=d.max_terms)
+    parser.add_argument("--force", action="store_true", help="rewrite even if a complete dataset exists")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> VisualMathConfig:
+    """The ``VisualMathConfig`` the CLI flags describe (the SFT defaults for flags not given)."""
+    return dataclasses.replace(
+        DEFAULT_SFT_CONFIG,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        tasks=tuple(args.tasks),
+        image_size=args.image_size,
+        max_count=args.max_count,
+        max_number=args.max_number,
+        max_terms=args.max_terms,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    """CLI entry point: write (or reuse) the SFT dataset at ``--out``; prints the split paths."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parse_args(argv)
+    config = config_from_args(args)
+    if args.force:
+        with exclusive_lock(args.out.absolute() / ".sft.lock"):
+            paths = write_sft_dataset(args.out, config)
+    else:
+        paths = ensure_sft_dataset(args.out, config)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()
