@@ -225,3 +225,41 @@ def test_import_verl_installs_both_patches_on_the_cpu_platform():
     assert cpu.is_active()
     assert getattr(dist.init_process_group, patches._PATCH_MARKER, False)
     assert getattr(torch.Tensor.pin_memory, patches._PATCH_MARKER, False)
+
+
+# ----------------------------------------------------------------------------- freeze_vision_tower
+
+
+def test_verl_fsdp_engine_still_has_no_vision_freeze():
+    """The patch exists because verl ignores freeze_vision_tower; when verl reads it, drop the patch."""
+    import inspect
+
+    import verl  # noqa: F401
+    from verl.workers.engine.fsdp import transformer_impl
+
+    source = inspect.getsource(transformer_impl)
+    assert "freeze_vision" not in source.replace("verl_ext", "")
+    assert "def _build_module(self)" in source
+
+
+def test_freeze_patch_wraps_the_engine_when_it_loads():
+    import verl  # noqa: F401
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngine
+
+    from verl_ext import patches
+
+    assert getattr(FSDPEngine._build_module, patches._PATCH_MARKER, False)
+    assert patches.install_freeze_vision_tower_patch() is False  # idempotent
+
+
+def test_freeze_vision_parameters_freezes_exactly_the_vision_encoder(tiny_model_dir):
+    from transformers import AutoModelForImageTextToText
+
+    from verl_ext.patches import freeze_vision_parameters
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    count = freeze_vision_parameters(model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert count == len(frozen) > 0
+    assert all(".visual." in f".{n}" for n in frozen)
+    assert any("language_model" in n for n, p in model.named_parameters() if p.requires_grad)

@@ -1,7 +1,7 @@
-"""The runtime patches the CPU platform needs, isolated here with their reasons.
+"""The runtime patches this plugin needs, isolated here with their reasons.
 
-Both are installed only when verl's platform in the process is verl-ext's CPU platform, and
-``tests/test_patches.py`` fails when the code they work around changes.
+``tests/test_patches.py`` fails when the code they work around changes. Patches 1 and 2 are
+installed only on verl-ext's CPU platform; patch 3 everywhere, when the module it patches loads.
 
 1. The gloo backend string. ``verl.utils.distributed.initialize_global_process_group_ray`` (verl 0.9.1) always builds the
 backend string ``f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"``. On the CPU platform that
@@ -16,12 +16,25 @@ backend passes through untouched. Installed only when the CPU platform is active
 "Found no NVIDIA driver" on a machine without CUDA. Page-locking host memory only speeds up copies
 to a GPU; with no GPU there is nothing to speed up, so ``pin_memory`` becomes the identity there,
 and only while CUDA is unavailable (where the original can only raise).
+
+3. Freezing the vision tower. verl 0.9.1 declares ``actor.freeze_vision_tower`` but nothing reads
+it, and its FSDP engine has no freeze option; a small vision encoder trained from scratch with the
+language model collapses (its features become the same for every image: measured on the toy
+task, held-out accuracy stays at chance). ``FSDPEngine._build_module`` is wrapped to set
+``requires_grad=False`` on the vision parameters when the model's HF config carries
+``freeze_vision_tower: true`` (set with ``model.override_config.freeze_vision_tower=true``; it is
+saved into the checkpoint's config, so an RL stage started from it keeps the tower frozen). The
+wrap runs before FSDP wrapping and optimizer creation, so frozen weights get no optimizer state.
+Installed lazily, when verl imports its FSDP engine module, so ``import verl`` stays cheap.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import logging
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -67,4 +80,73 @@ def install_cpu_pin_memory_patch() -> bool:
 
     setattr(pin_memory, _PATCH_MARKER, True)
     torch.Tensor.pin_memory = pin_memory
+    return True
+
+
+FSDP_ENGINE_MODULE = "verl.workers.engine.fsdp.transformer_impl"
+VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model")
+
+
+def freeze_vision_parameters(module) -> int:
+    """Set ``requires_grad=False`` on every vision-encoder parameter; returns how many there were."""
+    frozen = [p for n, p in module.named_parameters() if any(part in VISION_MODULE_NAMES for part in n.split("."))]
+    if not frozen:
+        raise ValueError("freeze_vision_tower is set, but the model has no vision-encoder parameters")
+    for param in frozen:
+        param.requires_grad_(False)
+    return len(frozen)
+
+
+def _patch_fsdp_engine(engine_module) -> bool:
+    engine_cls = engine_module.FSDPEngine
+    original = engine_cls._build_module
+    if getattr(original, _PATCH_MARKER, False):
+        return False
+
+    @functools.wraps(original)
+    def _build_module(self, *args, **kwargs):
+        module = original(self, *args, **kwargs)
+        if getattr(self.model_config.hf_config, "freeze_vision_tower", False):
+            count = freeze_vision_parameters(module)
+            logger.info("verl_ext: vision tower frozen (%d parameter tensors)", count)
+        return module
+
+    setattr(_build_module, _PATCH_MARKER, True)
+    engine_cls._build_module = _build_module
+    return True
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs ``patch(module)`` right after ``name`` is imported (a post-import hook)."""
+
+    def __init__(self, name: str, patch):
+        self.name, self.patch, self._finding = name, patch, False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+def install_freeze_vision_tower_patch() -> bool:
+    """Patch verl's FSDP engine now if it is loaded, else as soon as it is; False if already done."""
+    if FSDP_ENGINE_MODULE in sys.modules:
+        return _patch_fsdp_engine(sys.modules[FSDP_ENGINE_MODULE])
+    if any(isinstance(f, _PatchOnImport) and f.name == FSDP_ENGINE_MODULE for f in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _PatchOnImport(FSDP_ENGINE_MODULE, _patch_fsdp_engine))
     return True

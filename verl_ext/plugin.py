@@ -29,6 +29,8 @@ def _register_platform() -> None:
     from verl_ext.platform import cpu
 
     _note("platform", cpu.PLATFORM_NAME)
+    patches.install_freeze_vision_tower_patch()
+    _note("patch", "freeze_vision_tower")
     if cpu.is_active():
         patches.install_cpu_gloo_backend_patch()
         patches.install_cpu_pin_memory_patch()

@@ -54,10 +54,6 @@ DEFAULT_SFT_CONFIG = VisualMathConfig(n_train=2048, n_test=192, seed=1)
 """Enough distinct scenes for a few hundred steps without repeats; seed 1 keeps them disjoint from the RL data."""
 
 
-def _join_terms(values: list[str]) -> str:
-    return " + ".join(values)
-
-
 def reasoning_line(scene: Scene) -> str:
     """The one-line rationale for ``scene``, ending in its answer (no ``\\boxed{}``)."""
     if scene.task == "count":
@@ -67,7 +63,7 @@ def reasoning_line(scene: Scene) -> str:
         return f"There {verb} {n} {scene.target['color']} {kind}."
     if scene.task == "sum":
         terms = [label.text for label in scene.labels]
-        return f"{_join_terms(terms)} = {scene.answer}."
+        return f"{' + '.join(terms)} = {scene.answer}."
     if scene.task == "compare":
         other = "B" if scene.answer == "A" else "A"
         return f"Bar {scene.answer} is longer than bar {other}."
@@ -98,19 +94,19 @@ def rl_row_to_sft_row(row: dict[str, Any], config: VisualMathConfig) -> dict[str
     return {**row, MESSAGES_KEY: messages, RESPONSE_KEY: response}
 
 
-def _arrow_schema() -> Any:
+def _sft_schema(rl_schema: Any) -> Any:
+    """The RL parquet's schema plus the ``messages`` and ``response`` columns."""
     import pyarrow as pa
 
-    schema = vm._arrow_schema()
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return schema.append(pa.field(MESSAGES_KEY, pa.list_(message))).append(pa.field(RESPONSE_KEY, pa.string()))
+    return rl_schema.append(pa.field(MESSAGES_KEY, pa.list_(message))).append(pa.field(RESPONSE_KEY, pa.string()))
 
 
-def _write_table_atomic(rows: list[dict[str, Any]], path: Path) -> None:
+def _write_table_atomic(rows: list[dict[str, Any]], schema: Any, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows, schema=_arrow_schema())
+    table = pa.Table.from_pylist(rows, schema=schema)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         pq.write_table(table, tmp)
@@ -126,8 +122,9 @@ def convert_rl_parquet(rl_path: str | os.PathLike[str], out_path: str | os.PathL
 
     out_path = Path(out_path).absolute()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    rows = pq.read_table(rl_path).to_pylist()
-    _write_table_atomic([rl_row_to_sft_row(row, config) for row in rows], out_path)
+    rl_table = pq.read_table(rl_path)
+    rows = [rl_row_to_sft_row(row, config) for row in rl_table.to_pylist()]
+    _write_table_atomic(rows, _sft_schema(rl_table.schema.remove_metadata()), out_path)
     return out_path
 
 
