@@ -27,6 +27,9 @@ ROLLOUT_N=${ROLLOUT_N:-8}        # responses per prompt (the vote's group)
 BATCH=${BATCH:-16}               # prompts per step
 LR=${LR:-2e-4}                   # RL learning rate for the tiny model
 TEMPERATURE=${TEMPERATURE:-1.0}  # rollout temperature
+# A short in-context synthesis prompt: the long default one makes question-writing SFT rows ~350
+# tokens and the SFT stage 3x slower on a CPU.
+SYNTH_PROMPT=${SYNTH_PROMPT:-synth_in_context_short}
 
 log() { printf '\n[toy_repro %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 run() { log "$*"; "$@"; }
@@ -43,7 +46,8 @@ run python -m verl_ext.assets.tiny_model --out "$BASE_MODEL" --hidden-size 128 -
   --intermediate-size 256 --vision-hidden-size 64 --vision-intermediate-size 128
 
 log "data: SFT (with question writing), RL questions (labelled and not), held-out test"
-run python -m verl_ext.toy.data --out "$WORK_DIR/data" --n-sft "$N_SFT" --n-rl "$N_RL" --n-test "$N_TEST"
+run python -m verl_ext.toy.data --out "$WORK_DIR/data" --n-sft "$N_SFT" --n-rl "$N_RL" --n-test "$N_TEST" \
+  --prompt "$SYNTH_PROMPT"
 
 SFT_MODEL="$WORK_DIR/sft_model"
 if [[ ! -f "$SFT_MODEL/config.json" ]]; then
@@ -52,7 +56,7 @@ if [[ ! -f "$SFT_MODEL/config.json" ]]; then
     --config-path="$PWD/recipes" --config-name=sft_tiny model.path="$BASE_MODEL" \
     data.train_files="$WORK_DIR/data/sft/train.parquet" data.val_files="$WORK_DIR/data/sft/test.parquet" \
     trainer.total_training_steps="$SFT_STEPS" trainer.default_local_dir="$WORK_DIR/sft_ckpt" \
-    data.max_length=512 \
+    data.max_length=192 \
     > "$WORK_DIR/logs/sft.log" 2>&1 || { tail -n 40 "$WORK_DIR/logs/sft.log"; exit 1; }
   run python -m verl.model_merger merge --backend fsdp \
     --local_dir "$WORK_DIR/sft_ckpt/global_step_$SFT_STEPS" --target_dir "$SFT_MODEL"
@@ -61,7 +65,7 @@ fi
 if [[ " $VARIANTS " == *" mmupt_synth "* ]]; then
   log "in-context synthesis: the SFT model writes new questions about the RL images"
   status=0
-  run python -m verl_ext.data.synthesize --strategy in_context --backend hf \
+  run python -m verl_ext.data.synthesize --strategy in_context --backend hf --prompt "$SYNTH_PROMPT" \
     --seeds "$WORK_DIR/data/rl/unlabeled.parquet" --model "$SFT_MODEL" --out "$WORK_DIR/data/synth" \
     --num-per-seed 1 --max-new-tokens 48 --temperature 1.0 --merge || status=$?
   if [[ $status == 1 ]]; then
