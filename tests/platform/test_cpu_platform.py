@@ -56,15 +56,6 @@ def test_is_platform_available_claims_only_machines_without_cuda(platform, monke
     assert platform.is_platform_available(use_smi_check=True) is False
 
 
-def test_cpu_selected_by_env(monkeypatch):
-    monkeypatch.setenv("VERL_PLATFORM", "CPU")
-    assert cpu.cpu_selected_by_env() is True
-    monkeypatch.setenv("VERL_PLATFORM", "nvidia")
-    assert cpu.cpu_selected_by_env() is False
-    monkeypatch.delenv("VERL_PLATFORM")
-    assert cpu.cpu_selected_by_env() is True  # no CUDA here
-
-
 def test_platform_seed_and_noops(platform):
     platform.manual_seed(123)
     a = torch.rand(3)

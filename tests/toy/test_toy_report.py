@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from verl_ext.toy.report import load_runs, main, table
 
 ACC = "val-core/verl_ext/visual_math/acc/mean@1"

@@ -9,7 +9,6 @@ run declares logical GPUs with ``ray_kwargs.ray_init.num_gpus``.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Optional
@@ -109,9 +108,3 @@ def is_active() -> bool:
     from verl.plugin.platform import get_platform
 
     return isinstance(get_platform(), PlatformCPU)
-
-
-def cpu_selected_by_env() -> bool:
-    """True when the environment alone already decides for the CPU platform (no detection run)."""
-    name = os.environ.get("VERL_PLATFORM", "").strip().lower()
-    return name == PLATFORM_NAME or (not name and not torch.cuda.is_available())
