@@ -108,7 +108,7 @@ def plot(runs: list[Run], path: Path) -> None:
     panels = [("held-out accuracy", None), ("majority ratio", PLOTTED[0]), ("pseudo-label accuracy", PLOTTED[1])]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, key) in zip(axes, panels):
-        for variant, label in VARIANTS.items():
+        for index, (variant, label) in enumerate(VARIANTS.items()):
             group = [r for r in runs if r.variant == variant]
             if not group:
                 continue
@@ -120,12 +120,14 @@ def plot(runs: list[Run], path: Path) -> None:
                         per_step[step].append(value)
             if per_step:
                 xs = sorted(per_step)
-                ax.plot(xs, [statistics.fmean(per_step[x]) for x in xs], marker="o", label=label)
+                # One colour per variant in every panel (not matplotlib's per-axis cycle).
+                mean = [statistics.fmean(per_step[x]) for x in xs]
+                ax.plot(xs, mean, marker="o", label=label, color=f"C{index}")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
