@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from verl_ext.assets.tiny_model import exclusive_lock
+from verl_ext.data.manifest import manifest_matches, write_manifest
 from verl_ext.data import visual_math as vm
 from verl_ext.data.visual_math import SPLITS, TASKS, Scene, VisualMathConfig
 
@@ -150,9 +150,7 @@ def write_sft_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig 
     paths = _paths(out_dir)
     for split, path in paths.items():
         convert_rl_parquet(rl_paths[split], path, config)
-    tmp_manifest = manifest_path.with_name(f"{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp_manifest.write_text(json.dumps(_manifest(config), indent=2, sort_keys=True))
-    os.replace(tmp_manifest, manifest_path)
+    write_manifest(manifest_path, _manifest(config))
     logger.info(
         "wrote visual-math SFT data to %s (%d train, %d test) in %.1fs",
         out_dir,
@@ -164,12 +162,9 @@ def write_sft_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig 
 
 
 def _is_complete(out_dir: Path, config: VisualMathConfig) -> bool:
-    try:
-        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    expected = json.loads(json.dumps(_manifest(config)))
-    return manifest == expected and all(p.is_file() for p in _paths(out_dir).values())
+    return manifest_matches(out_dir / MANIFEST_NAME, _manifest(config)) and all(
+        p.is_file() for p in _paths(out_dir).values()
+    )
 
 
 def ensure_sft_dataset(

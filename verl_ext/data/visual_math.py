@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import json
 import logging
 import os
 import random
@@ -35,6 +34,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from verl_ext.assets.tiny_model import exclusive_lock
+from verl_ext.data.manifest import manifest_matches, write_manifest
 from verl_ext.data.schema import FORMAT_INSTRUCTION
 
 logger = logging.getLogger(__name__)
@@ -530,9 +530,7 @@ def write_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = Vi
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    tmp_manifest = manifest_path.with_name(f"{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp_manifest.write_text(json.dumps(_manifest(config), indent=2, sort_keys=True))
-    os.replace(tmp_manifest, manifest_path)
+    write_manifest(manifest_path, _manifest(config))
     logger.info(
         "wrote visual-math dataset to %s (%d train, %d test) in %.1fs",
         out_dir,
@@ -544,13 +542,9 @@ def write_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = Vi
 
 
 def _is_complete(out_dir: Path, config: VisualMathConfig) -> bool:
-    try:
-        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    # json turns the tasks tuple into a list; compare through the same encoding.
-    expected = json.loads(json.dumps(_manifest(config)))
-    return manifest == expected and all(p.is_file() for p in _paths(out_dir).values())
+    return manifest_matches(out_dir / MANIFEST_NAME, _manifest(config)) and all(
+        p.is_file() for p in _paths(out_dir).values()
+    )
 
 
 def ensure_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig()) -> dict[str, Path]:

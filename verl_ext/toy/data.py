@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from verl_ext.assets.tiny_model import exclusive_lock
+from verl_ext.data.manifest import manifest_matches, write_manifest
 from verl_ext.data import prepare as prep
 from verl_ext.data import sft_data
 from verl_ext.data import visual_math as vm
@@ -363,9 +363,7 @@ def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyD
     (out_dir / RL_DIR).mkdir(exist_ok=True)
     _write_sft(out_dir, config, template)
     _write_rl(out_dir, config)
-    tmp = _tmp_name(manifest_path)
-    tmp.write_text(json.dumps(_manifest(config, template), indent=2, sort_keys=True))
-    os.replace(tmp, manifest_path)
+    write_manifest(manifest_path, _manifest(config, template))
     logger.info(
         "wrote toy data to %s in %.1fs: SFT %d train (%d question-writing) + %d test, RL %d, held-out test %d",
         out_dir,
@@ -381,12 +379,12 @@ def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyD
 
 def _is_complete(out_dir: Path, config: ToyDataConfig) -> bool:
     try:
-        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
         template = load_prompt(config.prompt)
     except (OSError, ValueError):
         return False
-    expected = json.loads(json.dumps(_manifest(config, template)))
-    return manifest == expected and all(p.is_file() for p in _paths(out_dir).values())
+    return manifest_matches(out_dir / MANIFEST_NAME, _manifest(config, template)) and all(
+        p.is_file() for p in _paths(out_dir).values()
+    )
 
 
 def ensure_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig()) -> dict[str, Path]:
