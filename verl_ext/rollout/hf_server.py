@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -66,18 +67,19 @@ MAX_BATCH = 64
 BATCH_WAIT_S = 0.01
 
 
+@dataclass
 class _Request:
     """A queued generate call; requests with equal ``key`` can share one batch."""
 
-    def __init__(self, prompt_ids, vision, params, max_tokens, future):
-        self.prompt_ids, self.vision, self.params, self.max_tokens, self.future = (
-            prompt_ids,
-            vision,
-            params,
-            max_tokens,
-            future,
-        )
-        self.key = (repr(sorted((k, v) for k, v in params.items() if k != "seed")), max_tokens)
+    prompt_ids: list[int]
+    vision: dict[str, Any]
+    params: dict[str, Any]
+    max_tokens: int
+    future: asyncio.Future
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return repr(sorted((k, v) for k, v in self.params.items() if k != "seed")), self.max_tokens
 
 
 class HFRolloutServer:
