@@ -209,6 +209,10 @@ ERROR_CASES = {
         ["config=recipes/grpo_supervised.yaml", "trainer.total_training_stepz=3"],
         "did you mean 'trainer.total_training_steps'",
     ),
+    "sampled_greedy_validation": (
+        ["config=recipes/grpo_supervised.yaml", "actor_rollout_ref.rollout.val_kwargs.temperature=0.5"],
+        "set val_kwargs.temperature=0",
+    ),
 }
 
 
@@ -246,3 +250,34 @@ def test_exponent_numbers_without_a_dot_are_floats():
 
     assert _parse_value("lr", "1e-6") == 1e-6 and isinstance(_parse_value("lr", "2e-4"), float)
     assert _parse_value("name", "1e5x") == "1e5x"
+
+
+# ------------------------------------------------------------------------------ greedy validation
+
+
+def test_greedy_validation_needs_temperature_zero():
+    """do_sample=false with a positive temperature is refused: verl would sample (see the next test)."""
+    from verl_ext.cli import check_settings
+
+    _, plain, hydra = split_args([f"config={RECIPE}"])
+    cfg = compose(RECIPE, plain, hydra)
+    check_settings(cfg)  # the CPU recipes validate greedily: temperature 0
+    assert cfg.actor_rollout_ref.rollout.val_kwargs.temperature == 0
+    cfg.actor_rollout_ref.rollout.val_kwargs.temperature = 0.5
+    with pytest.raises(CLIError, match="ignores do_sample"):
+        check_settings(cfg)
+    cfg.actor_rollout_ref.rollout.val_kwargs.do_sample = True  # sampled validation, said so: fine
+    check_settings(cfg)
+
+
+def test_verl_agent_loop_still_ignores_val_do_sample():
+    """Pins the cause the check above guards against: verl's validation sampling parameters take
+    val_kwargs' temperature, top_p and top_k but not do_sample. When verl starts reading it, this
+    fails and check_settings can go."""
+    import inspect
+
+    from verl.trainer.ppo.v1 import agent_loop_tq
+
+    source = inspect.getsource(agent_loop_tq)
+    assert 'sampling_params["temperature"] = config.val_kwargs.temperature' in source
+    assert "val_kwargs.do_sample" not in source

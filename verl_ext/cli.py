@@ -179,6 +179,25 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
     return cfg
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse settings that verl accepts but does not do, before Ray starts.
+
+    verl 0.9.1's agent loop reads ``rollout.val_kwargs.temperature``, ``top_p``, ``top_k`` and ``n``
+    but never ``val_kwargs.do_sample`` (``verl/trainer/ppo/v1/agent_loop_tq.py``): with
+    ``do_sample=false`` and a positive temperature, "greedy" validation samples, and its figures
+    carry sampling noise (a few points on 100 questions). Greedy decoding is temperature 0.
+    """
+    val = OmegaConf.select(cfg, "actor_rollout_ref.rollout.val_kwargs")
+    if val is None or val.get("do_sample", True):
+        return
+    temperature = val.get("temperature", 0)
+    if temperature:
+        raise CLIError(
+            f"actor_rollout_ref.rollout.val_kwargs.do_sample=false with temperature={temperature}: verl 0.9.1 "
+            "ignores do_sample and would sample; for greedy validation set val_kwargs.temperature=0"
+        )
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -229,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         recipe, plain, hydra_style = split_args(argv)
         cfg = compose(recipe, plain, hydra_style)
+        check_settings(cfg)
         absolutize_paths(cfg)
     except CLIError as err:
         sys.stderr.write(f"error: {err}\n")
