@@ -273,7 +273,7 @@ def test_rl_and_test_files(small: dict[str, Path]) -> None:
     for path, require_label in ((small["rl_unlabeled"], False), (small["rl_labeled"], True), (small["test"], True)):
         report = row_schema.validate_file(path, require_label=require_label)
         assert report.ok, report.problems
-        assert pq.read_schema(path) == row_schema.arrow_schema()
+        assert pq.read_schema(path) == row_schema.arrow_schema([("task", pa.string())])
     for split, rows in (("train", unlabeled), ("train", labeled), ("test", test)):
         for i, row in enumerate(rows):
             scene = vm.sample_scene(split, i, rl)
@@ -281,6 +281,7 @@ def test_rl_and_test_files(small: dict[str, Path]) -> None:
             assert row["extra_info"]["index"] == i
             assert row["extra_info"]["question"] == scene.question
             assert row["extra_info"]["answer"] == scene.answer
+            assert row["extra_info"]["task"] == scene.task
             assert row["prompt"][0]["content"] == "<image>" + scene.question + row_schema.FORMAT_INSTRUCTION
     assert all(r["reward_model"]["ground_truth"] == "" for r in unlabeled)
     assert all(r["reward_model"]["ground_truth"] == r["extra_info"]["answer"] != "" for r in labeled + test)

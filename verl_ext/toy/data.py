@@ -65,7 +65,7 @@ from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
 logger = logging.getLogger("verl_ext.toy.data")  # stable under python -m
 
 # Bump when the output changes so ensure_toy_data rewrites stale files.
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: extra_info.task in the RL and test rows
 MANIFEST_NAME = ".verl_ext_toy_data.json"
 """Written last into the output directory: the settings the files were generated with."""
 DATA_SOURCE = "verl_ext/toy_visual_math"
@@ -301,6 +301,25 @@ def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, 
     return result.paths
 
 
+def _with_tasks(prepared: Path, source: Path, out_path: Path) -> None:
+    """Write ``prepared`` to ``out_path`` with each row's task in ``extra_info.task``.
+
+    ``prepare`` keeps only the columns a public set has; the task lets the diagnosis and the reports
+    break figures down per task.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from verl_ext.data.schema import arrow_schema
+
+    tasks = pq.read_table(source, columns=["task"]).column("task").to_pylist()
+    rows = pq.read_table(prepared).to_pylist()
+    for row in rows:
+        row["extra_info"]["task"] = tasks[row["extra_info"]["index"]]
+    _write_parquet_atomic(rows, arrow_schema([("task", pa.string())]), out_path)
+    prepared.unlink()
+
+
 def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
     rl_dir = out_dir / RL_DIR
     vm_paths = vm.ensure_dataset(rl_dir / "visual_math", config.rl_config())
@@ -322,9 +341,9 @@ def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
             ),
             {"train": config.n_rl},
         )
-        os.replace(unlabeled["train"], out_dir / FILES["rl_unlabeled"])
-        os.replace(labeled["train"], out_dir / FILES["rl_labeled"])
-        os.replace(unlabeled["test"], out_dir / FILES["test"])
+        _with_tasks(unlabeled["train"], source["train"], out_dir / FILES["rl_unlabeled"])
+        _with_tasks(labeled["train"], source["train"], out_dir / FILES["rl_labeled"])
+        _with_tasks(unlabeled["test"], source["test"], out_dir / FILES["test"])
         for name in ("unlabeled", "labeled"):
             os.replace(stage / name / prep.SUMMARY_NAME, rl_dir / f"prepare_{name}.json")
     finally:
