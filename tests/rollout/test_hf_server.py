@@ -81,6 +81,9 @@ def _manual_log_probs(server, enc, tokens):
             attention_mask=torch.ones_like(full),
             pixel_values=enc["pixel_values"],
             image_grid_thw=enc["image_grid_thw"],
+            # The image tokens' 3D M-RoPE positions, as verl gives the actor (without it transformers 5
+            # falls back to text positions).
+            mm_token_type_ids=torch.cat([enc["mm_token_type_ids"], torch.zeros((1, len(tokens)), dtype=torch.long)], 1),
         ).logits[0].float()
     logits = logits[len(prompt) - 1 : len(prompt) - 1 + len(tokens)]
     return torch.log_softmax(logits, dim=-1)[torch.arange(len(tokens)), torch.tensor(tokens)]
@@ -232,6 +235,31 @@ def test_log_probs_equal_the_actors_full_vocab_log_softmax(server, image_prompt)
     out = _generate(server, prompt_ids, image, temperature=1.0, max_tokens=10, ignore_eos=True, seed=5)
     manual = _manual_log_probs(server, enc, out.token_ids)
     assert torch.allclose(torch.tensor(out.log_probs), manual, atol=1e-4, rtol=0)
+
+
+def test_image_positions_are_the_processors(server, image_prompt):
+    """The server scores with the image tokens' 3D M-RoPE positions, as the actor does.
+
+    Without ``mm_token_type_ids`` transformers 5 silently gives image tokens text positions: the policy
+    the rollout samples from is then another one than the actor's. Both halves are checked, so the
+    test fails if either the server or transformers' fallback changes.
+    """
+    prompt_ids, image, enc = image_prompt
+    out = _generate(server, prompt_ids, image, temperature=1.0, max_tokens=10, ignore_eos=True, seed=7)
+    tokens = out.token_ids
+    full = torch.tensor([prompt_ids + list(tokens)])
+    with torch.no_grad():
+        text_positions = server.model(
+            input_ids=full, attention_mask=torch.ones_like(full),
+            pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"],
+        ).logits[0].float()
+    text_positions = torch.log_softmax(text_positions[len(prompt_ids) - 1 : -1], dim=-1)
+    text_lp = text_positions[torch.arange(len(tokens)), torch.tensor(tokens)]
+    served = torch.tensor(out.log_probs)
+    assert torch.allclose(served, _manual_log_probs(server, enc, tokens), atol=1e-4, rtol=0)
+    # What the server served before it passed mm_token_type_ids (a random model barely reads positions;
+    # a trained one does: rollout_corr/kl was ~0.1 on the toy SFT model).
+    assert not torch.allclose(served, text_lp, atol=1e-4, rtol=0)
 
 
 def test_greedy_log_probs_ignore_the_models_generation_defaults(server, image_prompt, monkeypatch):
