@@ -43,9 +43,20 @@ def _visual_math(root: Path, rest: str) -> Path:
     return Path(files[key])
 
 
+def _toy_sft(root: Path, rest: str) -> Path:
+    from verl_ext.toy.sft_model import ensure_toy_sft_model
+
+    built = ensure_toy_sft_model(root / "toy-sft")
+    path = built / rest if rest else built
+    if not path.exists():
+        raise ValueError(f"toy-sft has model/ and data/ (see verl_ext.toy.data); no {rest!r}")
+    return path
+
+
 ASSETS: dict[str, Callable[[Path, str], Path]] = {
     "tiny-qwen2.5-vl": _tiny_model,
     "visual-math": _visual_math,
+    "toy-sft": _toy_sft,  # the toy SFT model (verl's SFT trainer, ~5 min on first use) and its data
 }
 
 

@@ -1,0 +1,125 @@
+"""The toy SFT model: stage 1 of the toy reproduction, built once on first use and cached.
+
+``${verl_ext_asset:toy-sft/model}`` in a recipe names a tiny Qwen2.5-VL (4 layers, 128 wide) that went
+through verl's own SFT trainer (``recipes/sft_tiny.yaml``) on the toy visual-math data, so it already
+answers the toy questions: a majority vote over its samples has something to agree on.
+``${verl_ext_asset:toy-sft/data/...}`` names the toy data it was trained with (``rl/unlabeled.parquet``,
+``rl/labeled.parquet``, ``test.parquet``, ...; see :mod:`verl_ext.toy.data`).
+
+The build runs ``torchrun -m verl.trainer.sft_trainer`` in a subprocess (about 5 minutes on 2 cores),
+with a progress bar over its steps, then keeps the checkpoint's Hugging Face copy. Everything is written
+under a temporary name and renamed into place with a manifest last, under a lock: a killed build is
+redone, concurrent callers build once. ``examples/toy_repro.sh`` builds the same model with the same
+settings (:data:`TOY_MODEL`, :data:`TOY_DATA`, :data:`SFT_STEPS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from verl_ext.assets.tiny_model import TinyModelConfig, ensure_tiny_model, exclusive_lock
+from verl_ext.data.manifest import manifest_matches, write_manifest
+from verl_ext.toy.data import ToyDataConfig, ensure_toy_data
+
+logger = logging.getLogger(__name__)
+
+BUILD_VERSION = 1
+MANIFEST_NAME = ".verl_ext_toy_sft.json"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+SFT_RECIPE = "sft_tiny"
+
+TOY_MODEL = TinyModelConfig(
+    hidden_size=128, num_hidden_layers=4, intermediate_size=256, vision_hidden_size=64, vision_intermediate_size=128
+)
+"""The base model: the default tiny model is too small to learn the toy tasks."""
+TOY_DATA = ToyDataConfig(prompt="synth_in_context_short")
+"""The toy data the SFT model learns from (its question-writing rows use the short synthesis prompt)."""
+SFT_STEPS = 600
+"""SFT optimizer steps (batch 32, cosine decay to 0)."""
+SFT_MAX_LENGTH = 192
+"""Longest SFT sequence: the question-writing rows need more than the recipe's 128."""
+
+_STEP = re.compile(r"\bstep:(\d+)\b")
+
+
+def _payload(model: TinyModelConfig, data: ToyDataConfig, steps: int) -> dict:
+    recipe = (RECIPES_DIR / f"{SFT_RECIPE}.yaml").read_bytes()
+    return {
+        "build_version": BUILD_VERSION,
+        "model": dataclasses.asdict(model),
+        "data": dataclasses.asdict(data),
+        "steps": steps,
+        "max_length": SFT_MAX_LENGTH,
+        "recipe_sha256": hashlib.sha256(recipe).hexdigest(),
+    }
+
+
+def _run_sft(base: Path, data: dict[str, Path], steps: int, ckpt: Path, log_path: Path) -> Path:
+    """verl's SFT trainer in a subprocess; returns the Hugging Face copy of its last checkpoint."""
+    from tqdm.auto import tqdm
+
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+        "-m", "verl.trainer.sft_trainer", f"--config-path={RECIPES_DIR}", f"--config-name={SFT_RECIPE}",
+        f"model.path={base}", f"data.train_files={data['sft_train']}", f"data.val_files={data['sft_test']}",
+        f"data.max_length={SFT_MAX_LENGTH}", f"trainer.total_training_steps={steps}",
+        f"trainer.default_local_dir={ckpt}",
+    ]
+    # One BLAS thread: on 2 cores, two threads per process made SFT steps up to 10x slower.
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), HF_HUB_OFFLINE="1")
+    logger.info("training the toy SFT model with verl's SFT trainer (%d steps; log: %s)", steps, log_path)
+    with open(log_path, "w") as log, tqdm(total=steps, desc="toy SFT model", unit="step") as bar:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            match = _STEP.search(line)
+            if match and int(match.group(1)) > bar.n:
+                bar.update(int(match.group(1)) - bar.n)
+        status = proc.wait()
+    if status != 0:
+        raise RuntimeError(f"verl's SFT trainer exited with status {status} building the toy SFT model; see {log_path}")
+    hf_dir = ckpt / f"global_step_{steps}" / "huggingface"
+    if not (hf_dir / "config.json").is_file():
+        raise RuntimeError(f"verl's SFT trainer wrote no Hugging Face checkpoint at {hf_dir}; see {log_path}")
+    return hf_dir
+
+
+def ensure_toy_sft_model(
+    root: str | os.PathLike[str],
+    model: TinyModelConfig = TOY_MODEL,
+    data: ToyDataConfig = TOY_DATA,
+    steps: int = SFT_STEPS,
+) -> Path:
+    """``root`` holding ``model/`` (the SFT model), ``data/`` (its toy data) and ``base/``; built if missing."""
+    root = Path(root).absolute()
+    manifest = root / MANIFEST_NAME
+    payload = _payload(model, data, steps)
+    if manifest_matches(manifest, payload):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / ".build.lock"):
+        if manifest_matches(manifest, payload):
+            return root
+        manifest.unlink(missing_ok=True)
+        base = ensure_tiny_model(root / "base", model)
+        files = ensure_toy_data(root / "data", data)
+        work = root / f".sft-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            hf_dir = _run_sft(base, files, steps, work / "ckpt", root / "sft.log")
+            shutil.rmtree(root / "model", ignore_errors=True)
+            os.rename(hf_dir, root / "model")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        write_manifest(manifest, payload)
+    logger.info("toy SFT model ready at %s", root / "model")
+    return root
