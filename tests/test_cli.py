@@ -281,3 +281,16 @@ def test_verl_agent_loop_still_ignores_val_do_sample():
     source = inspect.getsource(agent_loop_tq)
     assert 'sampling_params["temperature"] = config.val_kwargs.temperature' in source
     assert "val_kwargs.do_sample" not in source
+
+
+def test_compose_does_not_resolve_the_values_it_overrides(monkeypatch):
+    """Checking an override's key must not build the asset the recipe's value names (minutes for toy-sft)."""
+    from verl_ext.assets import resolver
+
+    monkeypatch.setitem(resolver.ASSETS, "toy-sft", lambda root, rest: pytest.fail(f"resolved toy-sft/{rest}"))
+    recipe = REPO / "recipes" / "quickstart.yaml"
+    _, plain, hydra = split_args(
+        [f"config={recipe}", "actor_rollout_ref.model.path=/m", "data.train_files=/t.parquet", "data.val_files=/v.parquet"]
+    )
+    cfg = compose(recipe, plain, hydra)
+    assert cfg.actor_rollout_ref.model.path == "/m" and cfg.data.train_files == "/t.parquet"

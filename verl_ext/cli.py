@@ -123,7 +123,9 @@ def _parse_value(key: str, text: str) -> Any:
 def _has_key(cfg: DictConfig, dotted: str) -> bool:
     node: Any = cfg
     for part in dotted.split("."):
-        if isinstance(node, DictConfig) and part in node:
+        # keys(), not `in node`: DictConfig.__contains__ resolves the value, which would build an asset
+        # (the toy SFT model: minutes) just to check that an override's key exists.
+        if isinstance(node, DictConfig) and part in node.keys():
             node = node._get_node(part)
         elif OmegaConf.is_list(node) and part.isdigit() and int(part) < len(node):
             node = node._get_node(int(part))

@@ -93,6 +93,7 @@ def test_supervised_grpo_updates_actor_and_rollout(tmp_path):
 
 
 def test_majority_vote_rewards_match_vote(tmp_path):
+    """The quickstart as a new user runs it: the toy SFT model is built on first use, and its vote agrees."""
     dump = tmp_path / "rollouts"
     out = run_recipe(
         "quickstart",
@@ -101,12 +102,18 @@ def test_majority_vote_rewards_match_vote(tmp_path):
             f"trainer.rollout_data_dir={dump}",
         ],
         tmp_path,
+        timeout=1400,  # the first run trains the toy SFT model (~5 minutes alone, more beside other tests)
     )
     steps = step_metrics(out)
     assert set(steps) >= {1, 2}
     for name in ("majority_ratio", "no_label_rate", "no_answer_rate", "answer_entropy", "vote_time_s",
                  "label_accuracy", "reward_accuracy"):
         assert f"mmupt/{name}" in steps[2], f"mmupt/{name} missing from the step metrics"
+    # The quickstart's model already answers: its groups agree on something, and the hidden labels grade the vote.
+    for step in (1, 2):
+        assert steps[step]["mmupt/majority_ratio"] > 0.25, steps[step]
+        assert steps[step]["mmupt/no_answer_rate"] < 0.5, steps[step]
+        assert 0.0 <= steps[step]["mmupt/label_accuracy"] <= 1.0
 
     for step in (1, 2):
         rows = [json.loads(line) for line in (dump / f"{step}.jsonl").read_text().splitlines()]

@@ -23,7 +23,14 @@ def test_toy_repro_quick(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
 
-    assert (tmp_path / "sft_model" / "config.json").is_file(), "stage 1 left no merged SFT model"
+    assert (tmp_path / "sft" / "model" / "config.json").is_file(), "stage 1 left no SFT model"
+    # The SFT model's diagnosis on the RL questions and the held-out set, and each run's final checkpoint's.
+    sft = json.loads((tmp_path / "diag" / "sft.json").read_text())
+    assert {Path(p).name for p in sft["summary"]} == {"unlabeled.parquet", "test.parquet"}
+    for variant in ("grpo_supervised", "mmupt"):
+        final = json.loads((tmp_path / "diag" / f"{variant}-seed0.json").read_text())
+        assert final["settings"]["model"].endswith("global_step_2/actor/huggingface")
+        assert 0.0 <= final["summary"][str(tmp_path / "sft" / "data" / "test.parquet")]["all"]["maj"] <= 1.0
     for variant in ("grpo_supervised", "mmupt"):
         lines = (tmp_path / "runs" / f"{variant}-seed0.jsonl").read_text().splitlines()
         steps = {json.loads(line)["step"]: json.loads(line)["data"] for line in lines}
@@ -34,7 +41,7 @@ def test_toy_repro_quick(tmp_path):
     assert "mmupt/majority_ratio" in steps[2]
 
     table = (tmp_path / "report" / "table.md").read_text()
-    assert "| SFT model (start of every run) |" in table
+    assert "| SFT model |" in table
     assert "| Supervised GRPO (labels) |" in table and "| MM-UPT (unlabeled questions) |" in table
     assert (tmp_path / "report" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # The synthetic variant either trained or was skipped with the reason stated.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from verl_ext.toy.report import load_runs, main, table
+from verl_ext.toy.report import attach_diagnoses, load_runs, main, table
 
 ACC = "val-core/verl_ext/visual_math/acc/mean@1"
 
@@ -19,6 +19,15 @@ def write_run(path, accs, ratios=None):
         f.write("not json\n")
 
 
+def write_diag(path, greedy, mean, maj):
+    """A diagnosis report as verl_ext.eval.diagnose writes it (only the held-out summary matters here)."""
+    summary = {
+        "/x/rl/unlabeled.parquet": {"all": {"greedy": 0.9, "mean": 0.9, "maj": 0.9}},
+        "/x/test.parquet": {"all": {"greedy": greedy, "mean": mean, "maj": maj}},
+    }
+    path.write_text(json.dumps({"settings": {}, "summary": summary, "questions": {}}))
+
+
 def test_table_gives_mean_and_spread_over_seeds(tmp_path):
     write_run(tmp_path / "mmupt-seed0.jsonl", [0.40, 0.45, 0.50], ratios=[0.6, 0.7])
     write_run(tmp_path / "mmupt-seed1.jsonl", [0.40, 0.42, 0.60], ratios=[0.5, 0.8])
@@ -26,18 +35,43 @@ def test_table_gives_mean_and_spread_over_seeds(tmp_path):
     write_run(tmp_path / "notes.jsonl", [0.9])  # not a run name: ignored
     runs = load_runs(tmp_path)
     assert sorted((r.variant, r.seed) for r in runs) == [("grpo_supervised", 0), ("mmupt", 0), ("mmupt", 1)]
-    text = table(runs)
-    assert "| SFT model (start of every run) | 40.0 ± 0.0 | 3 | 0 |" in text
-    assert "| MM-UPT (unlabeled questions) | 55.0 ± 7.1 | 2 | 2 |" in text
-    assert "| Supervised GRPO (labels) | 55.0 ± 0.0 | 1 | 1 |" in text
+    text = table(runs)  # no diagnoses: greedy from the logs only
+    assert "| SFT model | n/a | n/a | n/a | | | 3 | 0 |" in text
+    assert "| MM-UPT (unlabeled questions) | 55.0 ± 7.1 | n/a | n/a | n/a | n/a | 2 | 2 |" in text
+    assert "| Supervised GRPO (labels) | 55.0 ± 0.0 | n/a | n/a | n/a | n/a | 1 | 1 |" in text
     assert "synthesized" not in text
+
+
+def test_gap_shares_come_from_the_diagnoses(tmp_path):
+    runs_dir, diag = tmp_path / "runs", tmp_path / "diag"
+    runs_dir.mkdir()
+    diag.mkdir()
+    write_run(runs_dir / "mmupt-seed0.jsonl", [0.40, 0.50])
+    write_run(runs_dir / "mmupt-seed1.jsonl", [0.40, 0.60])
+    write_diag(diag / "sft.json", greedy=0.40, mean=0.30, maj=0.60)
+    write_diag(diag / "mmupt-seed0.json", greedy=0.50, mean=0.40, maj=0.60)
+    write_diag(diag / "mmupt-seed1.json", greedy=0.60, mean=0.50, maj=0.60)
+    runs = load_runs(runs_dir)
+    sft = attach_diagnoses(runs, diag)
+    assert sft == {"greedy": 0.40, "mean": 0.30, "maj": 0.60}
+    text = table(runs, sft)
+    assert "| SFT model | 40.0 | 30.0 | 60.0 | | | 2 | 0 |" in text
+    # greedy 0.55 closes (0.55 - 0.40) / (0.60 - 0.40) = 75 %; mean@8 0.45 closes (0.45 - 0.30) / 0.30 = 50 %.
+    assert "| MM-UPT (unlabeled questions) | 55.0 ± 7.1 | 45.0 ± 7.1 | 60.0 ± 0.0 | +75 % | +50 % | 2 | 1 |" in text
+    # A ceiling at or below the start: nothing for the vote to close.
+    write_diag(diag / "sft.json", greedy=0.70, mean=0.50, maj=0.65)
+    assert "| no gap | +0 % |" not in table(runs, attach_diagnoses(runs, diag))
+    assert "no gap" in table(runs, attach_diagnoses(runs, diag))
 
 
 def test_cli_writes_table_and_plot(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     write_run(runs / "mmupt-seed0.jsonl", [0.3, 0.35], ratios=[0.5])
-    assert main(["--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
+    diag = tmp_path / "diag"
+    diag.mkdir()
+    write_diag(diag / "sft.json", greedy=0.3, mean=0.25, maj=0.4)
+    assert main(["--runs", str(runs), "--diag", str(diag), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "table.md").read_text().startswith("| model |")
     assert (tmp_path / "out" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -425,9 +425,8 @@ def ensure_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = Toy
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m verl_ext.toy.data``."""
-    d = ToyDataConfig()
+def build_parser(d: ToyDataConfig = ToyDataConfig()) -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m verl_ext.toy.data``, with ``d``'s values as defaults."""
     p = argparse.ArgumentParser(
         prog="python -m verl_ext.toy.data", description=__doc__.splitlines()[0], allow_abbrev=False
     )

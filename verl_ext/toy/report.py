@@ -1,11 +1,20 @@
-"""Table and plot of the toy reproduction from the runs' metric logs.
+"""Table and plot of the toy reproduction from the runs' metric logs and diagnoses.
 
 Each training run writes verl's file logger (one JSON line per step: ``{"step": N, "data": {...}}``)
-to ``RUNS_DIR/<variant>-seed<k>.jsonl``. Step 0 is the validation before training, i.e. the SFT
-model. The table gives held-out accuracy after the last step, mean and spread over seeds, beside
-the SFT model's; the plot shows majority ratio, pseudo-label accuracy and held-out accuracy per step.
+to ``RUNS_DIR/<variant>-seed<k>.jsonl``; step 0 is the validation before training (greedy, held-out),
+i.e. the SFT model. ``DIAG_DIR`` holds :mod:`verl_ext.eval.diagnose` reports: ``sft.json`` for the SFT
+model and ``<variant>-seed<k>.json`` for each run's final checkpoint (greedy, mean@N and maj@N on the
+held-out set, sampled at the rollout temperature).
 
-    python -m verl_ext.toy.report --runs RUNS_DIR --out REPORT_DIR
+The table gives, per variant, held-out greedy accuracy after the last step and mean@N / maj@N at the
+rollout temperature (mean ± std over seeds), beside the SFT model's figures and its maj@N, the
+ceiling of what a vote can distil. "Gap closed" is the share of the SFT model's (maj@N - greedy) gap a
+variant closes on greedy accuracy, and of its (maj@N - mean@N) gap on sampled accuracy; a gap of zero
+or less is shown as "no gap" (the vote then has nothing to add to that measure). The plot shows
+held-out greedy accuracy with the SFT model's greedy and maj@N lines, the training reward, the
+majority ratio and the pseudo-label accuracy per step.
+
+    python -m verl_ext.toy.report --runs RUNS_DIR --diag DIAG_DIR --out REPORT_DIR
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -30,17 +39,21 @@ VARIANTS = {
     "grpo_supervised": "Supervised GRPO (labels)",
     "mmupt": "MM-UPT (unlabeled questions)",
     "mmupt_synth": "MM-UPT (self-synthesized questions)",
+    "mmupt_long": "MM-UPT, 3x longer (unlabeled questions)",
 }
-PLOTTED = ("mmupt/majority_ratio", "mmupt/label_accuracy")
+PLOTTED = ("critic/score/mean", "mmupt/majority_ratio", "mmupt/label_accuracy")
+SFT_DIAG = "sft.json"
+TEST_FILE = "test.parquet"
 
 
 @dataclass
 class Run:
-    """One training run's per-step metrics."""
+    """One training run's per-step metrics, and the diagnosis of its final checkpoint if there is one."""
 
     variant: str
     seed: int
     steps: dict[int, dict[str, float]]
+    final: dict[str, float] = field(default_factory=dict)
 
     def accuracy(self, step: int) -> Optional[float]:
         """Held-out accuracy validated at ``step`` (0 = before training), if logged."""
@@ -74,6 +87,27 @@ def load_runs(runs_dir: Path) -> list[Run]:
     return runs
 
 
+def held_out(report_path: Path, test_file: str = TEST_FILE) -> dict[str, float]:
+    """The ``all`` row of a diagnosis report for the file named ``test_file`` ({} if absent or unreadable)."""
+    try:
+        summary = json.loads(report_path.read_text())["summary"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    for path, tasks in summary.items():
+        if Path(path).name == test_file:
+            return tasks.get("all", {})
+    return {}
+
+
+def attach_diagnoses(runs: list[Run], diag_dir: Optional[Path]) -> dict[str, float]:
+    """Fill each run's ``final`` from ``diag_dir``; returns the SFT model's held-out figures ({} if none)."""
+    if diag_dir is None:
+        return {}
+    for run in runs:
+        run.final = held_out(diag_dir / f"{run.variant}-seed{run.seed}.json")
+    return held_out(diag_dir / SFT_DIAG)
+
+
 def _mean_spread(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -82,36 +116,66 @@ def _mean_spread(values: list[float]) -> str:
     return f"{mean:.1f} ± {spread:.1f}"
 
 
-def table(runs: list[Run]) -> str:
-    """Markdown table: held-out accuracy (%) of the SFT model and of each variant, mean ± std over seeds."""
-    sft = [r.accuracy(0) for r in runs if r.accuracy(0) is not None]
-    lines = ["| model | held-out accuracy (%) | seeds | steps |", "| --- | --- | --- | --- |"]
-    # Every run validates its own start, the same SFT checkpoint: their spread is sampling noise only.
-    lines.append(f"| SFT model (start of every run) | {_mean_spread(sft)} | {len(sft)} | 0 |")
+def _share(values: list[float], start: float, ceiling: float) -> str:
+    """Share of the gap from ``start`` to ``ceiling`` that the mean of ``values`` closes."""
+    if not values:
+        return "n/a"
+    if ceiling - start <= 0:
+        return "no gap"
+    return f"{100 * (statistics.fmean(values) - start) / (ceiling - start):+.0f} %"
+
+
+def table(runs: list[Run], sft: Optional[dict[str, float]] = None, n: int = 8) -> str:
+    """Markdown table: held-out greedy, mean@N, maj@N (%) of the SFT model and of each variant, with gap shares."""
+    sft = sft or {}
+    head = (
+        f"| model | held-out greedy (%) | mean@{n} (%) | maj@{n} (%) | greedy gap closed | mean@{n} gap closed "
+        "| seeds | steps |"
+    )
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    starts = [r.accuracy(0) for r in runs if r.accuracy(0) is not None]
+    sft_greedy = sft.get("greedy", statistics.fmean(starts) if starts else None)
+
+    def pct(key: str) -> str:
+        return f"{100 * sft[key]:.1f}" if key in sft else "n/a"
+
+    # Every run validates its own start, the same SFT checkpoint with greedy decoding: one figure.
+    lines.append(f"| SFT model | {pct('greedy')} | {pct('mean')} | {pct('maj')} | | | {len(starts)} | 0 |")
     for variant, label in VARIANTS.items():
         group = [r for r in runs if r.variant == variant]
         if not group:
             continue
-        finals = [r.accuracy(r.last_step) for r in group]
+        greedy = [r.accuracy(r.last_step) for r in group]
+        means = [r.final["mean"] for r in group if "mean" in r.final]
+        majs = [r.final["maj"] for r in group if "maj" in r.final]
         steps = sorted({r.last_step for r in group})
-        lines.append(f"| {label} | {_mean_spread(finals)} | {len(group)} | {'/'.join(map(str, steps))} |")
+        greedy_share = _share(greedy, sft_greedy, sft["maj"]) if sft_greedy is not None and "maj" in sft else "n/a"
+        mean_share = _share(means, sft["mean"], sft["maj"]) if {"mean", "maj"} <= set(sft) else "n/a"
+        lines.append(
+            f"| {label} | {_mean_spread(greedy)} | {_mean_spread(means)} | {_mean_spread(majs)} | {greedy_share} "
+            f"| {mean_share} | {len(group)} | {'/'.join(map(str, steps))} |"
+        )
     return "\n".join(lines)
 
 
-def plot(runs: list[Run], path: Path) -> None:
-    """Per-step curves (mean over seeds) of held-out accuracy, majority ratio and label accuracy."""
+def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) -> None:
+    """Per-step curves (mean over seeds): held-out greedy accuracy, training reward, majority ratio, label accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("held-out accuracy", None), ("majority ratio", PLOTTED[0]), ("pseudo-label accuracy", PLOTTED[1])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    sft = sft or {}
+    panels = [
+        ("held-out greedy accuracy", None),
+        ("training reward", PLOTTED[0]),
+        ("majority ratio", PLOTTED[1]),
+        ("pseudo-label accuracy", PLOTTED[2]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
     for ax, (title, key) in zip(axes, panels):
         for index, (variant, label) in enumerate(VARIANTS.items()):
             group = [r for r in runs if r.variant == variant]
-            if not group:
-                continue
             per_step: dict[int, list[float]] = defaultdict(list)
             for run in group:
                 for step, metrics in run.steps.items():
@@ -121,13 +185,16 @@ def plot(runs: list[Run], path: Path) -> None:
             if per_step:
                 xs = sorted(per_step)
                 # One colour per variant in every panel (not matplotlib's per-axis cycle).
-                mean = [statistics.fmean(per_step[x]) for x in xs]
-                ax.plot(xs, mean, marker="o", label=label, color=f"C{index}")
+                ax.plot(xs, [statistics.fmean(per_step[x]) for x in xs], marker=".", label=label, color=f"C{index}")
+        if key is None:
+            for name, style in (("maj", "--"), ("greedy", ":")):
+                if name in sft:
+                    ax.axhline(sft[name], color="k", linestyle=style, linewidth=1, label=f"SFT model {name}")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -136,6 +203,8 @@ def plot(runs: list[Run], path: Path) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True, help="directory of <variant>-seed<k>.jsonl metric logs")
+    parser.add_argument("--diag", type=Path, help="directory of diagnosis reports (sft.json, <variant>-seed<k>.json)")
+    parser.add_argument("--n", type=int, default=8, help="samples per question of the diagnoses (default: 8)")
     parser.add_argument("--out", type=Path, required=True, help="where table.md and curves.png go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -143,10 +212,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not runs:
         logger.error("no <variant>-seed<k>.jsonl metric logs in %s", args.runs)
         return 1
+    sft = attach_diagnoses(runs, args.diag)
     args.out.mkdir(parents=True, exist_ok=True)
-    text = table(runs)
+    text = table(runs, sft, args.n)
     (args.out / "table.md").write_text(text + "\n")
-    plot(runs, args.out / "curves.png")
+    plot(runs, args.out / "curves.png", sft)
     logger.info("%s\n\nwrote %s and %s", text, args.out / "table.md", args.out / "curves.png")
     return 0
 
