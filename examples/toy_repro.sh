@@ -25,7 +25,8 @@ else
   SEEDS=${SEEDS:-0 1 2}; SFT_STEPS=${SFT_STEPS:-600}; RL_STEPS=${RL_STEPS:-12}; LONG_STEPS=${LONG_STEPS:-36}
   SIZES=${SIZES:-}; TEST_FREQ=${TEST_FREQ:-4}  # SIZES empty: the asset's sizes (2048 SFT, 512 RL, 192 held-out)
 fi
-VARIANTS=${VARIANTS:-grpo_supervised mmupt mmupt_synth}
+VARIANTS=${VARIANTS:-grpo_supervised mmupt mmupt_synth}  # also: mmupt_confident (MM-UPT with a vote threshold)
+CONFIDENT_RATIO=${CONFIDENT_RATIO:-0.625}  # mmupt_confident's min_ratio: 5 of 8 (its labels were 95 % right, on 44 % of groups)
 ROLLOUT_N=${ROLLOUT_N:-8}        # responses per prompt (the vote's group)
 BATCH=${BATCH:-16}               # prompts per step
 MINI_BATCH=${MINI_BATCH:-4}      # prompts per update: 4 updates per step
@@ -73,8 +74,8 @@ if [[ " $VARIANTS " == *" mmupt_synth "* ]]; then
   fi
 fi
 
-train() {  # name seed recipe train_files steps
-  local name=$1 seed=$2 recipe=$3 files=$4 steps=$5
+train() {  # name seed recipe train_files steps [extra overrides...]
+  local name=$1 seed=$2 recipe=$3 files=$4 steps=$5; shift 5
   local final="$WORK_DIR/ckpt/$name/global_step_$steps/actor/huggingface"
   if [[ -s "$WORK_DIR/runs/$name.jsonl" ]] && grep -q "\"step\": $steps," "$WORK_DIR/runs/$name.jsonl" \
       && [[ -f "$final/config.json" ]]; then
@@ -92,9 +93,10 @@ train() {  # name seed recipe train_files steps
       actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64 \
       actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64 \
       data.seed="$seed" actor_rollout_ref.rollout.seed="$seed" \
-      trainer.total_training_steps="$steps" trainer.test_freq="$TEST_FREQ" trainer.val_before_train=true \
+      trainer.total_training_steps="$steps" trainer.total_epochs=100 \
+      trainer.test_freq="$TEST_FREQ" trainer.val_before_train=true \
       trainer.save_freq="$steps" 'trainer.logger=[console,file]' \
-      trainer.experiment_name="toy_$name" trainer.default_local_dir="$WORK_DIR/ckpt/$name" \
+      trainer.experiment_name="toy_$name" trainer.default_local_dir="$WORK_DIR/ckpt/$name" "$@" \
       > "$WORK_DIR/logs/$name.log" 2>&1 || { tail -n 40 "$WORK_DIR/logs/$name.log"; exit 1; }
   fi
   # Held-out greedy, mean@N and maj@N of the final policy, sampled as the rollout samples.
@@ -109,6 +111,9 @@ for seed in $SEEDS; do
       grpo_supervised) train "$variant-seed$seed" "$seed" grpo_supervised "$DATA/rl/labeled.parquet" "$RL_STEPS" ;;
       mmupt) train "$variant-seed$seed" "$seed" quickstart "$DATA/rl/unlabeled.parquet" "$RL_STEPS" ;;
       mmupt_synth) train "$variant-seed$seed" "$seed" quickstart "$WORK_DIR/synth/train.parquet" "$RL_STEPS" ;;
+      # Opt-in: SRT's self-consistency threshold, a pseudo-label only where 5 of 8 answers agree.
+      mmupt_confident) train "$variant-seed$seed" "$seed" quickstart "$DATA/rl/unlabeled.parquet" "$RL_STEPS" \
+        trainer.v1.sampler.sampler_kwargs.min_ratio="$CONFIDENT_RATIO" ;;
     esac
   done
 done

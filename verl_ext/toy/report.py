@@ -39,6 +39,7 @@ VARIANTS = {
     "grpo_supervised": "Supervised GRPO (labels)",
     "mmupt": "MM-UPT (unlabeled questions)",
     "mmupt_synth": "MM-UPT (self-synthesized questions)",
+    "mmupt_confident": "MM-UPT with a vote threshold (unlabeled questions)",
     "mmupt_long": "MM-UPT, 3x longer (unlabeled questions)",
 }
 PLOTTED = ("critic/score/mean", "mmupt/majority_ratio", "mmupt/label_accuracy")
