@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import subprocess
 import sys
@@ -18,7 +20,6 @@ LABELS = ["3", "A", "7"]
 
 def write_rows(path: Path, labels=LABELS, hidden=False) -> Path:
     from PIL import Image
-    import io
 
     buf = io.BytesIO()
     Image.new("RGB", (56, 56), (220, 30, 30)).save(buf, format="PNG")
@@ -78,19 +79,13 @@ def test_figures_are_exact_on_scripted_answers(tmp_path):
     assert s["compare"]["maj"] == 0.0
     assert report["questions"][str(path)][0]["correct"] == [True, True, False, False]
     # A vote threshold the winner misses leaves no label: question 0's 2/4 is below 0.75.
-    strict = dg.diagnose(dataclass_replace(config, min_ratio=0.75), generator=Scripted(script))
+    strict = dg.diagnose(dataclasses.replace(config, min_ratio=0.75), generator=Scripted(script))
     assert strict["summary"][str(path)]["all"]["maj"] == 0.0
     # tie_break=first gives question 2 the first cluster ("7", right).
-    first = dg.diagnose(dataclass_replace(config, tie_break="first"), generator=Scripted(script))
+    first = dg.diagnose(dataclasses.replace(config, tie_break="first"), generator=Scripted(script))
     assert first["summary"][str(path)]["all"]["maj"] == pytest.approx(2 / 3)
     table = dg.markdown_table({"rl.parquet": s}, 4)
     assert "| rl.parquet | all | 3 | 33.3 | 41.7 | 33.3 | 100.0 | +0.0 | -8.3 | 33.3 | 0.50 |" in table
-
-
-def dataclass_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def test_recipe_passes_verl_validation(recipe, capsys):
 
     cfg = compose(recipe, [], [])
     if OmegaConf.to_container(cfg.actor_rollout_ref.model)["path"] == "${verl_ext_asset:toy-sft/model}":
-        # The quickstart's toy SFT model takes verl's SFT trainer ~5 minutes to build: the slow e2e test
+        # The quickstart's toy SFT model takes verl's SFT trainer ~6 minutes to build: the slow e2e test
         # that runs the quickstart builds and loads it for real. Here the same-family tiny model stands in.
         from verl_ext.assets.resolver import ASSETS
 

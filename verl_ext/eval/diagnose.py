@@ -29,7 +29,6 @@ Exit status: 0 done, 2 usage error (unknown key, bad value, missing file).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from collections import defaultdict

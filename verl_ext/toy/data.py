@@ -23,7 +23,8 @@ SFT rows come in two kinds, shuffled together:
 
 The RL and test files are visual-math data written in the hub layout of the public sets (``images``,
 ``problem``, ``answer``: ``OUT/rl/source``) and passed through :mod:`verl_ext.data.prepare` as local files,
-once with the labels hidden (plus the labelled ``--val-split`` test file) and once with ``--keep-labels``.
+once with the labels hidden (plus the labelled ``--val-split`` test file) and once with ``--keep-labels``;
+each row then gets its scene's task in ``extra_info.task`` (``prepare`` keeps only a public set's columns).
 
 Scenes: ``--seed S`` draws SFT scenes from visual-math seed ``2S+1`` and RL/test scenes from seed ``2S``
 (RL from its ``train`` split, test from its ``test`` split), so the three sets are disjoint. All files share

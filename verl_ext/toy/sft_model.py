@@ -6,7 +6,7 @@ answers the toy questions: a majority vote over its samples has something to agr
 ``${verl_ext_asset:toy-sft/data/...}`` names the toy data it was trained with (``rl/unlabeled.parquet``,
 ``rl/labeled.parquet``, ``test.parquet``, ...; see :mod:`verl_ext.toy.data`).
 
-The build runs ``torchrun -m verl.trainer.sft_trainer`` in a subprocess (about 5 minutes on 2 cores),
+The build runs ``torchrun -m verl.trainer.sft_trainer`` in a subprocess (about 6 minutes on 2 cores),
 with a progress bar over its steps, then keeps the checkpoint's Hugging Face copy. Everything is written
 under a temporary name and renamed into place with a manifest last, under a lock: a killed build is
 redone, concurrent callers build once. ``examples/toy_repro.sh`` builds the same model with the same
