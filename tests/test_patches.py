@@ -263,3 +263,56 @@ def test_freeze_vision_parameters_freezes_exactly_the_vision_encoder(tiny_model_
     assert count == len(frozen) > 0
     assert all(".visual." in f".{n}" for n in frozen)
     assert any("language_model" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------ 4. a step between log-probs and advantages
+
+
+def test_verl_still_has_no_hook_between_entropy_and_advantages():
+    """The facts patch 4 rests on; when one changes, re-check whether the wrap is still needed."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    step = inspect.getsource(PPOTrainer._step_once)
+    # The sampler runs first, then the old log-probs (with entropy), then advantages.
+    order = [step.index(s) for s in ("self.replay_buffer.sample(", "self._compute_old_log_prob(", "self._compute_advantage(")]
+    assert order == sorted(order)
+    old_log_prob = inspect.getsource(PPOTrainer._compute_old_log_prob)
+    assert '"calculate_entropy": True' in old_log_prob and 'fields=data.select("old_log_probs", "entropy")' in old_log_prob
+    # Advantages read the rewards from TransferQueue, so rewriting rm_scores before them is enough.
+    assert '"rm_scores"' in inspect.getsource(PPOTrainer._compute_advantage)
+    # Every sampler gets the trainer's bound method: the way the sampler finds its trainer.
+    assert "refill_fn=self._add_prompts_to_generate" in inspect.getsource(PPOTrainer._build_replay_buffer)
+
+
+def test_the_advantage_wrap_runs_the_hook_first_and_only_on_that_trainer():
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    from verl_ext.patches import run_before_advantages, trainer_of_sampler
+
+    class Trainer(PPOTrainer):
+        def __init__(self):  # no verl setup: only the two methods the wrap touches
+            self.calls = []
+
+        def _add_prompts_to_generate(self, num_prompts):
+            return num_prompts
+
+        def _compute_advantage(self, batch, metrics):
+            self.calls.append(("advantage", batch))
+            return batch
+
+        on_sample_end = on_step_end = lambda self: None
+
+    trainer, other = Trainer(), Trainer()
+    assert trainer_of_sampler(trainer._add_prompts_to_generate) is trainer
+    assert trainer_of_sampler(lambda n: n) is None
+
+    def hook(batch, metrics):
+        trainer.calls.append(("hook", batch))
+        return batch + "!"
+
+    assert run_before_advantages(trainer, hook) is True
+    assert run_before_advantages(trainer, hook) is False  # once per trainer
+    assert trainer._compute_advantage("b", {}) == "b!"
+    assert trainer.calls == [("hook", "b"), ("advantage", "b!")]
+    other._compute_advantage("c", {})
+    assert other.calls == [("advantage", "c")]

@@ -26,6 +26,17 @@ task, held-out accuracy stays at chance). ``FSDPEngine._build_module`` is wrappe
 saved into the checkpoint's config, so an RL stage started from it keeps the tower frozen). The
 wrap runs before FSDP wrapping and optimizer creation, so frozen weights get no optimizer state.
 Installed lazily, when verl imports its FSDP engine module, so ``import verl`` stays cheap.
+
+4. A step between log-probs and advantages. A reward computed from the policy's own per-token
+entropy (``reward=token_entropy``) needs the entropy that verl 0.9.1's v1 trainer computes in
+``_compute_old_log_prob`` and writes to TransferQueue, and must be in ``rm_scores`` before
+``_compute_advantage`` reads them. No extension point sits between the two: the custom sampler runs
+before the log-probs, a registered advantage estimator receives neither the entropy nor the batch
+keys, and a trainer registered under another mode name turns verl's async code paths on. The
+sampler therefore reaches its own trainer (the ``refill_fn`` verl hands every sampler is the
+trainer's bound method) and wraps that one instance's ``_compute_advantage``: nothing global is
+replaced, and runs that do not ask for it are untouched. Installed only by ``MajorityVoteReplayBuffer``
+when the entropy reward is configured.
 """
 
 from __future__ import annotations
@@ -149,4 +160,27 @@ def install_freeze_vision_tower_patch() -> bool:
     if any(isinstance(f, _PatchOnImport) and f.name == FSDP_ENGINE_MODULE for f in sys.meta_path):
         return False
     sys.meta_path.insert(0, _PatchOnImport(FSDP_ENGINE_MODULE, _patch_fsdp_engine))
+    return True
+
+
+def trainer_of_sampler(refill_fn):
+    """The v1 trainer that built a sampler: verl passes ``refill_fn=self._add_prompts_to_generate``."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    trainer = getattr(refill_fn, "__self__", None)
+    return trainer if isinstance(trainer, PPOTrainer) else None
+
+
+def run_before_advantages(trainer, hook) -> bool:
+    """Call ``hook(batch, metrics)`` on ``trainer`` right before it computes advantages; False if already done."""
+    original = trainer._compute_advantage
+    if getattr(original, _PATCH_MARKER, False):
+        return False
+
+    @functools.wraps(original)
+    def _compute_advantage(batch, metrics):
+        return original(hook(batch, metrics), metrics)
+
+    setattr(_compute_advantage, _PATCH_MARKER, True)
+    trainer._compute_advantage = _compute_advantage
     return True

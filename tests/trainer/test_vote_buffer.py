@@ -20,9 +20,12 @@ class FakeTQ:
         self.rows = rows
         self.cleared: list[str] = []
 
+    NESTED = ("rm_scores", "entropy", "response_mask")
+
     def kv_batch_get(self, keys, partition_id, select_fields):
-        out = {f: [self.rows[k][f] for k in keys] for f in select_fields if f != "rm_scores"}
-        out["rm_scores"] = torch.nested.as_nested_tensor([self.rows[k]["rm_scores"] for k in keys], layout=torch.jagged)
+        out = {f: [self.rows[k][f] for k in keys] for f in select_fields if f not in self.NESTED}
+        for f in set(select_fields) & set(self.NESTED):
+            out[f] = torch.nested.as_nested_tensor([self.rows[k][f] for k in keys], layout=torch.jagged)
         return out
 
     def kv_batch_put(self, keys, partition_id, fields):
@@ -53,13 +56,14 @@ def make_rows(groups: dict[str, list], truths: dict[str, str] | None = None, see
     return rows, keys
 
 
-def make_buffer(**vote_kwargs):
+def make_buffer(refill_fn=None, **vote_kwargs):
     return MajorityVoteReplayBuffer(
         trainer_mode="sync",
         trainer_config={},
         max_off_policy_threshold=8,
         max_off_policy_strategy="drop",
         sampler_kwargs=vote_kwargs,
+        refill_fn=refill_fn,
     )
 
 
@@ -132,3 +136,120 @@ def test_unknown_vote_setting_is_a_clear_error():
 def test_n_votes_below_n_train_is_rejected():
     with pytest.raises(ValueError, match="n_votes"):
         make_buffer(n_votes=2, n_train=4)
+
+
+def test_labelled_rows_keep_the_rule_reward_and_the_others_get_the_vote(monkeypatch):
+    """use_labels: a group with reward_model.ground_truth keeps the manager's score, the rest is voted."""
+    rows, keys = make_rows(GROUPS)
+    for session, acc in enumerate([1.0, 0.0, 0.0, 0.0]):  # the manager scored group a against its label "3"
+        row = rows[f"a_{session}_0"]
+        row["reward_model"] = {"ground_truth": "3"}
+        row["rm_scores"] = torch.zeros_like(row["rm_scores"])
+        row["rm_scores"][-1] = acc
+    fake, _, metrics = run(make_buffer(use_labels=True), rows, keys, monkeypatch)
+    assert [float(fake.rows[f"a_{s}_0"]["rm_scores"][-1]) for s in range(4)] == [1.0, 0.0, 0.0, 0.0]
+    assert [float(fake.rows[f"b_{s}_0"]["rm_scores"][-1]) for s in range(4)] == vote(GROUPS["b"]).rewards
+    assert metrics["mmupt/labelled_share"] == pytest.approx(1 / 4)
+
+    # Without use_labels the same rows are voted (the paper's setting: labels are never read).
+    rows, keys = make_rows(GROUPS)
+    for session in range(4):
+        rows[f"a_{session}_0"]["reward_model"] = {"ground_truth": "3"}
+    fake, _, metrics = run(make_buffer(), rows, keys, monkeypatch)
+    assert [float(fake.rows[f"a_{s}_0"]["rm_scores"][-1]) for s in range(4)] == vote(GROUPS["a"]).rewards
+    assert "mmupt/labelled_share" not in metrics
+
+
+class FakeTrainer:
+    """What the buffer reads from verl's trainer: its config, step budget and the advantage step."""
+
+    def __init__(self, bypass=False):
+        from omegaconf import OmegaConf
+
+        self.config = OmegaConf.create({"algorithm": {"rollout_correction": {"bypass_mode": bypass}}})
+        self.total_training_steps = 100
+        self.advantage_inputs = []
+
+    def _add_prompts_to_generate(self, num_prompts):
+        return num_prompts
+
+    def _compute_advantage(self, batch, metrics):
+        self.advantage_inputs.append(batch)
+        return batch
+
+
+def test_token_entropy_rewards_are_minus_the_mean_entropy_before_advantages(monkeypatch):
+    from verl_ext.trainer import vote_buffer as module
+
+    trainer = FakeTrainer()
+    monkeypatch.setattr(module, "trainer_of_sampler", lambda fn: getattr(fn, "__self__", None))
+    buffer = make_buffer(refill_fn=trainer._add_prompts_to_generate, reward="token_entropy", use_labels=True)
+    rows, keys = make_rows(GROUPS)
+    expected = {}
+    for i, key in enumerate(keys):
+        length = len(rows[key]["rm_scores"])
+        entropy = torch.linspace(0.1, 0.1 * (i + 1), length)
+        mask = torch.ones(length)
+        mask[-1] = 0.0  # a masked token does not count
+        rows[key]["entropy"], rows[key]["response_mask"] = entropy, mask
+        expected[key] = -float(entropy[:-1].mean())
+    for session in range(4):  # group a has a label: it keeps its rule reward
+        rows[f"a_{session}_0"]["reward_model"] = {"ground_truth": "3"}
+        rows[f"a_{session}_0"]["rm_scores"][-1] = 1.0
+    fake, batch, metrics = run(buffer, rows, keys, monkeypatch)
+    # The vote did not write training rewards for unlabelled rows: they wait for the entropy.
+    assert float(fake.rows["b_0_0"]["rm_scores"][-1]) == 0.0
+
+    # verl reorders and pads the batch before advantages: the hook finds rows by key.
+    reordered = KVBatchMeta(partition_id="train", keys=list(reversed(batch.keys)) + ["pad_0_0"],
+                            tags=[{} for _ in range(len(batch.keys) + 1)])
+    step_metrics = {}
+    trainer._compute_advantage(reordered, step_metrics)
+    assert trainer.advantage_inputs == [reordered]
+    for key in keys:
+        got = fake.rows[key]["rm_scores"]
+        assert torch.count_nonzero(got[:-1]) == 0
+        if key.startswith("a_"):
+            assert float(got[-1]) == 1.0
+        else:
+            assert float(got[-1]) == pytest.approx(expected[key], abs=1e-6)
+    unlabelled = [expected[k] for k in keys if not k.startswith("a_")]
+    assert step_metrics["mmupt/entropy_reward"] == pytest.approx(sum(unlabelled) / len(unlabelled), abs=1e-6)
+    # The vote's metrics still come with the step (the collapse signal reads them).
+    assert metrics["mmupt/majority_ratio"] > 0
+
+
+def test_token_entropy_needs_the_old_log_prob_entropy(monkeypatch):
+    from verl_ext.trainer import vote_buffer as module
+
+    monkeypatch.setattr(module, "trainer_of_sampler", lambda fn: getattr(fn, "__self__", None))
+    with pytest.raises(ValueError, match="bypass_mode"):
+        make_buffer(refill_fn=FakeTrainer(bypass=True)._add_prompts_to_generate, reward="token_entropy")
+    with pytest.raises(ValueError, match="v1 trainer"):
+        make_buffer(reward="token_entropy")
+    with pytest.raises(ValueError, match="reward must be one of"):
+        make_buffer(reward="entropy")
+
+
+def test_collapse_guard_stops_the_run_after_the_next_step(monkeypatch, caplog):
+    """A constructed run whose vote saturates: every group agrees more each step."""
+    from verl_ext.trainer import vote_buffer as module
+
+    trainer = FakeTrainer()
+    monkeypatch.setattr(module, "trainer_of_sampler", lambda fn: getattr(fn, "__self__", None))
+    buffer = make_buffer(
+        refill_fn=trainer._add_prompts_to_generate, collapse={"window": 2, "baseline_steps": 2, "guard": "stop"}
+    )
+    answers_per_step = [["1", "2", "3", "4"]] * 2 + [["1", "1", "2", "3"], ["1", "1", "1", "2"], ["1"] * 4]
+    fired = []
+    for step, answers in enumerate(answers_per_step, start=1):
+        rows, keys = make_rows({"a": answers, "b": answers})
+        _, _, metrics = run(buffer, rows, keys, monkeypatch)
+        metrics.update(buffer.watch_collapse(step, metrics))
+        fired.append(metrics["mmupt/collapse/fired"])
+    # Baseline: steps 1-2, ratio 0.25. The first trailing window after it, steps 3-4: (0.5 + 0.75) / 2,
+    # 0.375 above: fires at step 4, and step 5 becomes verl's last step.
+    assert fired == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert metrics["mmupt/collapse/fired_step"] == 4
+    assert trainer.total_training_steps == 5
+    assert "collapse signal at step 4" in caplog.text

@@ -7,6 +7,12 @@ training batch by ``uid``, votes on the answers the ``majority_vote`` reward man
 writes the vote's rewards back as ``rm_scores`` and returns the vote's metrics with the step's.
 Validation batches (partition ``val``) pass through untouched, scored against real labels.
 
+The same buffer carries the other label-free choices of ``VoteConfig``: ``reward=token_entropy``
+(minus the mean per-token entropy under the policy, written right before advantages because verl
+computes the entropy with the old log-probs; see ``verl_ext.patches``, patch 4), ``use_labels``
+(rows with a ground truth get the rule reward) and the collapse signal and guard
+(``verl_ext.voting.collapse``), fed from every training step's vote.
+
 Enabled with ``trainer.v1.sampler.custom_sampler.{path,name}`` (``+mmupt=majority_vote`` sets both);
 settings in ``trainer.v1.sampler.sampler_kwargs`` (see ``VoteConfig``).
 """
@@ -22,13 +28,16 @@ from typing import Any, Optional
 
 import torch
 import transfer_queue as tq
+from omegaconf import OmegaConf
 from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
+from verl_ext.patches import run_before_advantages, trainer_of_sampler
 from verl_ext.voting import vote
+from verl_ext.voting.collapse import CollapseMonitor
 from verl_ext.voting.config import VoteConfig
-from verl_ext.voting.metrics import GroupOutcome, summarize
+from verl_ext.voting.metrics import PREFIX, GroupOutcome, summarize
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -37,6 +46,17 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 def _plain(value: Any) -> Any:
     """TransferQueue hands back non-tensor values wrapped (NonTensorData); unwrap them."""
     return getattr(value, "data", value)
+
+
+def _nested_rows(tensor) -> list[torch.Tensor]:
+    return list(tensor.unbind()) if tensor.is_nested else list(tensor)
+
+
+def given_label(reward_model: Any) -> Optional[str]:
+    """The ground truth a row offers for training (``reward_model.ground_truth``), if any."""
+    if isinstance(reward_model, dict) and reward_model.get("ground_truth") not in (None, ""):
+        return str(reward_model["ground_truth"]).strip()
+    return None
 
 
 def hidden_truth(extra_info: Any, reward_model: Any) -> Optional[str]:
@@ -52,19 +72,52 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
 
     def __init__(self, *args, sampler_kwargs=None, **kwargs):
         super().__init__(*args, sampler_kwargs=sampler_kwargs, **kwargs)
-        from omegaconf import OmegaConf
-
         plain = OmegaConf.to_container(sampler_kwargs, resolve=True) if OmegaConf.is_config(sampler_kwargs) else sampler_kwargs
         self.vote_config = VoteConfig.from_mapping(plain)
         self._votes = 0
+        self.collapse = CollapseMonitor(self.vote_config.collapse)
+        self._entropy_keys: set[str] = set()
+        self.trainer = trainer_of_sampler(kwargs.get("refill_fn"))
+        if self.vote_config.reward == "token_entropy":
+            if self.trainer is None:
+                raise ValueError("reward=token_entropy needs verl's v1 trainer (it builds this sampler)")
+            bypass = OmegaConf.select(self.trainer.config, "algorithm.rollout_correction.bypass_mode", default=False)
+            if bypass:
+                raise ValueError(
+                    "reward=token_entropy reads the entropy verl computes with the old log-probs, which "
+                    "algorithm.rollout_correction.bypass_mode=true skips: set it to false"
+                )
+            run_before_advantages(self.trainer, self.entropy_rewards)
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[KVBatchMeta, dict]:
         batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
         if partition_id == "val" or not batch.keys:
             return batch, metrics
         batch, vote_metrics = self.vote_batch(batch)
+        vote_metrics.update(self.watch_collapse(global_steps, vote_metrics))
         metrics.update(vote_metrics)
         return batch, metrics
+
+    def watch_collapse(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Feed the collapse signal; on firing, warn or (guard=stop) make the next step verl's last."""
+        indicators = {k[len(PREFIX) + 1 :]: v for k, v in metrics.items() if k.startswith(PREFIX + "/")}
+        before = self.collapse.fired_at
+        out = {f"{PREFIX}/collapse/{k}": v for k, v in self.collapse.update(step, indicators).items()}
+        guard = self.vote_config.collapse.guard
+        if before is None and self.collapse.fired_at is not None and guard != "off":
+            rise = out[f"{PREFIX}/collapse/majority_ratio_trend"]
+            logger.warning(
+                "collapse signal at step %d: the majority ratio's trailing mean is %.3f above the run's start",
+                step, rise,
+            )
+            if guard == "stop":
+                if self.trainer is None:
+                    raise RuntimeError("collapse.guard=stop needs verl's v1 trainer (it builds this sampler)")
+                # verl treats the step with global_steps == total_training_steps as the last one: it saves
+                # a checkpoint (trainer.save_freq > 0), validates (trainer.test_freq > 0) and returns.
+                self.trainer.total_training_steps = min(self.trainer.total_training_steps, step + 1)
+                logger.warning("collapse.guard=stop: step %d will be the last", step + 1)
+        return out
 
     def vote_batch(self, batch: KVBatchMeta) -> tuple[KVBatchMeta, dict[str, float]]:
         """Vote per uid, write the rewards to ``rm_scores``, keep ``n_train`` responses per prompt.
@@ -79,7 +132,7 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
             select_fields=["uid", "rm_scores", "extra_fields", "extra_info", "reward_model"],
         )
         uids = [str(_plain(u)) for u in data["uid"]]
-        scores = list(data["rm_scores"].unbind()) if data["rm_scores"].is_nested else list(data["rm_scores"])
+        scores = _nested_rows(data["rm_scores"])
         answers: list[Optional[str]] = []
         for extra in data["extra_fields"]:
             info = (_plain(extra) or {}).get("reward_extra_info", {})
@@ -90,6 +143,7 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
                 )
             answers.append(info["pred"] or None)
         truths = [hidden_truth(_plain(e), _plain(r)) for e, r in zip(data["extra_info"], data["reward_model"])]
+        labels = [given_label(_plain(r)) for r in data["reward_model"]]
 
         groups: dict[str, list[int]] = defaultdict(list)
         for i, uid in enumerate(uids):
@@ -98,14 +152,24 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         rewards = [0.0] * len(uids)
         outcomes = []
         keep: list[int] = []
+        labelled_groups = 0
+        self._entropy_keys = set()
         rng = random.Random(cfg.seed + self._votes)
         for g, (uid, members) in enumerate(groups.items()):
             group_answers = [answers[i] for i in members]
             result = vote(
                 group_answers, min_ratio=cfg.min_ratio, tie_break=cfg.tie_break, seed=cfg.seed + g, soft=cfg.soft
             )
-            for i, r in zip(members, result.rewards):
-                rewards[i] = r
+            if cfg.use_labels and labels[members[0]] is not None:
+                # The reward manager already scored this row against its label: keep that rule reward.
+                labelled_groups += 1
+                for i in members:
+                    rewards[i] = float(scores[i].sum())
+            elif cfg.reward == "token_entropy":
+                self._entropy_keys.update(batch.keys[i] for i in members)
+            else:
+                for i, r in zip(members, result.rewards):
+                    rewards[i] = r
             outcomes.append(GroupOutcome(group_answers, result, truths[members[0]]))
             if cfg.n_train is None or len(members) <= cfg.n_train:
                 keep.extend(members)
@@ -127,7 +191,41 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         if len(keep) < len(uids):
             batch = self._keep(batch, sorted(keep))
         metrics = summarize(outcomes, vote_seconds=time.perf_counter() - start)
+        metrics[f"{PREFIX}/response_length"] = sum(len(score) for score in scores) / max(len(scores), 1)
+        if cfg.use_labels:
+            metrics[f"{PREFIX}/labelled_share"] = labelled_groups / max(len(groups), 1)
         return batch, metrics
+
+    def entropy_rewards(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        """``reward=token_entropy``: each unlabelled response's reward is minus its mean per-token entropy.
+
+        Runs right before verl's advantages (after ``_balance_batch`` reordered and padded the batch, so
+        rows are found by key); the entropy is the one verl stored with the old log-probs.
+        """
+        rows = [i for i, key in enumerate(batch.keys) if key in self._entropy_keys]
+        if not rows:
+            return batch
+        keys = [batch.keys[i] for i in rows]
+        data = tq.kv_batch_get(
+            keys=keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask", "rm_scores"]
+        )
+        new_scores, values = [], []
+        for entropy, mask, score in zip(
+            _nested_rows(data["entropy"]), _nested_rows(data["response_mask"]), _nested_rows(data["rm_scores"])
+        ):
+            mask = mask.to(entropy.dtype)
+            value = -float((entropy * mask).sum() / mask.sum().clamp(min=1.0))
+            fresh = torch.zeros_like(score)
+            if fresh.numel():
+                fresh[-1] = value
+            new_scores.append(fresh)
+            values.append(value)
+        fields = TensorDict(
+            {"rm_scores": torch.nested.as_nested_tensor(new_scores, layout=torch.jagged)}, batch_size=len(keys)
+        )
+        tq.kv_batch_put(keys=keys, partition_id=batch.partition_id, fields=fields)
+        metrics[f"{PREFIX}/entropy_reward"] = sum(values) / len(values)
+        return batch
 
     @staticmethod
     def _keep(batch: KVBatchMeta, indices: list[int]) -> KVBatchMeta:

@@ -7,8 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from verl_ext.voting.collapse import CollapseConfig
 from verl_ext.voting.extract import STYLES
 from verl_ext.voting.vote import TIE_BREAKS
+
+REWARDS = ("majority_vote", "token_entropy")
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,21 @@ class VoteConfig:
     """Sample this many responses per training prompt for the vote (TTRL); None votes on ``rollout.n``."""
     n_train: Optional[int] = None
     """Responses per prompt kept for training; the config group sets it to ``rollout.n``."""
+    reward: str = "majority_vote"
+    """What training rewards: ``majority_vote`` (the vote, hard or ``soft``) or ``token_entropy``
+    (minus the mean per-token entropy of the response under the policy, as RENT; the vote still runs
+    for the metrics and the collapse signal)."""
+    use_labels: bool = False
+    """Reward a row that carries ``reward_model.ground_truth`` against it (rule reward) and only the
+    rows without one by ``reward`` (SRT's mix of labelled and unlabelled prompts)."""
+    collapse: CollapseConfig = CollapseConfig()
+    """The label-free collapse signal and its guard (``verl_ext.voting.collapse``)."""
 
     def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {', '.join(REWARDS)}; got {self.reward!r}")
+        if not isinstance(self.collapse, CollapseConfig):
+            object.__setattr__(self, "collapse", CollapseConfig.from_mapping(self.collapse))
         if self.answer_style not in STYLES:
             raise ValueError(f"answer_style must be one of {', '.join(STYLES)}; got {self.answer_style!r}")
         if self.tie_break not in TIE_BREAKS:

@@ -42,6 +42,7 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
     - ``no_label_rate``: share of groups left without a pseudo-label (tie, no answer, below min_ratio).
     - ``no_answer_rate``: share of responses with no extractable answer.
     - ``answer_entropy``: mean entropy over answer clusters (falls as the model converges).
+    - ``distinct_answers``: mean number of distinct answers per group (no answer not counted).
     - ``label_accuracy``: share of labelled groups whose pseudo-label equals the hidden truth.
     - ``reward_accuracy``: share of responses whose vote reward (> 0) agrees with their true correctness.
     - ``labeled_groups``: how many groups carried a hidden truth (the two accuracies' denominators).
@@ -57,6 +58,7 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
         "no_label_rate": sum(g.vote.label is None for g in groups) / n_groups,
         "no_answer_rate": sum(a is None for g in groups for a in g.answers) / max(n_responses, 1),
         "answer_entropy": sum(answer_entropy(g.vote, len(g.answers)) for g in groups) / n_groups,
+        "distinct_answers": sum(len(g.vote.clusters) for g in groups) / n_groups,
         "votes_per_group": n_responses / n_groups,
         "vote_time_s": vote_seconds,
     }
