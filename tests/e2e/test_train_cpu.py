@@ -146,3 +146,80 @@ def test_existing_grpo_workflow_switches_with_one_override(tmp_path):
     assert "mmupt/majority_ratio" in steps[2] and "mmupt/no_answer_rate" in steps[2]
     assert steps[2]["mmupt/votes_per_group"] == 6
     assert (tmp_path / "ckpt" / "global_step_2").is_dir()
+
+
+def _dumped_groups(dump: Path, step: int) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for line in (dump / f"{step}.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        groups[row["uid"].rsplit("_", 2)[0]].append(row)
+    return groups
+
+
+def test_token_entropy_reward_switches_on_with_one_override(tmp_path):
+    """verl's entry point, a stock GRPO recipe and ``+mmupt=token_entropy``: rewards are minus the entropy."""
+    dump = tmp_path / "rollouts"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={REPO / 'recipes'}",
+        "--config-name=grpo_supervised", "+mmupt=token_entropy",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+        f"trainer.rollout_data_dir={dump}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    steps = step_metrics(out)
+    assert set(steps) >= {1, 2}
+    for step in (1, 2):
+        scores = [r["score"] for g in _dumped_groups(dump, step).values() for r in g]
+        # Every response's training reward is minus its mean token entropy: negative, and different per response.
+        assert all(s < 0 for s in scores) and len(set(scores)) > 1, scores
+        assert sum(scores) / len(scores) == pytest.approx(steps[step]["mmupt/entropy_reward"], abs=1e-4)
+        assert steps[step]["critic/score/mean"] == pytest.approx(steps[step]["mmupt/entropy_reward"], abs=1e-4)
+        # The vote still runs beside it, for its metrics and the collapse signal.
+        assert "mmupt/majority_ratio" in steps[step] and steps[step]["mmupt/collapse/fired"] == 0.0
+
+
+def test_labelled_rows_get_the_rule_reward_and_the_others_the_vote(tmp_path):
+    """SRT's mix: half the toy RL questions keep their label (use_labels=true), half are unlabelled."""
+    import pyarrow.parquet as pq
+
+    from verl_ext.assets.resolver import resolve_asset
+    from verl_ext.rewards.accuracy import compute_score
+
+    table = pq.read_table(resolve_asset("toy-sft/data/rl/labeled.parquet")).to_pylist()
+    for i, row in enumerate(table):
+        if i % 2:
+            row["reward_model"] = {**row["reward_model"], "ground_truth": ""}
+    mixed = tmp_path / "mixed.parquet"
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(table), mixed)
+    dump = tmp_path / "rollouts"
+    out = run_recipe(
+        "quickstart",
+        [
+            f"data.train_files={mixed}",
+            "trainer.v1.sampler.sampler_kwargs.use_labels=true",
+            f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+            f"trainer.rollout_data_dir={dump}",
+        ],
+        tmp_path,
+        timeout=1400,  # builds the toy SFT model when run alone
+    )
+    steps = step_metrics(out)
+    seen = {"labelled": 0, "unlabelled": 0}
+    for step in (1, 2):
+        groups = _dumped_groups(dump, step)
+        labelled = [g for g in groups.values() if g[0]["gts"]]
+        assert steps[step]["mmupt/labelled_share"] == pytest.approx(len(labelled) / len(groups))
+        for group in groups.values():
+            if group[0]["gts"]:
+                seen["labelled"] += 1
+                expected = [compute_score("", r["output"], r["gts"])["score"] for r in group]
+            else:
+                seen["unlabelled"] += 1
+                expected = vote([extract_answer(r["output"]) for r in group]).rewards
+            assert [r["score"] for r in group] == pytest.approx(expected)
+    assert seen["labelled"] and seen["unlabelled"], seen
