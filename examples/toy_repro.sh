@@ -3,6 +3,8 @@
 #
 #   bash examples/toy_repro.sh                 # 3 seeds and one 3x longer MM-UPT run: the README's table
 #   QUICK=1 bash examples/toy_repro.sh         # 1 seed, few steps (the test suite's version)
+#   VARIANTS="mmupt_soft mmupt_entropy" LONG_VARIANTS="mmupt_soft mmupt_entropy" bash examples/toy_repro.sh
+#                                              # the other label-free rewards, beside the vote's runs
 #
 # Stage 1: SFT of a tiny Qwen2.5-VL on labelled toy visual-math questions (verl's SFT trainer, through
 #          python -m verl_ext.toy.sft_model: the quickstart's model), which also teaches it to write questions.
@@ -25,7 +27,8 @@ else
   SEEDS=${SEEDS:-0 1 2}; SFT_STEPS=${SFT_STEPS:-600}; RL_STEPS=${RL_STEPS:-12}; LONG_STEPS=${LONG_STEPS:-36}
   SIZES=${SIZES:-}; TEST_FREQ=${TEST_FREQ:-4}  # SIZES empty: the asset's sizes (2048 SFT, 512 RL, 192 held-out)
 fi
-VARIANTS=${VARIANTS:-grpo_supervised mmupt mmupt_synth}  # also: mmupt_confident (MM-UPT with a vote threshold)
+VARIANTS=${VARIANTS:-grpo_supervised mmupt mmupt_synth}  # also: mmupt_confident, mmupt_soft, mmupt_entropy
+LONG_VARIANTS=${LONG_VARIANTS:-mmupt}  # variants also run LONG_STEPS steps (seed 0): when do they collapse?
 CONFIDENT_RATIO=${CONFIDENT_RATIO:-0.625}  # mmupt_confident's min_ratio: 5 of 8 (its labels were 95 % right, on 44 % of groups)
 ROLLOUT_N=${ROLLOUT_N:-8}        # responses per prompt (the vote's group)
 BATCH=${BATCH:-16}               # prompts per step
@@ -105,21 +108,32 @@ train() {  # name seed recipe train_files steps [extra overrides...]
   rm -rf "$WORK_DIR/ckpt/$name/global_step_$steps/actor/"*.pt
 }
 
+variant() {  # variant name seed steps
+  local variant=$1 name=$2 seed=$3 steps=$4 unlabeled="$DATA/rl/unlabeled.parquet"
+  case $variant in
+    grpo_supervised) train "$name" "$seed" grpo_supervised "$DATA/rl/labeled.parquet" "$steps" ;;
+    mmupt) train "$name" "$seed" quickstart "$unlabeled" "$steps" ;;
+    mmupt_synth) train "$name" "$seed" quickstart "$WORK_DIR/synth/train.parquet" "$steps" ;;
+    # SRT's self-consistency threshold, a pseudo-label only where 5 of 8 answers agree.
+    mmupt_confident) train "$name" "$seed" quickstart "$unlabeled" "$steps" \
+      trainer.v1.sampler.sampler_kwargs.min_ratio="$CONFIDENT_RATIO" ;;
+    # EMPO's soft vote: reward = the share of the group giving the same answer (+mmupt=soft_vote).
+    mmupt_soft) train "$name" "$seed" quickstart "$unlabeled" "$steps" trainer.v1.sampler.sampler_kwargs.soft=true ;;
+    # RENT's token-entropy minimisation: reward = minus the mean token entropy (+mmupt=token_entropy).
+    mmupt_entropy) train "$name" "$seed" quickstart "$unlabeled" "$steps" \
+      trainer.v1.sampler.sampler_kwargs.reward=token_entropy ;;
+    *) echo "unknown variant $variant" >&2; exit 2 ;;
+  esac
+}
+
 for seed in $SEEDS; do
-  for variant in $VARIANTS; do
-    case $variant in
-      grpo_supervised) train "$variant-seed$seed" "$seed" grpo_supervised "$DATA/rl/labeled.parquet" "$RL_STEPS" ;;
-      mmupt) train "$variant-seed$seed" "$seed" quickstart "$DATA/rl/unlabeled.parquet" "$RL_STEPS" ;;
-      mmupt_synth) train "$variant-seed$seed" "$seed" quickstart "$WORK_DIR/synth/train.parquet" "$RL_STEPS" ;;
-      # Opt-in: SRT's self-consistency threshold, a pseudo-label only where 5 of 8 answers agree.
-      mmupt_confident) train "$variant-seed$seed" "$seed" quickstart "$DATA/rl/unlabeled.parquet" "$RL_STEPS" \
-        trainer.v1.sampler.sampler_kwargs.min_ratio="$CONFIDENT_RATIO" ;;
-    esac
-  done
+  for v in $VARIANTS; do variant "$v" "$v-seed$seed" "$seed" "$RL_STEPS"; done
 done
 if [[ "$LONG_STEPS" -gt 0 ]]; then
-  log "one MM-UPT run $((LONG_STEPS / RL_STEPS))x longer: does the vote collapse?"
-  train "mmupt_long-seed0" 0 quickstart "$DATA/rl/unlabeled.parquet" "$LONG_STEPS"
+  for v in $LONG_VARIANTS; do
+    log "$v, $((LONG_STEPS / RL_STEPS))x longer: does it collapse, and does the collapse signal see it?"
+    variant "$v" "${v}_long-seed0" 0 "$LONG_STEPS"
+  done
 fi
 
 log "report"
