@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from verl_ext.toy.report import attach_diagnoses, load_runs, main, table
+from verl_ext.toy.report import attach_diagnoses, load_runs, main, stopping_table, table
 
 ACC = "val-core/verl_ext/visual_math/acc/mean@1"
 
@@ -78,3 +78,14 @@ def test_cli_writes_table_and_plot(tmp_path):
 
 def test_cli_without_runs_fails(tmp_path):
     assert main(["--runs", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+
+
+def test_stopping_table_puts_the_collapse_signal_beside_the_peak(tmp_path):
+    # Validated every step here; the majority ratio climbs from 0.5 (steps 1-4) to 0.9: the rule's
+    # first window (steps 5-8) is 0.2 above the start, so it fires at step 8.
+    accs = [0.70, 0.72, 0.75, 0.74, 0.73, 0.70, 0.66, 0.64, 0.62, 0.60]
+    write_run(tmp_path / "mmupt_long-seed0.jsonl", accs, ratios=[0.5] * 4 + [0.7, 0.7, 0.7, 0.7, 0.9])
+    write_run(tmp_path / "grpo_supervised-seed0.jsonl", [0.40, 0.55])  # no vote: not a label-free run
+    text = stopping_table(load_runs(tmp_path))
+    assert "| MM-UPT, 3x longer (unlabeled questions), seed 0 | 2: 75.0 | 9: 60.0 | 8 | 8: 62.0 |" in text
+    assert "Supervised" not in text

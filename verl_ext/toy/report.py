@@ -14,6 +14,10 @@ or less is shown as "no gap" (the vote then has nothing to add to that measure).
 held-out greedy accuracy with the SFT model's greedy and maj@N lines, the training reward, the
 majority ratio and the pseudo-label accuracy per step.
 
+The "when to stop" table replays the label-free collapse rule (``verl_ext.voting.collapse``, default
+settings) over each label-free run's logged majority ratio, and puts the step it fires on beside the
+step where held-out accuracy peaked (validated every ``trainer.test_freq`` steps).
+
     python -m verl_ext.toy.report --runs RUNS_DIR --diag DIAG_DIR --out REPORT_DIR
 """
 
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from verl_ext.voting.collapse import CollapseMonitor
+
 logger = logging.getLogger(__name__)
 
 RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)\.jsonl$")
@@ -40,7 +46,11 @@ VARIANTS = {
     "mmupt": "MM-UPT (unlabeled questions)",
     "mmupt_synth": "MM-UPT (self-synthesized questions)",
     "mmupt_confident": "MM-UPT with a vote threshold (unlabeled questions)",
+    "mmupt_soft": "Soft vote (unlabeled questions)",
+    "mmupt_entropy": "Token-entropy reward (unlabeled questions)",
     "mmupt_long": "MM-UPT, 3x longer (unlabeled questions)",
+    "mmupt_soft_long": "Soft vote, 3x longer (unlabeled questions)",
+    "mmupt_entropy_long": "Token-entropy reward, 3x longer (unlabeled questions)",
 }
 PLOTTED = ("critic/score/mean", "mmupt/majority_ratio", "mmupt/label_accuracy")
 SFT_DIAG = "sft.json"
@@ -66,6 +76,17 @@ class Run:
     @property
     def last_step(self) -> int:
         return max(s for s in self.steps if self.accuracy(s) is not None)
+
+    @property
+    def validated(self) -> list[tuple[int, float]]:
+        """``(step, held-out accuracy)`` for every validated step, in order."""
+        return [(s, a) for s in sorted(self.steps) if (a := self.accuracy(s)) is not None]
+
+    def collapse_step(self) -> Optional[int]:
+        """The step the collapse rule fires on, replayed over the logged majority ratio (None: never)."""
+        logged = [(s, {"majority_ratio": m["mmupt/majority_ratio"]}) for s, m in sorted(self.steps.items())
+                  if "mmupt/majority_ratio" in m]
+        return CollapseMonitor().replay(logged)
 
 
 def load_runs(runs_dir: Path) -> list[Run]:
@@ -159,6 +180,26 @@ def table(runs: list[Run], sft: Optional[dict[str, float]] = None, n: int = 8) -
     return "\n".join(lines)
 
 
+def stopping_table(runs: list[Run]) -> str:
+    """Markdown table: per label-free run, the held-out peak, the final accuracy and the collapse signal."""
+    head = "| run | held-out peak (step: %) | last (step: %) | collapse signal fired at | held-out at the signal |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    for run in sorted(runs, key=lambda r: (order.get(r.variant, len(order)), r.seed)):
+        if not any("mmupt/majority_ratio" in m for m in run.steps.values()) or not run.validated:
+            continue
+        peak_step, peak = max(run.validated, key=lambda sa: (sa[1], -sa[0]))  # earliest of equal peaks
+        last_step, last = run.validated[-1]
+        fired = run.collapse_step()
+        after = [(s, a) for s, a in run.validated if fired is not None and s >= fired]
+        at_signal = f"{after[0][0]}: {100 * after[0][1]:.1f}" if after else "n/a"
+        lines.append(
+            f"| {VARIANTS.get(run.variant, run.variant)}, seed {run.seed} | {peak_step}: {100 * peak:.1f} "
+            f"| {last_step}: {100 * last:.1f} | {fired if fired is not None else 'never'} | {at_signal} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) -> None:
     """Per-step curves (mean over seeds): held-out greedy accuracy, training reward, majority ratio, label accuracy."""
     import matplotlib
@@ -217,8 +258,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     text = table(runs, sft, args.n)
     (args.out / "table.md").write_text(text + "\n")
+    stopping = stopping_table(runs)
+    (args.out / "stopping.md").write_text(stopping + "\n")
     plot(runs, args.out / "curves.png", sft)
-    logger.info("%s\n\nwrote %s and %s", text, args.out / "table.md", args.out / "curves.png")
+    logger.info("%s\n\n%s\n\nwrote table.md, stopping.md and curves.png to %s", text, stopping, args.out)
     return 0
 
 
