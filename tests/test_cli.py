@@ -252,6 +252,31 @@ def test_exponent_numbers_without_a_dot_are_floats():
     assert _parse_value("name", "1e5x") == "1e5x"
 
 
+# ------------------------------------------------------------------------------ vote settings
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.v1.sampler.sampler_kwargs.collapse.guard=halt", "collapse.guard must be one of"),
+        ("trainer.v1.sampler.sampler_kwargs.reward=entropy", "reward must be one of"),
+        ("+trainer.v1.sampler.sampler_kwargs.min_ratoi=0.5", "unknown majority-vote setting"),
+        ("trainer.v1.sampler.sampler_kwargs.reward=token_entropy", "bypass_mode"),
+    ],
+)
+def test_bad_vote_settings_fail_before_ray(override, message):
+    from verl_ext.cli import check_settings
+
+    quickstart = RECIPE.parent / "quickstart.yaml"
+    _, plain, hydra = split_args([f"config={quickstart}", override])
+    cfg = compose(quickstart, plain, hydra)
+    if "token_entropy" in override:
+        check_settings(cfg)  # fine as it is ...
+        cfg.algorithm.rollout_correction.bypass_mode = True  # ... but not without verl's entropy
+    with pytest.raises(CLIError, match=message):
+        check_settings(cfg)
+
+
 # ------------------------------------------------------------------------------ greedy validation
 
 

@@ -159,6 +159,9 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from verl_ext.config.searchpath import register
+
+    register()  # the mmupt config group, also when verl (whose plugin hook registers it) is not imported yet
     if recipe.suffix not in (".yaml", ".yml"):
         raise CLIError(f"recipe {str(recipe)!r} is not a .yaml file")
     if not recipe.is_file():
@@ -189,6 +192,7 @@ def check_settings(cfg: DictConfig) -> None:
     ``do_sample=false`` and a positive temperature, "greedy" validation samples, and its figures
     carry sampling noise (a few points on 100 questions). Greedy decoding is temperature 0.
     """
+    _check_vote_settings(cfg)
     val = OmegaConf.select(cfg, "actor_rollout_ref.rollout.val_kwargs")
     if val is None or val.get("do_sample", True):
         return
@@ -197,6 +201,24 @@ def check_settings(cfg: DictConfig) -> None:
         raise CLIError(
             f"actor_rollout_ref.rollout.val_kwargs.do_sample=false with temperature={temperature}: verl 0.9.1 "
             "ignores do_sample and would sample; for greedy validation set val_kwargs.temperature=0"
+        )
+
+
+def _check_vote_settings(cfg: DictConfig) -> None:
+    """The vote's settings (``trainer.v1.sampler.sampler_kwargs``) are parsed in the workers; parse them here first."""
+    if OmegaConf.select(cfg, "reward.reward_manager.name", default=None) != "majority_vote":
+        return
+    from verl_ext.rewards.majority_vote import vote_config_from
+
+    try:
+        vote = vote_config_from(cfg)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"trainer.v1.sampler.sampler_kwargs: {_first_line(err)}") from None
+    bypass = OmegaConf.select(cfg, "algorithm.rollout_correction.bypass_mode", default=False)
+    if vote.reward == "token_entropy" and bypass:
+        raise CLIError(
+            "reward=token_entropy reads the entropy verl computes with the old log-probs, which "
+            "algorithm.rollout_correction.bypass_mode=true skips: set it to false"
         )
 
 
