@@ -1,4 +1,4 @@
-"""The two CPU runtime patches: still needed (the patched code has not changed), and working.
+"""The runtime patches: still needed (the patched code has not changed), and working.
 
 When verl or torch change the code a patch works around, the source checks here fail: re-check then
 whether the patch is still needed, and update ``verl_ext/patches.py`` and these tests together.
