@@ -65,3 +65,25 @@ def test_recipe_passes_verl_validation(recipe, capsys):
 
         check_vote_enabled(cfg)
         vote_config_from(cfg)
+
+
+GROUP_OPTIONS = sorted(p.stem for p in (REPO / "verl_ext" / "config" / "mmupt").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_each_reward_is_one_override_on_a_stock_grpo_recipe(option, capsys):
+    """``+mmupt=<option>`` on the supervised GRPO recipe: verl validates it and the vote settings parse."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from verl_ext.rewards.majority_vote import check_vote_enabled, vote_config_from
+
+    cfg = compose(REPO / "recipes" / "grpo_supervised.yaml", [], [f"+mmupt={option}"])
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    assert "All configuration checks passed" in capsys.readouterr().out
+    assert cfg.reward.reward_manager.name == "majority_vote"
+    check_vote_enabled(cfg)
+    vote = vote_config_from(cfg)
+    expected = {"majority_vote": ("majority_vote", False), "soft_vote": ("majority_vote", True),
+                "token_entropy": ("token_entropy", False)}
+    assert (vote.reward, vote.soft) == expected[option]
