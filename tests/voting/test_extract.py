@@ -116,3 +116,9 @@ def test_pathological_text_is_fast():
     results = [extract_answer(t) for t in texts] + [extract_answer(texts[2], style="answer_tag")]
     assert time.perf_counter() - start < 0.5
     assert results == [None, "1", None, "x"]
+
+
+def test_answer_tag_ends_at_the_first_closing_tag():
+    assert extract_answer("<answer>1</answer> and then </answer>", style="answer_tag") == "1"
+    assert extract_answer("<answer>1</answer> then <answer>2</answer>", style="answer_tag") == "2"
+    assert extract_answer("<answer>1</answer> then <answer>2", style="answer_tag") == "1"  # the last closed one

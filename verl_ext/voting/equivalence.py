@@ -5,7 +5,8 @@ Two answers are equivalent when their :func:`normalize` forms are equal, or when
 two different plain numbers (normalised to reduced fractions) are unequal, two plain words
 compare case-insensitively, an answer that :func:`grader_safe` refuses (exponent towers,
 huge strings...) only equals its own normalised string, and two expressions whose values
-differ at sample points (:func:`numerically_different`) are unequal. The remaining pairs go
+differ at sample points (:func:`numerically_different`) are unequal, and two constant
+expressions with the same value (``\\sqrt{2}`` and ``2^{1/2}``) are equal. The remaining pairs go
 to grader processes (:mod:`verl_ext.voting.grader`) under a per-pair timeout and a
 per-call budget; results are kept in an LRU cache keyed on the normalised pair.
 
@@ -14,6 +15,7 @@ Timeouts are module-wide, see :func:`set_timeouts`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -22,13 +24,14 @@ from collections.abc import Sequence
 
 from verl_ext.voting.grader import Deadline, Grader, Verdict
 from verl_ext.voting.normalize import grader_safe, is_number, is_plain_text, normalize
-from verl_ext.voting.numeric import numerically_different
+from verl_ext.voting.numeric import constants_equal, numerically_different
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "is_equivalent",
     "first_equivalent",
+    "Representatives",
     "Deadline",
     "set_timeouts",
     "get_timeouts",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 CACHE_SIZE = 1 << 16
+_DEADLINE_EVERY = 32  # cheap checks between two looks at the clock
 _WARNED_MAX = 4096
 _WARN_CHARS = 80
 
@@ -114,26 +118,40 @@ def shutdown_grader() -> None:
 
 
 def clear_cache() -> None:
-    """Forget all cached symbolic verdicts."""
+    """Forget all cached symbolic verdicts (and the kinds of answers seen)."""
     _cache.clear()
+    kind.cache_clear()
+
+
+#: Kinds of normalised answers. A ``STRING`` answer (too long or hostile for the grader) equals only
+#: its own string; two ``NUMBER``s (reduced fractions) are equal only as strings; two ``TEXT``s
+#: compare case-insensitively; a NUMBER never equals a TEXT. Only pairs with an ``EXPR`` need checks.
+NUMBER, TEXT, STRING, EXPR = "number", "text", "string", "expr"
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def kind(normalized: str) -> str:
+    """The kind of a normalised answer (computed once per string: a vote compares it with many)."""
+    if is_number(normalized):
+        return NUMBER
+    if is_plain_text(normalized):
+        return TEXT
+    return EXPR if grader_safe(normalized) else STRING
 
 
 def _cheap_verdict(a: str, b: str) -> bool | None:
     """Decide a pair of normalised answers without sympy, or return ``None``."""
     if a == b:
         return True
-    a_number, b_number = is_number(a), is_number(b)
-    if a_number and b_number:
-        return False  # both are reduced fractions: different strings, different values
-    a_text, b_text = is_plain_text(a), is_plain_text(b)
-    if a_text and b_text:
-        return a.casefold() == b.casefold()
-    if (a_number and b_text) or (a_text and b_number):
+    ka, kb = kind(a), kind(b)
+    if STRING in (ka, kb):
         return False
-    if not (grader_safe(a) and grader_safe(b)):
-        return False
+    if ka != EXPR and kb != EXPR:
+        return ka == kb == TEXT and a.casefold() == b.casefold()
     if numerically_different(a, b):
         return False
+    if constants_equal(a, b):
+        return True
     return None
 
 
@@ -184,6 +202,9 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
     pending: list[int] = []
     found: int | None = None
     for j, candidate in enumerate(candidates):
+        if j % _DEADLINE_EVERY == _DEADLINE_EVERY - 1 and deadline.remaining() <= 0:
+            _log_budget_exhausted(key)  # the budget bounds the cheap checks too
+            break
         verdict = _cheap_verdict(key, candidate)
         if verdict is None:
             verdict = _cache.get(_pair_key(key, candidate))
@@ -210,6 +231,43 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
         if equal:
             return j
     return found
+
+
+class Representatives:
+    """The first answer of each cluster of a vote, indexed by kind so a new answer meets only the
+    representatives it could equal: a number only expressions, a string-only answer nobody (it is
+    found by its exact string), so groups of numbers and words cost about linear time."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._by_kind: dict[str, list[int]] = {NUMBER: [], TEXT: [], EXPR: [], STRING: []}
+        self._texts: dict[str, int] = {}
+
+    def add(self, key: str) -> int:
+        index = len(self.keys)
+        self.keys.append(key)
+        k = kind(key)
+        self._by_kind[k].append(index)
+        if k == TEXT:
+            self._texts.setdefault(key.casefold(), index)
+        return index
+
+    def find(self, key: str, *, deadline: Deadline) -> int | None:
+        """Index of the first representative equivalent to the normalised ``key``, or ``None``."""
+        k = kind(key)
+        if k == STRING:
+            return None
+        if k == NUMBER:
+            indices = self._by_kind[EXPR]
+        elif k == TEXT:
+            same_text = self._texts.get(key.casefold())
+            indices = [i for i in self._by_kind[EXPR] if same_text is None or i < same_text]
+            found = first_equivalent(key, [self.keys[i] for i in indices], deadline=deadline)
+            return indices[found] if found is not None else same_text
+        else:
+            indices = sorted(self._by_kind[NUMBER] + self._by_kind[TEXT] + self._by_kind[EXPR])
+        found = first_equivalent(key, [self.keys[i] for i in indices], deadline=deadline)
+        return None if found is None else indices[found]
 
 
 def is_equivalent(a: str | None, b: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Mapping, Sequence
 
@@ -70,17 +71,16 @@ def _skip_blanks(text: str, i: int) -> int:
 
 
 def _answer_tag(text: str) -> str | None:
-    """Content of the last closed ``<answer>...</answer>``; a box inside it is unwrapped."""
+    """Content of the last ``<answer>`` that is closed, up to its first ``</answer>``; a box inside is unwrapped."""
     closes = list(_CLOSE_TAG.finditer(text))
-    if not closes:
-        return None
-    close = closes[-1]
-    opens = [m for m in _OPEN_TAG.finditer(text, 0, close.start())]
-    if not opens:
-        return None
-    content = text[opens[-1].end() : close.start()]
-    boxed = _boxed(content)
-    return boxed if boxed is not None else content
+    starts = [c.start() for c in closes]
+    for opening in reversed(list(_OPEN_TAG.finditer(text))):
+        k = bisect.bisect_left(starts, opening.end())  # the first closing tag after this opening
+        if k < len(closes):
+            content = text[opening.end() : closes[k].start()]
+            boxed = _boxed(content)
+            return boxed if boxed is not None else content
+    return None
 
 
 def _options(choices: Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:

@@ -185,7 +185,13 @@ def normalize(answer: str) -> str:
     two digits; drop enclosing braces, and enclosing parentheses that do not make a tuple;
     brace ``\\frac12``/``\\sqrt2``; and write plain numbers (integers, decimals, ``a/b``,
     ``\\frac{a}{b}``, ``1,000``) as a reduced fraction: ``0.5``, ``1/2``, ``\\frac{1}{2}`` and
-    ``\\dfrac12`` all become ``"1/2"``; ``3.0`` becomes ``"3"``.
+    ``\\dfrac12`` all become ``"1/2"``; ``3.0`` becomes ``"3"``; the elements of a set written
+    ``\\{...\\}`` are sorted.
+
+    Decided on purpose: ``10%`` is ``10`` (the sign is dropped, as most benchmarks write the
+    answer without it), not ``0.1``; ``2,3`` and ``(2,3)`` are ordered (coordinates, intervals), so
+    ``3,2`` is another answer (the vote does not see whether the question asked for a set); only
+    ``\\{2,3\\}`` is unordered.
     """
     s = answer.strip()
     for symbol, latex in _UNICODE.items():
@@ -205,7 +211,33 @@ def normalize(answer: str) -> str:
     value = _as_fraction(s)
     if value is not None:
         return str(value)  # Fraction prints "3" or "-1/2": already canonical
-    return s
+    return _sorted_set(s)
+
+
+def _top_level_split(s: str) -> list[str]:
+    """Split at commas outside any brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    parts.append(s[start:])
+    return parts
+
+
+def _sorted_set(s: str) -> str:
+    """``\\{3,2\\}`` -> ``\\{2,3\\}``: a set written as one is unordered (tuples and intervals stay ordered)."""
+    if not (s.startswith("\\{") and s.endswith("\\}")) or len(s) > MAX_GRADER_LEN:
+        return s
+    inner = s[2:-2]
+    if "\\{" in inner or "\\}" in inner:
+        return s  # nested sets: left as written
+    elements = [normalize(part) for part in _top_level_split(inner)]
+    return "\\{" + ",".join(sorted(elements)) + "\\}"
 
 
 def is_number(normalized: str) -> bool:

@@ -191,3 +191,20 @@ def numerically_different(a: str, b: str) -> bool:
     if va is None or vb is None:
         return False
     return any(abs(x - y) > _REL_TOL * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb))
+
+
+_CONSTANT_TOL = 1e-12
+
+
+def constants_equal(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` have no variables and evaluate to the same value (to 1e-12 relative).
+
+    Decides radicals and powers such as ``\\sqrt{2}`` and ``2^{1/2}`` without sympy. The tolerance
+    is far below any rounding a model writes, so ``1.4142136`` is not ``\\sqrt{2}``.
+    """
+    if _COMMANDS.sub("", a + " " + b).lower() != _COMMANDS.sub("", a + " " + b).upper():
+        return False  # a letter outside a command: a variable
+    va, vb = _values(a), _values(b)
+    if va is None or vb is None:
+        return False
+    return all(abs(x - y) <= _CONSTANT_TOL * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb))

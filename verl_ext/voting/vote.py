@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from verl_ext.voting.equivalence import Deadline, first_equivalent, get_timeouts
+from verl_ext.voting.equivalence import Deadline, Representatives, get_timeouts
 from verl_ext.voting.normalize import normalize
 
 __all__ = ["Vote", "TIE_BREAKS", "cluster_answers", "vote"]
@@ -43,9 +43,11 @@ def cluster_answers(answers: Sequence[str | None], *, budget: float | None = Non
     default: the ``per_vote`` value of :func:`~verl_ext.voting.set_timeouts`) bounds the
     symbolic checks.
     """
+    if isinstance(answers, (str, bytes)):
+        raise TypeError("answers must be a sequence of answers (str or None), not one string")
     deadline = Deadline(get_timeouts()[1] if budget is None else budget)
     cluster_of: dict[str, int] = {}
-    representatives: list[str] = []
+    representatives = Representatives()
     clusters: list[list[int]] = []
     for i, answer in enumerate(answers):
         if answer is None:
@@ -57,11 +59,10 @@ def cluster_answers(answers: Sequence[str | None], *, budget: float | None = Non
             continue
         c = cluster_of.get(key)
         if c is None:
-            c = first_equivalent(key, representatives, deadline=deadline)
+            c = representatives.find(key, deadline=deadline)
             if c is None:
-                c = len(clusters)
+                c = representatives.add(key)
                 clusters.append([])
-                representatives.append(key)
             cluster_of[key] = c
         clusters[c].append(i)
     return clusters
@@ -85,6 +86,8 @@ def vote(
     ``soft=True``, each answer gets its own cluster's size / ``len(answers)`` instead of
     0/1. ``None`` answers never vote and always get 0.0.
     """
+    if isinstance(answers, (str, bytes)):
+        raise TypeError("answers must be a sequence of answers (str or None), not one string")
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"tie_break must be one of {', '.join(TIE_BREAKS)}; got {tie_break!r}")
     if not 0.0 <= min_ratio <= 1.0:
