@@ -11,7 +11,12 @@ answers, sympy-hostile LaTeX, responses without a box), then votes every group w
   timeout. It runs in a child process with a per-group timeout so that the benchmark
   finishes; timed-out groups are reported and left out of its throughput.
 
-Usage: python benchmarks/bench_vote.py [--prompts 512] [--responses 10] [--seed 0]
+Two more rows, in the same run: a TTRL-scale one (512 prompts x 64 votes) and a worst case (groups
+of 300 distinct ~280-character LaTeX expressions, each pair under the grader's length cap), whose
+slowest group shows the per-vote budget holding.
+
+Usage: python benchmarks/bench_vote.py [--prompts 512] [--responses 10] [--seed 0] [--ttrl-votes 64]
+       [--worst-groups 8] [--worst-answers 300]
 """
 
 from __future__ import annotations
@@ -202,33 +207,33 @@ def _machine() -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prompts", type=int, default=512)
-    parser.add_argument("--responses", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def worst_case_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str]]:
+    """Groups of distinct ~280-character polynomials in boxes: every pair is under the grader's length cap."""
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(n_groups):
+        group = []
+        for _ in range(n_answers):
+            terms: list[str] = []
+            while len("+".join(terms)) < 270:
+                terms.append(rf"\frac{{{rng.randint(1, 99)}}}{{{rng.randint(1, 99)}}}x^{{{rng.randint(1, 9)}}}")
+            group.append(f"The answer is \\boxed{{{'+'.join(terms)}}}.")
+        groups.append(group)
+    return groups
 
-    from verl_ext.voting import extract_answer, get_timeouts, is_equivalent, vote, warm_up
 
-    groups = build_groups(args.prompts, args.responses, args.seed)
+def compare(title: str, groups: list[list[str]], runner: "_NaiveRunner") -> None:
+    """Vote every group with ours and with the naive method; print one row per method."""
+    from verl_ext.voting import extract_answer, is_equivalent, vote
+
     n_total = sum(len(g) for g in groups)
-    print(f"voting benchmark: {args.prompts} prompts x {args.responses} responses = {n_total}, seed {args.seed}")
-    print(_machine())
-
-    start = time.perf_counter()
-    warm_up()
-    per_pair, per_vote = get_timeouts()
-    print(f"grader start-up (once per process, not timed below): {time.perf_counter() - start:.2f} s")
-    print(f"ours: default settings, timeouts {per_pair:g} s per pair, {per_vote:g} s per vote")
-
+    print(f"\n## {title}: {len(groups)} groups x {len(groups[0])} responses = {n_total}")
     ours, our_times = [], []
     for group in groups:
         start = time.perf_counter()
         ours.append(vote([extract_answer(r) for r in group]))
         our_times.append(time.perf_counter() - start)
 
-    runner = _NaiveRunner()
     naive, naive_times, timed_out = [], [], []
     for i, group in enumerate(groups):
         outcome = runner.run(group, NAIVE_GROUP_TIMEOUT)
@@ -237,35 +242,70 @@ def main() -> None:
             timed_out.append(i)
         else:
             naive_times.append(outcome[2])
-    runner.close()
 
     n_naive = sum(len(groups[i]) for i, o in enumerate(naive) if o is not None)
-    our_rate = n_total / sum(our_times)
-    naive_rate = n_naive / sum(naive_times)
-    print()
     print(f"{'method':<28}{'responses/s':>12}{'time s':>9}{'median group ms':>17}{'slowest group s':>17}")
-    rows = (("ours (vote)", our_rate, our_times), ("naive (MM-UPT public code)", naive_rate, naive_times))
-    for name, rate, times in rows:
+    rows = [("ours (vote)", n_total, our_times), ("naive (MM-UPT public code)", n_naive, naive_times)]
+    for name, count, times in rows:
+        if not times:
+            print(f"{name:<28}{'n/a':>12}{'n/a':>9}{'n/a':>17}{'n/a':>17}  (every group killed)")
+            continue
         median = sorted(times)[len(times) // 2]
-        print(f"{name:<28}{rate:>12.0f}{sum(times):>9.2f}{median * 1e3:>17.2f}{max(times):>17.3f}")
-    print(f"speed-up: {our_rate / naive_rate:.1f}x (naive without its timed-out groups)")
+        print(f"{name:<28}{count / sum(times):>12.0f}{sum(times):>9.2f}{median * 1e3:>17.2f}{max(times):>17.3f}")
+    if naive_times:
+        print(f"speed-up: {(n_total / sum(our_times)) / (n_naive / sum(naive_times)):.1f}x (naive without its killed groups)")
     print(f"naive groups killed after {NAIVE_GROUP_TIMEOUT:g} s: {len(timed_out)}")
-    for i in timed_out:
+    for i in timed_out[:5]:
         hostile = [a[:40] for a in map(extract_answer, groups[i]) if a in HOSTILE]
-        print(f"  group {i}: hostile answer(s) {hostile}")
+        if hostile:
+            print(f"  group {i}: hostile answer(s) {hostile}")
 
     naive_labels = [n[0] if n is not None and n[0] != "None" else None for n in naive]
     both = [(o.label, n) for o, n in zip(ours, naive_labels) if o.label is not None and n is not None]
-    same_string = sum(a == b for a, b in both)
-    same_answer = sum(is_equivalent(a, b) for a, b in both)
     print(
         f"groups with a label: ours {sum(o.label is not None for o in ours)}/{len(groups)} (ties give none), "
         f"naive {sum(n is not None for n in naive_labels)}/{len(groups)} (not 'None', not killed)"
     )
-    print(
-        f"label agreement where both give one ({len(both)} groups): {same_answer / len(both):.1%} same answer "
-        f"(is_equivalent), {same_string / len(both):.1%} same string"
-    )
+    if both:
+        same_string = sum(a == b for a, b in both)
+        same_answer = sum(is_equivalent(a, b) for a, b in both)
+        print(
+            f"label agreement where both give one ({len(both)} groups): {same_answer / len(both):.1%} same answer "
+            f"(is_equivalent), {same_string / len(both):.1%} same string"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=512)
+    parser.add_argument("--responses", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ttrl-votes", type=int, default=64, help="votes per prompt of the TTRL-scale row (0: skip)")
+    parser.add_argument("--worst-groups", type=int, default=8, help="groups of the worst-case row (0: skip)")
+    parser.add_argument("--worst-answers", type=int, default=300, help="distinct long answers per worst-case group")
+    args = parser.parse_args()
+
+    from verl_ext.voting import get_timeouts, warm_up
+
+    print(_machine())
+    start = time.perf_counter()
+    warm_up()
+    per_pair, per_vote = get_timeouts()
+    print(f"grader start-up (once per process, not timed below): {time.perf_counter() - start:.2f} s")
+    print(f"ours: default settings, timeouts {per_pair:g} s per pair, {per_vote:g} s per vote")
+
+    runner = _NaiveRunner()
+    compare("mixed answers", build_groups(args.prompts, args.responses, args.seed), runner)
+    if args.ttrl_votes:
+        compare("TTRL scale", build_groups(args.prompts, args.ttrl_votes, args.seed + 1), runner)
+    if args.worst_groups:
+        compare(
+            f"worst case (distinct ~280-character expressions; budget {per_vote:g} s per vote)",
+            worst_case_groups(args.worst_groups, args.worst_answers, args.seed),
+            runner,
+        )
+    runner.close()
+
 
 if __name__ == "__main__":
     sys.exit(main())
