@@ -111,13 +111,36 @@ _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 def _parse_value(key: str, text: str) -> Any:
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except yaml.YAMLError as err:
+        if text.lstrip()[:1] in "[{":
+            raise CLIError(f"malformed value for {key}: {text!r} is not a valid list or mapping ({_first_line(err)})") from None
         # Not YAML (e.g. a LaTeX fragment with a colon): keep the text as written.
         return text
     if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
         # YAML 1.1 reads "1e-6" (no dot) as a string; every trainer user means the number.
         return float(value)
     return value
+
+
+def _check_type(cfg: DictConfig, key: str, value: Any) -> None:
+    """A number or a switch set to text (``trainer.total_epochs=abc``) is refused with the expected type."""
+    node = cfg
+    for part in key.split("."):
+        node = node._get_node(int(part) if OmegaConf.is_list(node) else part)
+    if node._is_interpolation() or node._is_none() or OmegaConf.is_config(node):
+        return
+    old = node._value()
+    # An int default may be a float setting written "0" (a temperature): numbers pass for numbers.
+    expected = {bool: "true or false", int: "a number", float: "a number"}.get(type(old))
+    if expected is None or value is None:
+        return
+    if type(old) is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        example = str(old).lower() if type(old) is bool else old
+        raise CLIError(f"{key} must be {expected} (like {example}); got {value!r}")
 
 
 def _has_key(cfg: DictConfig, dotted: str) -> bool:
@@ -168,6 +191,7 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
         siblings = sorted(p.name for p in recipe.parent.glob("*.yaml")) if recipe.parent.is_dir() else []
         where = f" (in {recipe.parent}/: {', '.join(siblings)})" if siblings else ""
         raise CLIError(f"recipe file not found: {recipe}{where}")
+    check_recipe_text(recipe)
     try:
         with initialize_config_dir(config_dir=str(recipe.parent.resolve()), version_base=None):
             cfg = hydra_compose(config_name=recipe.stem, overrides=hydra_style)
@@ -177,11 +201,97 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
         key, _, text = arg.partition("=")
         if not _has_key(cfg, key):
             raise CLIError(unknown_key_message(cfg, key))
+        value = _parse_value(key, text)
+        _check_type(cfg, key, value)
         try:
-            OmegaConf.update(cfg, key, _parse_value(key, text), merge=False)
+            OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as err:
             raise CLIError(f"cannot set {key}: {_first_line(err)}") from None
     return cfg
+
+
+def check_recipe_text(recipe: Path) -> None:
+    """A recipe that is not YAML, empty, or not a mapping: one line naming the file (and line)."""
+    try:
+        data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CLIError(f"{recipe}: not a text file (invalid UTF-8)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or _first_line(err)
+        raise CLIError(f"{recipe}: YAML syntax error{where}: {problem}") from None
+    if data is None:
+        raise CLIError(f"{recipe}: the recipe is empty (it needs at least the defaults list of ppo_trainer)")
+    if not isinstance(data, dict):
+        raise CLIError(f"{recipe}: a recipe is a mapping of keys, not a {type(data).__name__}")
+
+
+#: Settings that must be positive integers (null allowed where verl allows it), checked before Ray.
+POSITIVE = {
+    "actor_rollout_ref.rollout.n": False,
+    "data.train_batch_size": False,
+    "actor_rollout_ref.actor.ppo_mini_batch_size": False,
+    "trainer.total_epochs": False,
+    "trainer.n_gpus_per_node": False,
+    "trainer.nnodes": False,
+    "trainer.total_training_steps": True,
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": True,
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Impossible sizes and a micro-batch that does not divide the mini-batch (verl then hangs)."""
+    for key, nullable in POSITIVE.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            allowed = "a positive integer" + (" or null" if nullable else "")
+            raise CLIError(f"{key} must be {allowed}; got {value!r}")
+    micro = OmegaConf.select(cfg, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", default=None)
+    if micro:
+        world = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
+        per_rank = cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n // world
+        if per_rank % micro:
+            raise CLIError(
+                f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro} does not divide the {per_rank} "
+                f"responses per worker of a mini-batch (ppo_mini_batch_size x rollout.n / workers): pick a divisor"
+            )
+
+
+def check_verl_schema(cfg: DictConfig) -> None:
+    """verl's own config validation, run here so its errors come before Ray starts (it runs again in verl)."""
+    import contextlib
+    import io
+    import warnings
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        # Its notes (stdout) and warnings come again when verl validates in its own process.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    except (ValueError, AssertionError, TypeError, KeyError) as err:
+        raise CLIError(f"verl's config check: {_first_line(err)}") from None
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Data files and a local model that do not exist (a hub id such as Org/Name stays allowed)."""
+    for key in ("data.train_files", "data.val_files"):
+        value = OmegaConf.select(cfg, key, default=None)
+        for path in list(value) if OmegaConf.is_list(value) else [value]:
+            if isinstance(path, str) and path and "://" not in path and not Path(path).exists():
+                raise CLIError(f"{key}: no such file: {path}")
+    model = OmegaConf.select(cfg, "actor_rollout_ref.model.path", default=None)
+    if isinstance(model, str) and "://" not in model and not Path(model).exists():
+        if Path(model).is_absolute() or not _HUB_ID.match(model):
+            raise CLIError(f"actor_rollout_ref.model.path: no such directory, and not a hub id: {model}")
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -272,8 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         recipe, plain, hydra_style = split_args(argv)
         cfg = compose(recipe, plain, hydra_style)
+        check_values(cfg)
         check_settings(cfg)
+        check_verl_schema(cfg)
         absolutize_paths(cfg)
+        check_paths(cfg)
     except CLIError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
