@@ -222,14 +222,14 @@ def test_several_responses_per_question(shared_generator, tiny_model_dir, data_d
     assert main(args, generator_factory=counting)["generated"] == 0
 
 
-def test_changed_settings_are_not_mixed_into_a_run(shared_generator, tiny_model_dir, data_dir, tmp_path):
+def test_changed_settings_are_not_mixed_into_a_run(shared_generator, tiny_model_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     counting = Counting(shared_generator)
     main(
         cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1", "--benchmarks", "mathvista"),
         generator_factory=counting,
     )
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(SystemExit) as info:
         main(
             cli_args(
                 tiny_model_dir,
@@ -245,13 +245,71 @@ def test_changed_settings_are_not_mixed_into_a_run(shared_generator, tiny_model_
             ),
             generator_factory=counting,
         )
+    assert info.value.code == 2
+    assert "other settings" in capsys.readouterr().err
 
 
-def test_bad_arguments_fail_before_any_work(tmp_path):
-    with pytest.raises(SystemExit, match="judge-model"):
-        main(["--model", "m", "--output-dir", str(tmp_path), "--judge", "api"], generator_factory=Counting(None))
-    with pytest.raises(SystemExit):
-        main(["--model", "m", "--benchmarks", "mmmu"], generator_factory=Counting(None))
+def _usage_error(args, capsys, factory=None) -> str:
+    counting = factory or Counting(None)
+    with pytest.raises(SystemExit) as info:
+        main(args, generator_factory=counting)
+    assert info.value.code == 2
+    # Progress bars of work done before the check (datasets reading a split) are not messages.
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "examples/s]" not in line and "%|" not in line]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path, data_dir, tiny_model_dir, capsys):
+    assert "judge-model" in _usage_error(["--model", "m", "--output-dir", str(tmp_path), "--judge", "api"], capsys)
+    assert "unknown benchmark" in _usage_error(["--model", "m", "--benchmarks", "mmmu"], capsys)
+    base = ["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--benchmarks", "mathvista"]
+    out = ["--output-dir", str(tmp_path / "out")]
+    assert "not a hub id" in _usage_error(["--model", str(tmp_path / "missing"), *out], capsys)
+    assert "--n must be >= 1" in _usage_error([*base, *out, "--n", "0"], capsys)
+    assert "--temperature must be >= 0" in _usage_error([*base, *out, "--temperature", "-1"], capsys)
+    assert "no such directory" in _usage_error(["--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "nope"), *out], capsys)
+    (tmp_path / "a_file").write_text("x")
+    assert "is a file" in _usage_error([*base, "--output-dir", str(tmp_path / "a_file")], capsys)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root can write anywhere: the check has nothing to refuse
+        assert "not writable" in _usage_error([*base, "--output-dir", str(locked / "out")], capsys)
+    assert "split 'nosuch'" in _usage_error([*base, *out, "--split", "mathvista=nosuch"], capsys)
+    assert not (tmp_path / "out" / "run.json").exists()  # nothing recorded by the failed tries
+
+
+def test_a_model_that_does_not_load_leaves_no_run_file(tmp_path, data_dir, capsys):
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    out = tmp_path / "out"
+    args = ["--model", str(broken), "--data-dir", str(data_dir), "--benchmarks", "mathvista", "--output-dir", str(out),
+            "--backend", "hf", "--max-samples", "1"]
+
+    def factory(backend, model, config):
+        from verl_ext.generation.factory import make_generator
+
+        return make_generator(backend, model, config)
+
+    assert "does not load" in _usage_error(args, capsys, factory=factory)
+    assert not (out / "run.json").exists()
+
+
+def test_resume_skips_damaged_lines_and_regenerates_only_them(shared_generator, tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "3", "--benchmarks", "mathvista")
+    main(args, generator_factory=Counting(shared_generator))
+    lines = (out / "samples.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3
+    record = json.loads(lines[2])
+    record["correct"] = "yes"  # a foreign line: wrong type
+    damaged = lines[0][:10] + b"\xff\xfe" + lines[0][10:]  # invalid UTF-8
+    (out / "samples.jsonl").write_bytes(damaged + lines[1] + json.dumps(record).encode() + b"\n")
+    counting = Counting(shared_generator)
+    result = main(args, generator_factory=counting)
+    assert counting.requests == 2 and result["generated"] == 2 and result["skipped"] == 1
+    assert result["summary"]["mathvista"]["n_prompts"] == 3
 
 
 class _AlwaysRight(BaseHTTPRequestHandler):
@@ -328,13 +386,13 @@ def test_protocol_defaults_are_the_papers():
     settings = protocol.sampling()
     assert (settings.n, settings.temperature, settings.max_new_tokens, settings.top_k) == (1, 0.2, 16384, -1)
     # The command line starts from the same protocol, and every field can be overridden.
-    config = config_from_args(build_parser().parse_args(["--model", "m"]))
+    config = config_from_args(build_parser().parse_args(["--model", "Org/model"]))
     assert config.protocol == protocol and config.benchmarks == ["mathvision", "mathverse", "mathvista", "wemath"]
     config = config_from_args(
         build_parser().parse_args(
             [
                 "--model",
-                "m",
+                "Org/model",
                 "--system-prompt",
                 "",
                 "--temperature",
@@ -350,7 +408,7 @@ def test_protocol_defaults_are_the_papers():
     )
     assert (config.protocol.system_prompt, config.protocol.temperature, config.protocol.max_new_tokens) == ("", 0.0, 64)
     assert config.protocol.max_pixels is None and config.split_of("mathvision") == "testmini"
-    assert config.split_of("mathvista") == "testmini" and config.output_dir == Path("outputs/eval/m")
+    assert config.split_of("mathvista") == "testmini" and config.output_dir == Path("outputs/eval/model")
 
 
 INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."

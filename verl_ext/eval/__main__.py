@@ -22,12 +22,14 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from verl_ext.data.manifest import write_manifest
 from verl_ext.eval.benchmarks import BENCHMARKS, Sample, load_benchmark, parse_benchmarks
 from verl_ext.eval.grading import (
     JUDGE_MODES,
@@ -60,6 +62,23 @@ CHART_FILE = "accuracy.png"
 JUDGES = ("none", "api", "local")
 
 GeneratorFactory = Callable[..., BatchedGenerator]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class UsageError(ValueError):
+    """A bad argument or input path: one line on stderr, exit status 2, before any generation."""
+
+
+def _writable_dir(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be the output directory, or None when it can."""
+    if path.exists() and not path.is_dir():
+        return f"--output-dir {path} is a file, not a directory"
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return f"--output-dir {path}: {probe} is not writable"
+    return None
 
 
 @dataclass
@@ -123,6 +142,18 @@ class EvalConfig:
             raise ValueError(f"--compare-to must be one of: {', '.join(PAPER_TABLE1)}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("--max-samples must be >= 1")
+        if self.protocol.n < 1:
+            raise ValueError(f"--n must be >= 1 (responses per question); got {self.protocol.n}")
+        if self.protocol.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0 (0: greedy); got {self.protocol.temperature}")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data-dir {self.data_dir}: no such directory")
+        problem = _writable_dir(self.output_dir)
+        if problem:
+            raise ValueError(problem)
+        model = Path(os.path.expanduser(self.model))
+        if not model.exists() and (model.is_absolute() or not _HUB_ID.match(self.model)):
+            raise ValueError(f"--model {self.model}: no such directory, and not a hub id (Org/Name)")
 
     def split_of(self, benchmark: str) -> str:
         """The split evaluated for ``benchmark``."""
@@ -134,6 +165,18 @@ class EvalConfig:
 
 
 # ------------------------------------------------------------------------------------------ JSONL store
+
+
+def _well_formed(record: Any) -> bool:
+    """A line this program wrote: the keys resume and the report read, with their types."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("benchmark"), str)
+        and isinstance(record.get("prompt_id"), (str, int))
+        and isinstance(record.get("response_index", 0), int)
+        and isinstance(record.get("correct"), bool)
+        and isinstance(record.get("response"), str)
+    )
 
 
 class ResultStore:
@@ -162,14 +205,19 @@ class ResultStore:
         if not self.path.exists():
             return []
         records = []
-        with open(self.path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
                     continue
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    logger.warning("%s:%d is not JSON; ignored", self.path, number)
+                    record = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    logger.warning("%s:%d is not JSON text; ignored (its question is generated again)", self.path, number)
+                    continue
+                if not _well_formed(record):
+                    logger.warning("%s:%d is not a sample record; ignored (its question is generated again)", self.path, number)
+                    continue
+                records.append(record)
         return records
 
     def finished(self, n: int) -> set[tuple[str, str, str]]:
@@ -213,27 +261,37 @@ def _record(sample: Sample, split: str, index: int, response: str, grade: Grade)
     }
 
 
-def _check_run_file(config: EvalConfig) -> None:
+def _check_run_file(config: EvalConfig) -> bool:
+    """Refuse an output directory holding a run with other settings; True if its run.json exists."""
     path = config.output_dir / RUN_FILE
     fingerprint = config.run_fingerprint()
     if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous.get("fingerprint") != fingerprint:
-            raise SystemExit(
-                f"{config.output_dir} holds a run with other settings ({path}):\n"
-                f"  before: {json.dumps(previous.get('fingerprint'), sort_keys=True)}\n"
-                f"  now:    {json.dumps(fingerprint, sort_keys=True)}\n"
-                "resuming would mix them; pass another --output-dir"
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("%s is unreadable; it is written again", path)
+            return False
+        if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
+            raise UsageError(
+                f"{config.output_dir} holds a run with other settings ({path}: "
+                f"{json.dumps(previous.get('fingerprint') if isinstance(previous, dict) else previous, sort_keys=True)[:200]}); "
+                "resuming would mix them: pass another --output-dir"
             )
-        return
+        return True
+    return False
+
+
+def _write_run_file(config: EvalConfig) -> None:
+    """The run's settings, written atomically once its data and model have loaded (so a failed
+    first try never blocks the corrected command)."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
     payload = {
-        "fingerprint": fingerprint,
+        "fingerprint": config.run_fingerprint(),
         "backend": config.backend,
         "backend_config": dataclasses.asdict(config.backend_config),
         "judge": {"kind": config.judge, "model": config.judge_model, "mode": config.judge_mode},
     }
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_manifest(config.output_dir / RUN_FILE, payload)
 
 
 def _build_judge(
@@ -255,15 +313,18 @@ def _build_judge(
 
 def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator) -> dict[str, Any]:
     """Generate the missing responses, grade them, and write the results, report and chart."""
-    _check_run_file(config)
+    has_run_file = _check_run_file(config)
     if config.plot and importlib.util.find_spec("matplotlib") is None:
         logger.warning("matplotlib is not installed: accuracy.png will be skipped (pip install matplotlib)")
     samples: list[tuple[Sample, str]] = []
     for name in config.benchmarks:
         split = config.split_of(name)
-        loaded = load_benchmark(
-            name, split=split, data_dir=config.data_dir, max_samples=config.max_samples, cache_dir=config.cache_dir
-        )
+        try:
+            loaded = load_benchmark(
+                name, split=split, data_dir=config.data_dir, max_samples=config.max_samples, cache_dir=config.cache_dir
+            )
+        except (FileNotFoundError, ValueError) as err:  # datasets: unknown split, missing files
+            raise UsageError(f"{name} split {split!r}: {str(err).splitlines()[0]}") from None
         samples += [(s, split) for s in loaded]
     store = ResultStore(config.output_dir / SAMPLES_FILE)
     done = store.finished(config.protocol.n)
@@ -276,7 +337,12 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
         backend_config = dataclasses.replace(
             config.backend_config, min_pixels=config.protocol.min_pixels, max_pixels=config.protocol.max_pixels
         )
-        generator = generator_factory(config.backend, config.model, backend_config)
+        try:
+            generator = generator_factory(config.backend, config.model, backend_config)
+        except (OSError, ValueError) as err:  # not a model directory, unknown architecture
+            raise UsageError(f"--model {config.model} does not load: {str(err).splitlines()[0]}") from None
+        if not has_run_file:
+            _write_run_file(config)
         judge, judge_generator = None, None
         try:
             judge, judge_generator = _build_judge(config, generator, generator_factory)
@@ -300,6 +366,9 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
                 judge_generator.close()
             if isinstance(judge, ApiJudge):
                 judge.close()
+
+    elif not has_run_file:
+        _write_run_file(config)
 
     wanted = {(s.benchmark, split, s.prompt_id) for s, split in samples}
     records = [r for r in store.load() if (r["benchmark"], str(r.get("split")), str(r["prompt_id"])) in wanted]
@@ -475,9 +544,10 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: GeneratorFacto
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    return run(config, generator_factory)
+        return run(config, generator_factory)
+    except (ValueError, argparse.ArgumentTypeError) as err:  # UsageError included
+        sys.stderr.write(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
