@@ -278,9 +278,6 @@ def check_verl_schema(cfg: DictConfig) -> None:
         raise CLIError(f"verl's config check: {_first_line(err)}") from None
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
 def check_paths(cfg: DictConfig) -> None:
     """Data files and a local model that do not exist (a hub id such as Org/Name stays allowed)."""
     for key in ("data.train_files", "data.val_files"):
@@ -288,10 +285,12 @@ def check_paths(cfg: DictConfig) -> None:
         for path in list(value) if OmegaConf.is_list(value) else [value]:
             if isinstance(path, str) and path and "://" not in path and not Path(path).exists():
                 raise CLIError(f"{key}: no such file: {path}")
+    from verl_ext.model_path import model_path_problem
+
     model = OmegaConf.select(cfg, "actor_rollout_ref.model.path", default=None)
-    if isinstance(model, str) and "://" not in model and not Path(model).exists():
-        if Path(model).is_absolute() or not _HUB_ID.match(model):
-            raise CLIError(f"actor_rollout_ref.model.path: no such directory, and not a hub id: {model}")
+    problem = model_path_problem(model) if isinstance(model, str) else None
+    if problem:
+        raise CLIError(f"actor_rollout_ref.model.path: {problem}")
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -563,6 +563,31 @@ def test_cli_usage_errors(tmp_path: Path, visual_math: Path, caplog: pytest.LogC
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.parquet"))
 
 
+def test_a_model_that_is_missing_or_does_not_load_is_a_usage_error(
+    tmp_path: Path, visual_math: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the real loader: a missing path or a directory that is no model is one line and exit 2, before any shard."""
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    prompt_dir = tmp_path / "prompts"
+    prompt_dir.mkdir()
+    cases = {
+        "missing model": (str(tmp_path / "no_such_model"), None, "no such directory, and not a hub id"),
+        "does not load": (str(broken), None, "does not load"),
+        "prompt is a directory": (str(broken), str(prompt_dir), "is a directory, not a template file"),
+    }
+    for name, (model, prompt, message) in cases.items():
+        out = tmp_path / name.replace(" ", "_")
+        argv = ["--strategy", "direct", "--seeds", str(visual_math), "--model", model, "--out", str(out), "--backend", "hf"]
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(argv + (["--prompt", prompt] if prompt else [])) == 2, name
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and message in errors[0].getMessage(), (name, caplog.text)
+        assert not list(out.glob("*.parquet")) and not (out / "synthesize_manifest.json").exists(), name
+
+
 def test_cli_lists_prompts(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="verl_ext.data.synthesize"):
         assert main(["--list-prompts"]) == 0

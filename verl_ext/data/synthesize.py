@@ -81,6 +81,7 @@ from verl_ext.data.synth_filters import (
 )
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator
+from verl_ext.model_path import model_path_problem
 from verl_ext.prompts import PROMPT_DIR, PromptError, PromptTemplate, available_prompts, format_choices, load_prompt
 from verl_ext.voting import STYLES
 
@@ -599,6 +600,10 @@ class _Run:
         except PromptError as exc:
             raise UsageError(str(exc)) from None
         self.needs = _check_template(self.template, config.strategy)
+        # Only for the real loader: tests and callers with their own factory may name models freely.
+        problem = model_path_problem(config.model) if generator is None and factory is make_generator else None
+        if problem:
+            raise UsageError(f"--model {problem}")
         self.seed_paths = _resolve_seed_paths(config.seeds)
         self.generator = generator
         self.factory = factory
@@ -914,6 +919,11 @@ class _Run:
         r.shards_skipped = sum(1 for index in finished if index < n_shards)
         if r.shards_skipped:
             logger.info("resuming: %d of %d shard(s) already finished in %s", r.shards_skipped, n_shards, self.out)
+        if len([i for i in finished if i < n_shards]) < n_shards:
+            try:  # load the model before the first shard, so a model that does not load is a usage error
+                self.get_generator()
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--model {c.model} does not load: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
         done_seeds = sum(min(seeds.length, (i + 1) * c.shard_size) - i * c.shard_size for i in finished if i < n_shards)
         consecutive_failures = 0
         bar = tqdm(total=seeds.length, initial=done_seeds, desc=f"synthesize {c.strategy}", unit="seed",

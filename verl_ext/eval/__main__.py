@@ -22,7 +22,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from verl_ext.eval.report import (
 )
 from verl_ext.generation.base import BackendConfig, BatchedGenerator
 from verl_ext.generation.factory import BACKENDS, make_generator
+from verl_ext.model_path import model_path_problem
 
 logger = logging.getLogger("verl_ext.eval")
 
@@ -62,7 +62,6 @@ CHART_FILE = "accuracy.png"
 JUDGES = ("none", "api", "local")
 
 GeneratorFactory = Callable[..., BatchedGenerator]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class UsageError(ValueError):
@@ -151,9 +150,9 @@ class EvalConfig:
         problem = _writable_dir(self.output_dir)
         if problem:
             raise ValueError(problem)
-        model = Path(os.path.expanduser(self.model))
-        if not model.exists() and (model.is_absolute() or not _HUB_ID.match(self.model)):
-            raise ValueError(f"--model {self.model}: no such directory, and not a hub id (Org/Name)")
+        problem = model_path_problem(self.model)
+        if problem:
+            raise ValueError(f"--model {problem}")
 
     def split_of(self, benchmark: str) -> str:
         """The split evaluated for ``benchmark``."""

@@ -105,6 +105,8 @@ def load_prompt(name_or_path: str | os.PathLike[str]) -> PromptTemplate:
     path = Path(value).expanduser()
     if path.is_file():
         return _read(path.absolute(), str(path.absolute()))
+    if path.is_dir():
+        raise PromptError(f"prompt template {value} is a directory, not a template file")
     stem = value[: -len(_SUFFIX)] if value.endswith(_SUFFIX) else value
     if stem in available_prompts():
         return _read(PROMPT_DIR / f"{stem}{_SUFFIX}", stem)

@@ -1,0 +1,26 @@
+"""Whether a model setting can name a model: an existing local directory or a hub id (``Org/Name``).
+
+Checked by the commands before any work starts (training before Ray, synthesis before a shard,
+evaluation before generating), so a typo in a path is one line instead of a loader's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def model_path_problem(value: str) -> Optional[str]:
+    """Why ``value`` names no model (None when it is a local path that exists, a hub id or a URL)."""
+    if "://" in value:
+        return None
+    path = Path(os.path.expanduser(value))
+    if path.exists():
+        return None if path.is_dir() else f"{value} is a file, not a model directory"
+    if path.is_absolute() or value.startswith((".", "~")) or not _HUB_ID.match(value):
+        return f"{value}: no such directory, and not a hub id (Org/Name)"
+    return None
