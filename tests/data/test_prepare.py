@@ -12,8 +12,10 @@ import io
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -410,7 +412,8 @@ def test_interrupt_keeps_finished_rows(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(prep, "convert_row", interrupted)
     out = tmp_path / "out"
-    assert _run("--dataset", str(path), "--val-fraction", "0.3", "--out", str(out), tmp_path=tmp_path) == 0
+    # Non-zero (130, as a shell reports Ctrl-C), and the finished rows are written.
+    assert _run("--dataset", str(path), "--val-fraction", "0.3", "--out", str(out), tmp_path=tmp_path) == 130
     assert len(read_rows(out / "train.parquet")) == 3
     assert not (out / "test.parquet").exists()  # the run stopped before the validation split
     assert _summary(out)["interrupted"] is True
@@ -540,7 +543,7 @@ def test_image_inputs() -> None:
         ("relative.png", "missing_image"),  # no directory to resolve it against
         ("", "missing_image"),
         ("data:image/png;base64,@@@", "corrupt_image"),
-        (12345, "corrupt_image"),
+        (12345, "bad_image_value"),  # a number is no image, not a "corrupt" one
         (TRUNCATED_JPEG, "corrupt_image"),
     ]:
         with pytest.raises(RowRejected) as excinfo:
@@ -650,3 +653,102 @@ def test_an_already_converted_verl_parquet_keeps_its_nested_answers(tmp_path):
     assert all(r["reward_model"]["ground_truth"] == "" for r in rows)
     # The format instruction is not appended twice.
     assert all(r["prompt"][-1]["content"].count("\\boxed{}") == 1 for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def _rows_jsonl(tmp_path: Path, lines: list[bytes]) -> Path:
+    if not (tmp_path / "images").exists():
+        _write_images(tmp_path / "images")
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _row(question: str, image: str = "images/a.png") -> bytes:
+    return json.dumps({"image": image, "question": question, "answer": "1"}).encode()
+
+
+def test_a_bad_line_or_value_drops_only_its_row(tmp_path: Path) -> None:
+    lines = [
+        _row("Good question 1?"),
+        _row("Bad bytes ?").replace(b"Bad bytes ", b"Bad \xff\xfe bytes "),  # invalid UTF-8
+        b'{"image": "images/a.png", "question": "Lone \\ud800 surrogate?", "answer": "1"}',  # not valid Unicode
+        _row("Good question 2?"),
+        _row("x" * 9000 + "?"),  # over the question length cap
+    ]
+    out = tmp_path / "out"
+    assert _run("--dataset", str(_rows_jsonl(tmp_path, lines)), "--out", str(out), tmp_path=tmp_path) == 0
+    questions = [r["extra_info"]["question"] for r in read_rows(out / "train.parquet")]
+    assert questions == ["Good question 1?", "Good question 2?"]
+    assert _summary(out)["splits"]["train"]["dropped"] == {"invalid_text": 2, "question_too_long": 1}
+
+
+def test_image_paths_that_are_not_regular_files_or_too_large_are_refused_unread(tmp_path: Path) -> None:
+    _write_images(tmp_path / "images")
+    fifo = tmp_path / "images" / "pipe.png"
+    os.mkfifo(fifo)  # opening it would block: the row must be refused from its stat alone
+    lines = [_row("A pipe?", "images/pipe.png"), _row("A directory?", "images"), _row("Fine?")]
+    path = _rows_jsonl(tmp_path, lines)
+    result = prep.prepare(prep.PrepareConfig(dataset=(str(path),), out=tmp_path / "out"))
+    assert result.stats["train"].dropped == {"image_not_a_file": 2} and result.stats["train"].written == 1
+    small = prep.prepare(prep.PrepareConfig(dataset=(str(path),), out=tmp_path / "out2", max_image_bytes=10))
+    assert small.stats["train"].dropped == {"image_not_a_file": 2, "image_too_large": 1}
+
+
+def test_duplicates_are_counted_and_never_in_both_splits(tmp_path: Path) -> None:
+    lines = [_row(f"Question {i % 10}?") for i in range(20)]  # 10 distinct questions, 2 copies each
+    out = tmp_path / "out"
+    assert _run("--dataset", str(_rows_jsonl(tmp_path, lines)), "--val-fraction", "0.5", "--out", str(out),
+                tmp_path=tmp_path) == 0
+    train = {r["extra_info"]["question"] for r in read_rows(out / "train.parquet")}
+    test = {r["extra_info"]["question"] for r in read_rows(out / "test.parquet")}
+    assert not train & test and len(train | test) == 10
+    summary = _summary(out)["splits"]
+    assert summary["train"]["dropped"].get("duplicate", 0) + summary["test"]["dropped"].get("duplicate", 0) == 10
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("geometry3kk", "did you mean 'geometry3k'"), ("no such set!", "not a known dataset, a local path or a hub id")],
+)
+def test_an_unknown_dataset_name_answers_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture, name, message):
+    with caplog.at_level(logging.ERROR):
+        assert _run("--dataset", name, "--out", str(tmp_path / "out"), tmp_path=tmp_path) == 2
+    assert message in caplog.text and not (tmp_path / "hf_cache").exists()
+
+
+def test_rerun_into_a_folder_of_another_dataset_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = _numbered_jsonl(tmp_path, 3)
+    other = _rows_jsonl(tmp_path, [_row("Other?")])
+    out = tmp_path / "out"
+    assert _run("--dataset", str(first), "--out", str(out), tmp_path=tmp_path) == 0
+    with caplog.at_level(logging.WARNING):
+        assert _run("--dataset", str(other), "--out", str(out), tmp_path=tmp_path) == 0
+    assert "holds files prepared from" in caplog.text
+
+
+def test_sigterm_writes_the_finished_rows_and_exits_non_zero(tmp_path: Path) -> None:
+    """The real command in a child process; its rows are slowed down so the signal lands mid-run."""
+    path = _numbered_jsonl(tmp_path, 2000)
+    out = tmp_path / "out"
+    code = f"""
+import sys, time
+from verl_ext.data import prepare as prep
+real = prep.convert_row
+def slow(*args, **kwargs):
+    print("row", flush=True)
+    time.sleep(0.01)
+    return real(*args, **kwargs)
+prep.convert_row = slow
+sys.exit(prep.main(["--dataset", {str(path)!r}, "--out", {str(out)!r}]))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(20):  # let some rows finish
+        assert proc.stdout.readline() == "row\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    rows = read_rows(out / "train.parquet")
+    assert 19 <= len(rows) < 2000 and _summary(out)["interrupted"] is True  # the 20th was mid-conversion

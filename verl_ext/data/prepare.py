@@ -31,12 +31,17 @@ import ast
 import base64
 import binascii
 import dataclasses
+import difflib
+import hashlib
 import io
 import json
 import logging
 import math
 import os
 import random
+import re
+import signal
+import stat
 import sys
 import time
 from collections import Counter
@@ -83,6 +88,18 @@ ERROR = "error"
 """An unexpected exception while converting a row (logged with its traceback)."""
 WRITE_ERROR = "write_error"
 """An output file could not be written (counted per file)."""
+NOT_A_FILE = "image_not_a_file"
+"""An image path names a FIFO, device or directory: refused without reading it."""
+IMAGE_TOO_LARGE = "image_too_large"
+"""An image over ``max_image_bytes``: refused without decoding (or, for a path, reading) it."""
+BAD_IMAGE_VALUE = "bad_image_value"
+"""The image column holds a value of a type that cannot be an image (a number, a list of numbers...)."""
+INVALID_TEXT = "invalid_text"
+"""A text field is not valid Unicode (a lone surrogate from a JSON escape or undecodable bytes)."""
+QUESTION_TOO_LONG = "question_too_long"
+"""A question over ``max_question_chars``."""
+DUPLICATE = "duplicate"
+"""The same question and images as a row already written (to either split): kept once."""
 
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"})
 _WARN_PER_REASON = 3  # individual warnings per drop reason before only the summary counts them
@@ -137,6 +154,10 @@ class PrepareConfig:
     """``datasets`` cache directory; default the ``datasets`` default (``HF_DATASETS_CACHE``)."""
     max_aspect_ratio: float = 200.0
     """Drop images whose long side exceeds this multiple of the short side (Qwen2-VL's resize refuses > 200)."""
+    max_image_bytes: int = 64 << 20
+    """Drop images over this many bytes (encoded) without decoding them."""
+    max_question_chars: int = 8000
+    """Drop questions longer than this (a prompt that long is a data error, not a question)."""
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -185,7 +206,9 @@ class PrepareResult:
 
     @property
     def exit_code(self) -> int:
-        """0 if anything was written, else 1."""
+        """0 if anything was written, else 1; 130 when interrupted (what was finished is written)."""
+        if self.interrupted:
+            return 130
         return 0 if self.written else 1
 
 
@@ -294,7 +317,7 @@ def normalize_image(data: bytes, max_aspect_ratio: float = 200.0) -> bytes:
     return out
 
 
-def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None) -> bytes:
+def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None, max_bytes: int = 64 << 20) -> bytes:
     text = os.fspath(value)
     if text.startswith("file://"):
         text = text[len("file://") :]
@@ -304,12 +327,19 @@ def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None) -> by
             raise RowRejected(MISSING_IMAGE, f"relative image path {text!r} with no local directory to resolve it")
         path = base_dir / path
     try:
+        info = path.stat()  # before opening: opening a FIFO would block, a device would never end
+        if not stat.S_ISREG(info.st_mode):
+            raise RowRejected(NOT_A_FILE, f"{path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise RowRejected(IMAGE_TOO_LARGE, f"{path} has {info.st_size} bytes (limit {max_bytes})")
         return path.read_bytes()
     except OSError as exc:
         raise RowRejected(MISSING_IMAGE, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def image_bytes(item: Any, base_dir: Path | None = None, max_aspect_ratio: float = 200.0) -> bytes:
+def image_bytes(
+    item: Any, base_dir: Path | None = None, max_aspect_ratio: float = 200.0, max_bytes: int = 64 << 20
+) -> bytes:
     """One image of a source row as checked PNG/JPEG bytes.
 
     Accepts a PIL image, raw bytes, a ``{"bytes", "path"}`` dict (``datasets``' Image storage), a file path
@@ -332,7 +362,7 @@ def image_bytes(item: Any, base_dir: Path | None = None, max_aspect_ratio: float
         if raw:
             data = bytes(raw)
         elif path:
-            data = _read_image_path(path, base_dir)
+            data = _read_image_path(path, base_dir, max_bytes)
         else:
             raise RowRejected(MISSING_IMAGE, "image dict has neither bytes nor path")
     elif isinstance(item, str) and item.startswith("data:image/"):
@@ -343,11 +373,13 @@ def image_bytes(item: Any, base_dir: Path | None = None, max_aspect_ratio: float
     elif isinstance(item, str | os.PathLike):
         if not os.fspath(item).strip():
             raise RowRejected(MISSING_IMAGE, "empty image path")
-        data = _read_image_path(item, base_dir)
+        data = _read_image_path(item, base_dir, max_bytes)
     else:
-        raise RowRejected(CORRUPT_IMAGE, f"unsupported image value of type {type(item).__name__}")
+        raise RowRejected(BAD_IMAGE_VALUE, f"an image column value of type {type(item).__name__}")
     if not data:
         raise RowRejected(MISSING_IMAGE, "image has no bytes")
+    if len(data) > max_bytes:
+        raise RowRejected(IMAGE_TOO_LARGE, f"{len(data)} bytes (limit {max_bytes})")
     return normalize_image(data, max_aspect_ratio)
 
 
@@ -365,6 +397,14 @@ class RowContext:
     """Directory that relative image paths are resolved against."""
 
 
+def _check_text(text: str, what: str) -> None:
+    """Refuse text parquet cannot store: a lone surrogate (``"\\ud800"`` in JSON, or undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowRejected(INVALID_TEXT, f"the {what} is not valid Unicode ({exc.reason} at {exc.start})") from None
+
+
 def convert_row(
     values: Mapping[str, Any],
     columns: Columns,
@@ -374,11 +414,16 @@ def convert_row(
     keep_label: bool,
     require_answer: bool,
     max_aspect_ratio: float = 200.0,
+    max_image_bytes: int = 64 << 20,
+    max_question_chars: int = 8000,
 ) -> dict[str, Any]:
     """Turn one source row into a schema row, or raise :class:`RowRejected` with the drop reason."""
     question = question_text(values.get(columns.question))
     if question is None or not question.replace(IMAGE_PLACEHOLDER, "").strip():
         raise RowRejected(MISSING_QUESTION)
+    _check_text(question, "question")
+    if len(question) > max_question_chars:
+        raise RowRejected(QUESTION_TOO_LONG, f"{len(question)} characters (limit {max_question_chars})")
     items = _image_items(values.get(columns.image))
     if not items:
         raise RowRejected(MISSING_IMAGE, f"no value in column {columns.image!r}")
@@ -389,11 +434,14 @@ def convert_row(
         raise RowRejected(IMAGE_COUNT_MISMATCH, str(exc)) from None
     except SchemaError as exc:  # e.g. nothing but the format instruction
         raise RowRejected(MISSING_QUESTION, str(exc)) from None
-    images = [image_bytes(item, context.base_dir, max_aspect_ratio) for item in items]
+    images = [image_bytes(item, context.base_dir, max_aspect_ratio, max_image_bytes) for item in items]
     answer = answer_text(values.get(columns.answer)) if columns.answer else ""
+    _check_text(answer, "answer")
     if require_answer and not answer:
         raise RowRejected(MISSING_ANSWER, "the validation split is scored against labels")
     choices = choice_texts(values.get(columns.choices)) if columns.choices else []
+    for choice in choices:
+        _check_text(choice, "choice")
     try:
         return build_row(
             data_source=data_source,
@@ -524,7 +572,8 @@ def read_local_file(path: Path) -> list[Any]:
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
-        text = path.read_text(encoding="utf-8")
+        # Undecodable bytes become lone surrogates: only the rows holding them are dropped (invalid_text).
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
         return _jsonl_rows(text) if suffix == ".jsonl" else _json_rows(text)
     except Exception as exc:  # OSError, UnicodeDecodeError, JSON and Arrow errors: the file cannot be used
         raise SourceUnreadable(UNREADABLE_FILE, str(path), f"{type(exc).__name__}: {exc}") from None
@@ -572,6 +621,9 @@ class ResolvedSource:
     """Directory for relative image paths in hub snapshots."""
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.lower().endswith(DATA_SUFFIXES)
 
@@ -611,6 +663,13 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
         return ResolvedSource("hub", spec or sources.GENERIC, load_from, label, base_dir=Path(load_from))
     if spec is not None:
         return ResolvedSource("hub", spec, spec.hub_name, spec.hub_name)
+    if not _HUB_ID.match(value):
+        near = difflib.get_close_matches(value.lower(), sorted(sources.KNOWN), n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise UsageError(
+            f"--dataset {value!r} is not a known dataset, a local path or a hub id (Org/Name): {hint}"
+            f"known: {', '.join(sorted(sources.KNOWN))}"
+        )
     return ResolvedSource("hub", sources.GENERIC, value, value)
 
 
@@ -703,6 +762,14 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, result: PrepareResult
     return jobs
 
 
+def _content_key(row: Mapping[str, Any]) -> str:
+    """What makes two rows the same question: the prompt text and the image bytes."""
+    digest = hashlib.sha256(json.dumps(row["prompt"], sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
+    for image in row.get("images") or []:
+        digest.update(image.get("bytes") or b"" if isinstance(image, Mapping) else bytes(image))
+    return digest.hexdigest()
+
+
 def _run_job(
     job: _Job,
     columns: Columns,
@@ -711,6 +778,7 @@ def _run_job(
     config: PrepareConfig,
     stats: SplitStats,
     drop_log: _DropLog,
+    seen: set[str],
 ) -> bool:
     """Convert and write one output split; returns False if interrupted (the finished rows are still written)."""
     interrupted = False
@@ -733,7 +801,13 @@ def _run_job(
                         keep_label=job.keep_label,
                         require_answer=job.require_answer,
                         max_aspect_ratio=config.max_aspect_ratio,
+                        max_image_bytes=config.max_image_bytes,
+                        max_question_chars=config.max_question_chars,
                     )
+                    key = _content_key(row)
+                    if key in seen:
+                        raise RowRejected(DUPLICATE, "same question and images as a row already written")
+                    seen.add(key)
                     writer.add(row)
                     stats.written += 1
                 except RowRejected as exc:
@@ -790,6 +864,19 @@ def _log_summary(result: PrepareResult) -> None:
     )
 
 
+def _warn_if_foreign(out: Path, config: PrepareConfig) -> None:
+    """A rerun into a folder prepared from another dataset replaces its files: say so."""
+    try:
+        previous = json.loads((out / SUMMARY_NAME).read_text())["config"]["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if list(previous) != list(config.dataset):
+        logger.warning(
+            "%s holds files prepared from %s; they are replaced by %s's (use another --out to keep both)",
+            out, ", ".join(map(str, previous)), ", ".join(config.dataset),
+        )
+
+
 def prepare(config: PrepareConfig) -> PrepareResult:
     """Run the preparation described by ``config``; see the module docstring."""
     start = time.perf_counter()
@@ -800,13 +887,15 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     # Columns are resolved for every job before anything is written, so a wrong name fails fast (exit 2).
     columns = {id(job.rows): _columns_for(job.rows, resolved.spec, config) for job in jobs}
     drop_log = _DropLog()
+    seen: set[str] = set()  # content keys over both splits: a duplicate is kept once, never in train and test
     out = config.out.expanduser().absolute()
     config = dataclasses.replace(config, out=out)
+    _warn_if_foreign(out, config)
     for job in jobs:
         stats = result.stats.setdefault(job.split, SplitStats())
         path = out / (TRAIN_FILE if job.split == "train" else TEST_FILE)
         try:
-            finished = _run_job(job, columns[id(job.rows)], path, data_source, config, stats, drop_log)
+            finished = _run_job(job, columns[id(job.rows)], path, data_source, config, stats, drop_log, seen)
         except OSError as exc:  # e.g. a full disk: this file is lost, but files already written stay valid
             result.failures[WRITE_ERROR] += 1
             logger.error("%s: could not write %s: %s", job.split, path, exc)
@@ -897,15 +986,23 @@ def config_from_args(argv: Sequence[str] | None = None) -> PrepareConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 written, 1 nothing written, 2 usage error)."""
+    """CLI entry point; returns the exit status (0 written, 1 nothing written, 2 usage error, 130 interrupted)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         config = config_from_args(argv)
         result = prepare(config)
     except UsageError as exc:
         logger.error("usage error: %s (see --help)", exc)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result.exit_code
+
+
+def _terminate(signum, frame) -> None:
+    # SIGTERM ends the run like Ctrl-C: the rows finished so far are written, the exit status says so.
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
