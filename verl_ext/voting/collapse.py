@@ -18,10 +18,11 @@ or not at all. Pure Python: no torch, no verl.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
+
+from verl_ext.voting.settings import from_mapping
 
 INDICATORS = ("majority_ratio", "answer_entropy", "distinct_answers", "no_answer_rate", "response_length")
 GUARDS = ("off", "warn", "stop")
@@ -52,12 +53,7 @@ class CollapseConfig:
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "CollapseConfig":
         """Build from a config mapping; an unknown key is an error naming the known ones."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown collapse setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_mapping(cls, values, "collapse")
 
 
 def _mean(values: list[float]) -> float:

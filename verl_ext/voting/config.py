@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from verl_ext.voting.collapse import CollapseConfig
 from verl_ext.voting.extract import STYLES
+from verl_ext.voting.settings import from_mapping
 from verl_ext.voting.vote import TIE_BREAKS
 
 REWARDS = ("majority_vote", "token_entropy")
@@ -66,9 +66,4 @@ class VoteConfig:
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "VoteConfig":
         """Build from a config mapping; an unknown key is an error naming the known ones."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown majority-vote setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_mapping(cls, values, "majority-vote")

@@ -1,0 +1,19 @@
+"""Settings dataclasses from plain config mappings: unknown keys are errors that name the known ones."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], values: Optional[Mapping[str, Any]], what: str) -> T:
+    """``cls(**values)``, refusing keys that are not fields of ``cls`` (``what`` names the settings)."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
