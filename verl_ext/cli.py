@@ -250,7 +250,8 @@ def check_values(cfg: DictConfig) -> None:
             allowed = "a positive integer" + (" or null" if nullable else "")
             raise CLIError(f"{key} must be {allowed}; got {value!r}")
     micro = OmegaConf.select(cfg, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", default=None)
-    if micro:
+    # With dynamic batch sizes verl packs micro-batches by tokens and ignores this setting.
+    if micro and not OmegaConf.select(cfg, "actor_rollout_ref.actor.use_dynamic_bsz", default=False):
         world = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
         per_rank = cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n // world
         if per_rank % micro:
