@@ -214,6 +214,7 @@ ERROR_CASES = {
     "missing_model": ([GRPO, "actor_rollout_ref.model.path=./no_such_model"], "not a hub id"),
     "malformed_list": ([GRPO, "trainer.logger=[console"], "not a valid list"),
     "verl_schema": ([GRPO, "data.train_batch_size=2"], "verl's config check"),
+    "empty_model": ([GRPO, "actor_rollout_ref.model.path="], "empty model path"),
     "wrong_recipe": (["config=recipes/does_not_exist.yaml"], "recipe file not found"),
     "malformed_override": (["config=recipes/grpo_supervised.yaml", "foo"], "malformed override 'foo'"),
     "unknown_key": (
@@ -374,3 +375,12 @@ def test_compose_does_not_resolve_the_values_it_overrides(monkeypatch):
     )
     cfg = compose(recipe, plain, hydra)
     assert cfg.actor_rollout_ref.model.path == "/m" and cfg.data.train_files == "/t.parquet"
+
+
+def test_a_mini_batch_smaller_than_the_workers_is_refused():
+    from verl_ext.cli import check_values
+
+    _, plain, hydra = split_args([f"config={RECIPE}", "trainer.n_gpus_per_node=64"])
+    cfg = compose(RECIPE, plain, hydra)
+    with pytest.raises(CLIError, match="smaller than the 64 workers"):
+        check_values(cfg)

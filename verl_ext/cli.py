@@ -254,6 +254,11 @@ def check_values(cfg: DictConfig) -> None:
     if micro and not OmegaConf.select(cfg, "actor_rollout_ref.actor.use_dynamic_bsz", default=False):
         world = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
         per_rank = cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n // world
+        if per_rank < 1:
+            raise CLIError(
+                f"ppo_mini_batch_size x rollout.n ({cfg.actor_rollout_ref.actor.ppo_mini_batch_size} x "
+                f"{cfg.actor_rollout_ref.rollout.n}) is smaller than the {world} workers: each needs a response"
+            )
         if per_rank % micro:
             raise CLIError(
                 f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro} does not divide the {per_rank} "

@@ -296,6 +296,14 @@ def test_a_model_that_does_not_load_leaves_no_run_file(tmp_path, data_dir, capsy
     assert not (out / "run.json").exists()
 
 
+def test_an_unreadable_run_file_beside_samples_is_refused(shared_generator, tiny_model_dir, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1", "--benchmarks", "mathvista")
+    main(args, generator_factory=Counting(shared_generator))
+    (out / "run.json").write_text("{broken")
+    assert "settings of" in _usage_error(args, capsys, factory=Counting(shared_generator))
+
+
 def test_resume_skips_damaged_lines_and_regenerates_only_them(shared_generator, tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "run"
     args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "3", "--benchmarks", "mathvista")

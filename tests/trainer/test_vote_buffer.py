@@ -253,3 +253,10 @@ def test_collapse_guard_stops_the_run_after_the_next_step(monkeypatch, caplog):
     assert metrics["mmupt/collapse/fired_step"] == 4
     assert trainer.total_training_steps == 5
     assert "collapse signal at step 4" in caplog.text
+
+
+def test_a_blank_ground_truth_is_no_label():
+    from verl_ext.trainer.vote_buffer import given_label
+
+    assert given_label({"ground_truth": "  "}) is None and given_label({"ground_truth": None}) is None
+    assert given_label({"ground_truth": " 3 "}) == "3" and given_label({"ground_truth": 0}) == "0"

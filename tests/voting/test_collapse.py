@@ -43,9 +43,10 @@ def test_noise_below_the_threshold_does_not_fire():
     "values, match",
     [
         ({"guard": "halt"}, "guard must be one of"),
-        ({"window": 0}, "must be >= 1"),
+        ({"window": 0}, "integers >= 1"),
         ({"ratio_rise": 0}, "ratio_rise"),
         ({"windows": 3}, "unknown collapse setting"),
+        ({"window": 2.5}, "integers >= 1"),
     ],
 )
 def test_bad_settings_are_clear_errors(values, match):

@@ -280,6 +280,8 @@ def test_equal_constants_need_no_grader(grader_calls):
         (r"\{3,\frac{1}{2}\}", r"\{0.5,3\}", True),
         (r"\sqrt{2}", r"2^{1/2}", True),  # equivalent radicals are one answer
         (r"\sqrt{8}", r"2\sqrt{2}", True),
+        (r"\{2,2,3\}", r"\{3,2\}", True),  # a set: repeats do not count either
+        (r"10^{13}", "10000000000001", False),  # too large for float64 at 1e-12: left to the grader
     ],
 )
 def test_deliberate_decisions(a, b, same):

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import random
-import re
 import signal
 import stat
 import sys
@@ -63,6 +62,7 @@ from verl_ext.data.schema import (
     compose_prompt,
 )
 from verl_ext.data.sources import Columns, ColumnError, SourceSpec
+from verl_ext.model_path import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -621,9 +621,6 @@ class ResolvedSource:
     """Directory for relative image paths in hub snapshots."""
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
 def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.lower().endswith(DATA_SUFFIXES)
 
@@ -663,7 +660,7 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
         return ResolvedSource("hub", spec or sources.GENERIC, load_from, label, base_dir=Path(load_from))
     if spec is not None:
         return ResolvedSource("hub", spec, spec.hub_name, spec.hub_name)
-    if not _HUB_ID.match(value):
+    if not is_hub_id(value):
         near = difflib.get_close_matches(value.lower(), sorted(sources.KNOWN), n=1, cutoff=0.6)
         hint = f"did you mean {near[0]!r}? " if near else ""
         raise UsageError(

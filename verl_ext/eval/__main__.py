@@ -268,6 +268,11 @@ def _check_run_file(config: EvalConfig) -> bool:
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            if (config.output_dir / SAMPLES_FILE).exists():
+                raise UsageError(
+                    f"{path} is unreadable, so the settings of {config.output_dir / SAMPLES_FILE} are unknown: "
+                    "pass another --output-dir (or delete the folder)"
+                ) from None
             logger.warning("%s is unreadable; it is written again", path)
             return False
         if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
@@ -543,10 +548,17 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: GeneratorFacto
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
+    except (ValueError, argparse.ArgumentTypeError) as err:  # the arguments themselves
+        _usage_exit(err)
+    try:
         return run(config, generator_factory)
-    except (ValueError, argparse.ArgumentTypeError) as err:  # UsageError included
-        sys.stderr.write(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")
-        raise SystemExit(2) from None
+    except UsageError as err:  # inputs found wrong before any generation; other errors keep their traceback
+        _usage_exit(err)
+
+
+def _usage_exit(err: BaseException) -> None:
+    sys.stderr.write(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def _nested_rows(tensor) -> list[torch.Tensor]:
 
 def given_label(reward_model: Any) -> Optional[str]:
     """The ground truth a row offers for training (``reward_model.ground_truth``), if any."""
-    if isinstance(reward_model, dict) and reward_model.get("ground_truth") not in (None, ""):
-        return str(reward_model["ground_truth"]).strip()
+    if isinstance(reward_model, dict) and reward_model.get("ground_truth") is not None:
+        label = str(reward_model["ground_truth"]).strip()
+        return label or None
     return None
 
 

@@ -13,7 +13,8 @@ The comparison is with the run's own baseline, not an absolute level, because a 
 agrees with itself (an easy set) is not collapsing. The defaults come from the toy reproduction's
 logged runs (README, "When to stop"): there the held-out accuracy of MM-UPT fell once the majority
 ratio had risen about 0.1 above where it started; the same README says where the rule fired late
-or not at all. Pure Python: no torch, no verl.
+or not at all. The monitor lives in the trainer process and is not checkpointed: a resumed run
+starts a new baseline at its first resumed step. Pure Python: no torch, no verl.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class CollapseConfig:
     through verl's last-step path (checkpoint when ``trainer.save_freq`` > 0, final validation)."""
 
     def __post_init__(self):
-        if int(self.window) < 1 or int(self.baseline_steps) < 1:
-            raise ValueError(f"collapse.window and collapse.baseline_steps must be >= 1; got {self.window}, {self.baseline_steps}")
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.window, self.baseline_steps))
+        if not ints or self.window < 1 or self.baseline_steps < 1:
+            raise ValueError(f"collapse.window and collapse.baseline_steps must be integers >= 1; got {self.window}, {self.baseline_steps}")
         if not 0.0 < float(self.ratio_rise) <= 1.0:
             raise ValueError(f"collapse.ratio_rise must be in (0, 1]; got {self.ratio_rise!r}")
         if self.guard not in GUARDS:

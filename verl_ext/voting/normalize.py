@@ -237,7 +237,7 @@ def _sorted_set(s: str) -> str:
     if "\\{" in inner or "\\}" in inner:
         return s  # nested sets: left as written
     elements = [normalize(part) for part in _top_level_split(inner)]
-    return "\\{" + ",".join(sorted(elements)) + "\\}"
+    return "\\{" + ",".join(sorted(set(elements))) + "\\}"  # a set: order and repeats do not count
 
 
 def is_number(normalized: str) -> bool:

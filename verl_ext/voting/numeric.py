@@ -8,7 +8,8 @@ The probe only understands a small LaTeX subset: decimal numbers, single lower-c
 letters (free variables), ``\\pi``, ``+ - * / ^``, ``\\cdot``, ``\\times``, implicit
 products, ``( )``/``{ }`` groups, ``\\frac{}{}`` and ``\\sqrt{}``. Anything else, and any
 domain problem at a sample point (division by zero, square root of a negative...), gives
-no verdict. It never claims equality: numerically equal pairs still go to the grader.
+no verdict. :func:`numerically_different` never claims equality; :func:`constants_equal` does, only
+for expressions without variables whose values are small enough for float64 to tell them apart.
 
 It reads ``\\frac{x+1}{2}`` as a fraction, while mathruler's LaTeX conversion reads it as
 ``x+1/2``; so the probe keeps ``\\frac{x+1}{2}`` and ``x+\\frac{1}{2}`` apart where
@@ -22,7 +23,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
-__all__ = ["numerically_different"]
+__all__ = ["constants_equal", "numerically_different"]
 
 # Relative gap above which two values are different; float noise on equal expressions is ~1e-13.
 _REL_TOL = 1e-7
@@ -194,17 +195,20 @@ def numerically_different(a: str, b: str) -> bool:
 
 
 _CONSTANT_TOL = 1e-12
+# Above this magnitude 1e-12 relative is more than 1e-6 absolute: 10^{13} and 10000000000001 would merge.
+_CONSTANT_MAX = 1e6
 
 
 def constants_equal(a: str, b: str) -> bool:
     """True when ``a`` and ``b`` have no variables and evaluate to the same value (to 1e-12 relative).
 
     Decides radicals and powers such as ``\\sqrt{2}`` and ``2^{1/2}`` without sympy. The tolerance
-    is far below any rounding a model writes, so ``1.4142136`` is not ``\\sqrt{2}``.
+    is far below any rounding a model writes, so ``1.4142136`` is not ``\\sqrt{2}``; values of magnitude
+    1e6 or more get no verdict (float64 cannot separate ``10^{13}`` from ``10^{13}+1`` at that tolerance).
     """
     if _COMMANDS.sub("", a + " " + b).lower() != _COMMANDS.sub("", a + " " + b).upper():
         return False  # a letter outside a command: a variable
     va, vb = _values(a), _values(b)
-    if va is None or vb is None:
+    if va is None or vb is None or max(abs(v) for v in va + vb) >= _CONSTANT_MAX:
         return False
     return all(abs(x - y) <= _CONSTANT_TOL * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb))
