@@ -173,9 +173,12 @@ def test_token_entropy_reward_switches_on_with_one_override(tmp_path):
     assert set(steps) >= {1, 2}
     for step in (1, 2):
         scores = [r["score"] for g in _dumped_groups(dump, step).values() for r in g]
-        # Every response's training reward is minus its mean token entropy: negative, and different per response.
-        assert all(s < 0 for s in scores) and len(set(scores)) > 1, scores
+        # Every response's training reward is minus its mean token entropy: negative, and on average minus
+        # verl's own actor/entropy (a token mean where ours is a mean per response: close, not equal). A
+        # random model's entropies are all near log(vocab), so the rewards need not differ here.
+        assert all(s < 0 for s in scores), scores
         assert sum(scores) / len(scores) == pytest.approx(steps[step]["mmupt/entropy_reward"], abs=1e-4)
+        assert -steps[step]["mmupt/entropy_reward"] == pytest.approx(steps[step]["actor/entropy"], abs=0.1)
         assert steps[step]["critic/score/mean"] == pytest.approx(steps[step]["mmupt/entropy_reward"], abs=1e-4)
         # The vote still runs beside it, for its metrics and the collapse signal.
         assert "mmupt/majority_ratio" in steps[step] and steps[step]["mmupt/collapse/fired"] == 0.0
