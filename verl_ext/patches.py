@@ -1,7 +1,8 @@
 """The runtime patches this plugin needs, isolated here with their reasons.
 
 ``tests/test_patches.py`` fails when the code they work around changes. Patches 1 and 2 are
-installed only on verl-ext's CPU platform; patch 3 everywhere, when the module it patches loads.
+installed only on verl-ext's CPU platform; patch 3 everywhere, when the module it patches loads;
+patch 4 only on the trainer instance of a run that asks for the entropy reward.
 
 1. The gloo backend string. ``verl.utils.distributed.initialize_global_process_group_ray`` (verl 0.9.1) always builds the
 backend string ``f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"``. On the CPU platform that
