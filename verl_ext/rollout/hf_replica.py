@@ -10,7 +10,7 @@ import asyncio
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from verl.workers.rollout.replica import RolloutReplica
+from verl.workers.rollout.replica import RolloutMode, RolloutReplica
 
 from verl_ext.rollout.hf_server import HFRolloutServer
 
@@ -24,6 +24,15 @@ def server_actor_name(replica_rank: int, node_rank: int, suffix: str = "") -> st
 
 class HFReplica(RolloutReplica):
     """A rollout replica served by transformers ``generate`` on CPU (or one GPU)."""
+
+    async def init_standalone(self):
+        """Serve from the model path alone: no worker pool, hence no (logical) GPUs to reserve.
+
+        verl's default builds a GPU resource pool of checkpoint-engine workers to receive weights; a
+        standalone hf server loads its weights from ``model.path`` itself and never receives any.
+        """
+        self.rollout_mode = RolloutMode.STANDALONE
+        await self.launch_servers()
 
     async def launch_servers(self):
         if self.workers:

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.replica import TokenOutput
@@ -78,8 +86,41 @@ class _Request:
     future: asyncio.Future
 
     @property
-    def key(self) -> tuple[str, int]:
-        return repr(sorted((k, v) for k, v in self.params.items() if k != "seed")), self.max_tokens
+    def seed(self) -> Optional[int]:
+        value = self.params.get("seed")
+        return None if value is None else int(value)
+
+    @property
+    def key(self) -> tuple[str, int, bool]:
+        # Seeded and unseeded requests sample differently (per row vs the shared RNG): never mixed.
+        return repr(sorted((k, v) for k, v in self.params.items() if k != "seed")), self.max_tokens, self.seed is None
+
+
+class SeededRowSampler(LogitsProcessor):
+    """Samples each row's next token from its own seeded RNG, then leaves only that token for greedy search.
+
+    transformers draws one batch's samples from the shared torch RNG, so what a request gets would depend
+    on which requests share its batch. A request with a seed (vLLM's per-request ``seed``) must get the
+    same completion however the server batches it: each row gets a ``torch.Generator`` seeded with its
+    request's seed, and the usual warpers (temperature, top-k, top-p, as transformers orders them) are
+    applied before the draw. Runs after the built-in processors (repetition penalty, suppressed tokens).
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_k: int, top_p: float):
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        picked = torch.stack([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, picked.to(scores.device), 0.0)
 
 
 class HFRolloutServer:
@@ -103,6 +144,10 @@ class HFRolloutServer:
         self.log_weight_digest = bool((self.config.custom or {}).get("log_weight_digest", False))
         self.tokenizer = model_config.tokenizer
         self.processor = model_config.processor
+        # rollout.custom.num_threads: torch threads of this server (standalone replicas share a node's cores).
+        threads = (self.config.custom or {}).get("num_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
 
         dtype = _DTYPES.get(str(self.config.dtype).lower(), torch.float32)
         if dtype != torch.float32 and not torch.cuda.is_available():
@@ -251,12 +296,19 @@ class HFRolloutServer:
             inputs["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in with_images])
             inputs["mm_token_type_ids"] = self._mm_token_type_ids(input_ids)
         params = batch[0].params
-        gen_config = build_generation_config(params, batch[0].max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
-        with self._lock, torch.inference_mode():
-            if params.get("seed") is not None:
-                torch.manual_seed(int(params["seed"]))
-            out = self.model.generate(**inputs, generation_config=gen_config)
         temperature = float(params.get("temperature", 1.0))
+        processors = LogitsProcessorList()
+        gen_params = params
+        if batch[0].seed is not None and temperature > 0 and params.get("do_sample", True):
+            processors.append(
+                SeededRowSampler(
+                    [r.seed for r in batch], temperature, int(params.get("top_k", -1) or -1), float(params.get("top_p", 1.0))
+                )
+            )
+            gen_params = {**params, "temperature": 0.0}  # greedy over the one token the sampler left
+        gen_config = build_generation_config(gen_params, batch[0].max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=gen_config, logits_processor=processors)
         eos = set(self.eos_ids) if not params.get("ignore_eos") else set()
         results = []
         for row in range(len(batch)):

@@ -1,0 +1,205 @@
+"""Generation through verl's rollout replicas: the one engine behind synthesis and evaluation.
+
+:class:`ReplicaGenerator` starts standalone rollout replicas from verl's own replica registry, the way
+``verl/trainer/main_generation_server.py`` does (``get_rollout_replica_class(rollout.name)``, one replica
+per ``tensor_model_parallel_size`` devices over ``trainer.n_gpus_per_node * trainer.nnodes``, then
+``init_standalone()``): vLLM replicas on a GPU cluster, this package's ``hf`` replica on a CPU. It then
+sends each request to a replica's server as the trainer's agent loop does (token ids in, token ids
+out: ``server.generate(prompt_ids, sampling_params, request_id, image_data, mm_processor_kwargs)``),
+spreading requests over the replicas and giving every completion its own seed.
+
+The prompt is rendered and its image placeholders expanded here, with the model's processor, so every
+replica sees exactly the token ids verl's own data pipeline would build. Settings are verl's keys
+(``actor_rollout_ref.model.*``, ``actor_rollout_ref.rollout.*``, ``trainer.n_gpus_per_node``,
+``trainer.nnodes``, ``ray_kwargs.ray_init``): set them once for training, synthesis and evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from verl_ext.generation.base import (
+    BackendConfig,
+    BatchedGenerator,
+    GenerationRequest,
+    SamplingSettings,
+    load_images,
+    render_prompt,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReplicaGenerator", "generation_config", "replica_count"]
+
+#: Seeds of consecutive requests are this far apart, so the n completions of one never meet another's.
+SEED_STRIDE = 1_000
+
+
+def generation_config(
+    model_path: str,
+    rollout_name: str = "hf",
+    overrides: Sequence[str] = (),
+) -> DictConfig:
+    """verl's ``ppo_trainer`` config with the model and rollout set: what :class:`ReplicaGenerator` reads.
+
+    For callers that hold a model path rather than a composed recipe (tests, the toy measurements);
+    the commands compose their recipe instead. The defaults are one replica on one device.
+    """
+    from hydra import compose, initialize_config_module
+
+    settings = [
+        f"actor_rollout_ref.model.path={model_path}",
+        f"actor_rollout_ref.rollout.name={rollout_name}",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        "trainer.n_gpus_per_node=1",
+        "trainer.nnodes=1",
+        *overrides,
+    ]
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        return compose("ppo_trainer", overrides=settings)
+
+
+def replica_count(cfg: DictConfig) -> int:
+    """Replicas the cluster settings give: every device of every node, ``tensor_model_parallel_size`` each."""
+    rollout = cfg.actor_rollout_ref.rollout
+    per_replica = int(rollout.tensor_model_parallel_size) * int(rollout.get("data_parallel_size", 1) or 1)
+    devices = int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes)
+    count = devices // per_replica
+    if count < 1:
+        raise ValueError(
+            f"trainer.n_gpus_per_node * trainer.nnodes = {devices} devices cannot hold one replica of "
+            f"tensor_model_parallel_size={rollout.tensor_model_parallel_size}"
+        )
+    return count
+
+
+class ReplicaGenerator(BatchedGenerator):
+    """Completes :class:`GenerationRequest` batches on verl rollout replicas (started here, closed by ``close``)."""
+
+    def __init__(self, cfg: DictConfig, config: Optional[BackendConfig] = None):
+        import ray
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import HFModelConfig
+        from verl.workers.rollout.replica import get_rollout_replica_class
+
+        self.config = config or BackendConfig()
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        rollout_cfg = cfg.actor_rollout_ref.rollout
+        model_cfg = cfg.actor_rollout_ref.model
+        self.name = str(rollout_cfg.name)
+        self.num_replicas = replica_count(cfg)
+        self.own_ray = not ray.is_initialized()
+        if self.own_ray:
+            init = {k: v for k, v in (cfg.get("ray_kwargs", {}) or {}).get("ray_init", {}).items() if k != "timeline_json_file"}
+            init = {k: v for k, v in init.items() if v is not None}
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, **init)
+        if self.name == "hf":
+            # Each hf server is one torch process: share the node's cores among the replicas.
+            custom = dict(rollout_cfg.get("custom") or {})
+            cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+            custom.setdefault("num_threads", max(1, cpus // self.num_replicas))
+            rollout_cfg.custom = custom
+        self.model_config = omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig)
+        self.tokenizer = self.model_config.tokenizer
+        self.processor = self.model_config.processor
+        self.vision = getattr(self.model_config.hf_config, "vision_config", None) is not None
+        replica_cls = get_rollout_replica_class(self.name)
+        self.replicas = [
+            replica_cls(
+                replica_rank=rank,
+                config=rollout_cfg,
+                model_config=model_cfg,
+                gpus_per_node=int(cfg.trainer.n_gpus_per_node),
+            )
+            for rank in range(self.num_replicas)
+        ]
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._start())
+        except BaseException:
+            self.close()
+            raise
+        self.servers = [r.server_handle for r in self.replicas]
+        logger.info(
+            "generation: %d %s replica(s) of %s (tensor parallel %d)",
+            self.num_replicas,
+            self.name,
+            model_cfg.path,
+            int(rollout_cfg.tensor_model_parallel_size),
+        )
+
+    async def _start(self) -> None:
+        await asyncio.gather(*[r.init_standalone() for r in self.replicas])
+
+    # ------------------------------------------------------------------ requests
+
+    def encode(self, request: GenerationRequest, pixel_kwargs: dict[str, int]) -> tuple[list[int], list[Any]]:
+        """The request's prompt token ids (image placeholders expanded) and its decoded images."""
+        owner = self.processor if self.vision else self.tokenizer
+        text = render_prompt(owner, request, vision=self.vision)
+        images = load_images(request) if self.vision else []
+        if images:
+            ids = self.processor(text=[text], images=images, images_kwargs=pixel_kwargs)["input_ids"][0]
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [int(t) for t in ids], images
+
+    def _generate_batch(
+        self, requests: list[GenerationRequest], settings: SamplingSettings, batch_index: int
+    ) -> list[list[str]]:
+        return self._loop.run_until_complete(self._complete(requests, settings, batch_index * self.config.batch_size))
+
+    async def _complete(self, requests: list[GenerationRequest], settings: SamplingSettings, first: int) -> list[list[str]]:
+        pixel_kwargs = self.config.pixel_kwargs()
+        # Greedy completions are identical: ask for one and repeat it.
+        per_request = 1 if settings.greedy else settings.n
+        calls = []
+        for offset, request in enumerate(requests):
+            prompt_ids, images = self.encode(request, pixel_kwargs)
+            server = self.servers[(first + offset) % len(self.servers)]
+            for k in range(per_request):
+                params = {
+                    "temperature": settings.temperature,
+                    "top_p": settings.top_p,
+                    "top_k": settings.top_k,
+                    "repetition_penalty": settings.repetition_penalty,
+                    "max_tokens": settings.max_new_tokens,
+                    "logprobs": False,
+                }
+                if settings.seed is not None and not settings.greedy:
+                    params["seed"] = settings.seed + (first + offset) * SEED_STRIDE + k
+                calls.append(
+                    server.generate.remote(
+                        prompt_ids=prompt_ids,
+                        sampling_params=params,
+                        request_id=uuid.uuid4().hex,
+                        image_data=images or None,
+                        mm_processor_kwargs=pixel_kwargs or None,
+                    )
+                )
+        outputs = await asyncio.gather(*calls)
+        texts = [self.tokenizer.decode(o.token_ids, skip_special_tokens=True) for o in outputs]
+        grouped = [texts[i * per_request : (i + 1) * per_request] for i in range(len(requests))]
+        return [group * settings.n if per_request == 1 else group for group in grouped]
+
+    def close(self) -> None:
+        """Stop the replicas' servers (and Ray, when this generator started it)."""
+        import ray
+
+        for replica in getattr(self, "replicas", []):
+            for server in replica.servers:
+                ray.kill(server)
+            replica.servers.clear()
+        if getattr(self, "own_ray", False) and ray.is_initialized():
+            ray.shutdown()
+            self.own_ray = False
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.close()
