@@ -632,16 +632,17 @@ class TinyModelQuestions:
 
 
 def test_tiny_model_output_loads_in_rlhf_dataset(
-    tmp_path: Path, tiny_model_dir: Path, visual_math: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_model_dir: Path, visual_math: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     import datasets
     from omegaconf import OmegaConf
     from verl.utils import hf_processor, hf_tokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
-    from verl_ext.generation.hf_backend import HFGenerator
+    from verl_ext.generation import make_generator
 
-    hf = HFGenerator(str(tiny_model_dir), BackendConfig(batch_size=4, show_progress=False))
+    hf = make_generator("hf", str(tiny_model_dir), BackendConfig(batch_size=4, show_progress=False))
+    request.addfinalizer(hf.close)
     files: list[str] = []
     for strategy in ("in_context", "direct"):
         result = synthesize(

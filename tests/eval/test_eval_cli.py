@@ -17,7 +17,7 @@ import pytest
 from verl_ext.eval.__main__ import main
 from verl_ext.eval.fixtures import write_benchmark_files
 from verl_ext.generation import BackendConfig
-from verl_ext.generation.hf_backend import HFGenerator
+from verl_ext.generation import make_generator
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARK_NAMES = ("mathvista", "wemath", "mathverse", "mathvision")
@@ -40,9 +40,11 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared_generator(tiny_model_dir) -> HFGenerator:
+def shared_generator(tiny_model_dir):
     config = BackendConfig(batch_size=2, min_pixels=3136, max_pixels=12544, show_progress=False)
-    return HFGenerator(str(tiny_model_dir), config)
+    generator = make_generator("hf", str(tiny_model_dir), config)
+    yield generator
+    generator.close()
 
 
 class Counting:

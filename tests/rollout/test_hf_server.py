@@ -12,7 +12,7 @@ from PIL import Image
 import verl  # noqa: F401  (plugin active, as in a Ray worker)
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import RolloutConfig
-from verl_ext.generation.gen_config import build_generation_config
+from verl_ext.rollout.gen_config import build_generation_config
 from verl_ext.rollout.hf_server import HFRolloutServer, max_new_tokens
 
 PROMPT_LENGTH = 128

@@ -234,12 +234,13 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
     """Generate and grade every file of ``config.data``; returns ``{"summary": ..., "questions": ...}``.
 
     ``generator`` (anything with the :class:`~verl_ext.generation.base.Generator` interface) defaults to
-    the transformers backend on ``config.model``.
+    one rollout replica of ``config.model`` (closed when done).
     """
-    if generator is None:
-        from verl_ext.generation.hf_backend import HFGenerator
+    own = generator is None
+    if own:
+        from verl_ext.generation.factory import make_generator
 
-        generator = HFGenerator(config.model, BackendConfig(batch_size=config.batch_size))
+        generator = make_generator("auto", config.model, BackendConfig(batch_size=config.batch_size))
     greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=None)
     sampled = SamplingSettings(
         n=config.n,
@@ -250,30 +251,34 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
     )
     summary: dict[str, dict[str, dict[str, float]]] = {}
     details: dict[str, list[dict[str, Any]]] = {}
-    for path in config.data:
-        questions = load_questions(path, config.limit)
-        requests = [q.request for q in questions]
-        name = Path(path).name
-        for question, texts in zip(questions, generator.generate(requests, greedy, desc=f"{name}: greedy")):
-            question.greedy = texts[0]
-        sampled_texts = generator.generate(requests, sampled, desc=f"{name}: {config.n} samples")
-        for question, texts in zip(questions, sampled_texts):
-            question.samples = list(texts)
-        outcomes = [grade(q, config) for q in questions]
-        summary[path] = by_task(outcomes)
-        details[path] = [
-            {
-                "task": q.task,
-                "label": q.label,
-                "greedy": q.greedy,
-                "samples": q.samples,
-                "greedy_correct": o.greedy,
-                "correct": o.correct,
-                "majority": o.majority,
-                "majority_correct": o.majority_correct,
-            }
-            for q, o in zip(questions, outcomes)
-        ]
+    try:
+        for path in config.data:
+            questions = load_questions(path, config.limit)
+            requests = [q.request for q in questions]
+            name = Path(path).name
+            for question, texts in zip(questions, generator.generate(requests, greedy, desc=f"{name}: greedy")):
+                question.greedy = texts[0]
+            sampled_texts = generator.generate(requests, sampled, desc=f"{name}: {config.n} samples")
+            for question, texts in zip(questions, sampled_texts):
+                question.samples = list(texts)
+            outcomes = [grade(q, config) for q in questions]
+            summary[path] = by_task(outcomes)
+            details[path] = [
+                {
+                    "task": q.task,
+                    "label": q.label,
+                    "greedy": q.greedy,
+                    "samples": q.samples,
+                    "greedy_correct": o.greedy,
+                    "correct": o.correct,
+                    "majority": o.majority,
+                    "majority_correct": o.majority_correct,
+                }
+                for q, o in zip(questions, outcomes)
+            ]
+    finally:
+        if own:
+            generator.close()
     return {"settings": dataclasses.asdict(config), "summary": summary, "questions": details}
 
 

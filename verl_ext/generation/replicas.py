@@ -111,12 +111,15 @@ class ReplicaGenerator(BatchedGenerator):
         self.processor = self.model_config.processor
         self.vision = getattr(self.model_config.hf_config, "vision_config", None) is not None
         replica_cls = get_rollout_replica_class(self.name)
+        # Server actors are named by replica rank: a suffix keeps two generators (or a trainer) apart.
+        suffix = f"gen_{uuid.uuid4().hex[:8]}"
         self.replicas = [
             replica_cls(
                 replica_rank=rank,
                 config=rollout_cfg,
                 model_config=model_cfg,
                 gpus_per_node=int(cfg.trainer.n_gpus_per_node),
+                name_suffix=suffix,
             )
             for rank in range(self.num_replicas)
         ]

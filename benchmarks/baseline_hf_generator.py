@@ -1,9 +1,14 @@
-"""Offline generation with transformers ``generate``: CPU or one GPU, left-padded batches.
+"""The baseline of ``bench_synthesis.py``: the in-process transformers engine the package used before issue 10.
+
+Frozen here, outside the package, so the benchmark can time synthesis through verl's rollout replicas
+against what it replaced, in one run. Nothing in ``verl_ext`` imports it.
+
+Offline generation with transformers ``generate``: CPU or one GPU, left-padded batches.
 
 Vision-language models (a ``vision_config`` in their config) are driven through their processor,
 which expands each image placeholder to the image's tokens and honours ``min_pixels``/``max_pixels``;
 text-only models through their tokenizer. Sampling goes through an explicit ``GenerationConfig``
-(see :func:`verl_ext.generation.gen_config.build_generation_config`) so a checkpoint's
+(see :func:`verl_ext.rollout.gen_config.build_generation_config`) so a checkpoint's
 ``generation_config.json`` (Qwen2.5-VL ships top_k=1, repetition_penalty=1.05) never changes what
 was asked for.
 """
@@ -131,7 +136,7 @@ class HFGenerator(BatchedGenerator):
     ) -> list[list[str]]:
         import torch
 
-        from verl_ext.generation.gen_config import build_generation_config
+        from verl_ext.rollout.gen_config import build_generation_config
 
         inputs = self._encode(requests).to(self.device)
         params = {

@@ -1,6 +1,6 @@
 """An explicit transformers ``GenerationConfig`` from verl/vLLM-style sampling parameters.
 
-Shared by the ``hf`` rollout server and the offline ``hf`` generation backend. No verl import.
+Used by the ``hf`` rollout server. No verl import.
 """
 
 from __future__ import annotations
