@@ -133,6 +133,7 @@ def extra_info_fields() -> list[tuple[str, Any]]:
         ("strategy", pa.string()),
         ("prompt_name", pa.string()),
         ("answerability", pa.float64()),
+        ("synthesis_step", pa.int64()),
     ]
 
 
@@ -158,7 +159,11 @@ class SynthesizeConfig:
     shard_size: int = 256
     """Seed rows per output shard: the unit of resumption."""
     max_seeds: int | None = None
-    """Use only the first N seed rows."""
+    """Use only the first N seed rows (counted from ``first_seed``)."""
+    first_seed: int = 0
+    """Skip the seed rows before this position (online synthesis takes a window of rows per round)."""
+    round_step: int | None = None
+    """Training step of an online synthesis round, recorded as ``extra_info["synthesis_step"]`` (None offline)."""
     backend: str = "auto"
     """Generation backend: ``auto`` (vLLM on a GPU if installed, else transformers), ``hf`` or ``vllm``."""
     backend_config: BackendConfig = field(default_factory=lambda: BackendConfig(show_progress=False))
@@ -204,6 +209,8 @@ class SynthesizeConfig:
         for name in ("num_per_seed", "shard_size", "max_new_tokens", "answer_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.first_seed < 0:
+            raise UsageError(f"first_seed must be >= 0, got {self.first_seed}")
         if self.max_seeds is not None and self.max_seeds < 1:
             raise UsageError(f"--max-seeds must be >= 1, got {self.max_seeds}")
         if self.answerability_k < 0:
@@ -628,6 +635,8 @@ class _Run:
             "seeds": seeds.fingerprint(),
             "num_per_seed": c.num_per_seed,
             "shard_size": c.shard_size,
+            "first_seed": c.first_seed,
+            "round_step": c.round_step,
             "sampling": dataclasses.asdict(c.question_sampling(0)),
             "filters": dataclasses.asdict(c.filters),
             "answerability": {
@@ -754,6 +763,7 @@ class _Run:
                 "strategy": c.strategy,
                 "prompt_name": self.template.name,
                 "answerability": None,
+                "synthesis_step": c.round_step,
             },
         )
 
@@ -884,7 +894,8 @@ class _Run:
             if c.overwrite:
                 self.overwrite()
             _remove_stale_temporaries(self.out)
-            seeds = SeedSet(self.seed_paths, c.max_seeds, r.failures)
+            limit = None if c.max_seeds is None else c.first_seed + c.max_seeds
+            seeds = SeedSet(self.seed_paths, limit, r.failures)
             try:
                 self._run_shards(seeds, start_time)
             finally:
@@ -899,7 +910,9 @@ class _Run:
     def _run_shards(self, seeds: SeedSet, start_time: float) -> None:
         """Skip finished shards, run the others in order, record each, merge if asked."""
         c, r = self.config, self.result
-        n_shards = math.ceil(seeds.length / c.shard_size)
+        base = c.first_seed
+        span = max(0, seeds.length - base)
+        n_shards = math.ceil(span / c.shard_size)
         r.shards_total = n_shards
         if not n_shards:
             logger.error("no readable seed rows in %s", ", ".join(map(str, self.seed_paths)))
@@ -924,15 +937,15 @@ class _Run:
                 self.get_generator()
             except (OSError, ValueError) as exc:
                 raise UsageError(f"--model {c.model} does not load: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
-        done_seeds = sum(min(seeds.length, (i + 1) * c.shard_size) - i * c.shard_size for i in finished if i < n_shards)
+        done_seeds = sum(min(span, (i + 1) * c.shard_size) - i * c.shard_size for i in finished if i < n_shards)
         consecutive_failures = 0
-        bar = tqdm(total=seeds.length, initial=done_seeds, desc=f"synthesize {c.strategy}", unit="seed",
+        bar = tqdm(total=span, initial=done_seeds, desc=f"synthesize {c.strategy}", unit="seed",
                    disable=None, dynamic_ncols=True)
         try:
             for index in range(n_shards):
                 if index in finished:
                     continue
-                shard = _Shard(index, index * c.shard_size, min(seeds.length, (index + 1) * c.shard_size))
+                shard = _Shard(index, base + index * c.shard_size, min(seeds.length, base + (index + 1) * c.shard_size))
                 try:
                     self.run_shard(seeds, shard, bar)
                 except KeyboardInterrupt:

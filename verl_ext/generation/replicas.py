@@ -17,6 +17,7 @@ replica sees exactly the token ids verl's own data pipeline would build. Setting
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import uuid
@@ -36,7 +37,7 @@ from verl_ext.generation.base import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReplicaGenerator", "generation_config", "replica_count"]
+__all__ = ["ReplicaGenerator", "ServerGenerator", "generation_config", "replica_count"]
 
 #: Seeds of consecutive requests are this far apart, so the n completions of one never meet another's.
 SEED_STRIDE = 1_000
@@ -80,68 +81,35 @@ def replica_count(cfg: DictConfig) -> int:
     return count
 
 
-class ReplicaGenerator(BatchedGenerator):
-    """Completes :class:`GenerationRequest` batches on verl rollout replicas (started here, closed by ``close``)."""
+class ServerGenerator(BatchedGenerator):
+    """Completes requests on rollout servers: renders and expands prompts, fans them out, decodes.
 
-    def __init__(self, cfg: DictConfig, config: Optional[BackendConfig] = None):
-        import ray
-        from verl.utils.config import omega_conf_to_dataclass
-        from verl.workers.config import HFModelConfig
-        from verl.workers.rollout.replica import get_rollout_replica_class
+    Subclasses say how one request reaches a server (``_send``): :class:`ReplicaGenerator` owns its
+    replicas; the online synthesis sends through the trainer's own LLM client.
+    """
 
+    def __init__(self, model_config: Any, config: Optional[BackendConfig] = None):
         self.config = config or BackendConfig()
-        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        rollout_cfg = cfg.actor_rollout_ref.rollout
-        model_cfg = cfg.actor_rollout_ref.model
-        self.name = str(rollout_cfg.name)
-        self.num_replicas = replica_count(cfg)
-        self.own_ray = not ray.is_initialized()
-        if self.own_ray:
-            init = {k: v for k, v in (cfg.get("ray_kwargs", {}) or {}).get("ray_init", {}).items() if k != "timeline_json_file"}
-            init = {k: v for k, v in init.items() if v is not None}
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, **init)
-        if self.name == "hf":
-            # Each hf server is one torch process: share the node's cores among the replicas.
-            custom = dict(rollout_cfg.get("custom") or {})
-            cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-            custom.setdefault("num_threads", max(1, cpus // self.num_replicas))
-            rollout_cfg.custom = custom
-        self.model_config = omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig)
-        self.tokenizer = self.model_config.tokenizer
-        self.processor = self.model_config.processor
-        self.vision = getattr(self.model_config.hf_config, "vision_config", None) is not None
-        replica_cls = get_rollout_replica_class(self.name)
-        # Server actors are named by replica rank: a suffix keeps two generators (or a trainer) apart.
-        suffix = f"gen_{uuid.uuid4().hex[:8]}"
-        self.replicas = [
-            replica_cls(
-                replica_rank=rank,
-                config=rollout_cfg,
-                model_config=model_cfg,
-                gpus_per_node=int(cfg.trainer.n_gpus_per_node),
-                name_suffix=suffix,
-            )
-            for rank in range(self.num_replicas)
-        ]
-        self._loop = asyncio.new_event_loop()
+        self.model_config = model_config
+        self.tokenizer = model_config.tokenizer
+        self.processor = model_config.processor
+        self.vision = getattr(model_config.hf_config, "vision_config", None) is not None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    async def _send(self, index: int, request: dict[str, Any]) -> Any:
+        """Send request number ``index`` of the run (``prompt_ids``, ``sampling_params``, ...); a TokenOutput."""
+        raise NotImplementedError
+
+    def run(self, coroutine: Any) -> Any:
+        """Run ``coroutine`` to completion from synchronous code, also inside a thread whose loop is running."""
         try:
-            self._loop.run_until_complete(self._start())
-        except BaseException:
-            self.close()
-            raise
-        self.servers = [r.server_handle for r in self.replicas]
-        logger.info(
-            "generation: %d %s replica(s) of %s (tensor parallel %d)",
-            self.num_replicas,
-            self.name,
-            model_cfg.path,
-            int(rollout_cfg.tensor_model_parallel_size),
-        )
-
-    async def _start(self) -> None:
-        await asyncio.gather(*[r.init_standalone() for r in self.replicas])
-
-    # ------------------------------------------------------------------ requests
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(coroutine)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
 
     def encode(self, request: GenerationRequest, pixel_kwargs: dict[str, int]) -> tuple[list[int], list[Any]]:
         """The request's prompt token ids (image placeholders expanded) and its decoded images."""
@@ -157,7 +125,7 @@ class ReplicaGenerator(BatchedGenerator):
     def _generate_batch(
         self, requests: list[GenerationRequest], settings: SamplingSettings, batch_index: int
     ) -> list[list[str]]:
-        return self._loop.run_until_complete(self._complete(requests, settings, batch_index * self.config.batch_size))
+        return self.run(self._complete(requests, settings, batch_index * self.config.batch_size))
 
     async def _complete(self, requests: list[GenerationRequest], settings: SamplingSettings, first: int) -> list[list[str]]:
         pixel_kwargs = self.config.pixel_kwargs()
@@ -166,7 +134,6 @@ class ReplicaGenerator(BatchedGenerator):
         calls = []
         for offset, request in enumerate(requests):
             prompt_ids, images = self.encode(request, pixel_kwargs)
-            server = self.servers[(first + offset) % len(self.servers)]
             for k in range(per_request):
                 params = {
                     "temperature": settings.temperature,
@@ -177,32 +144,97 @@ class ReplicaGenerator(BatchedGenerator):
                     "logprobs": False,
                 }
                 if settings.seed is not None and not settings.greedy:
+                    # The seed follows the request's place in the run, not the batch it lands in.
                     params["seed"] = settings.seed + (first + offset) * SEED_STRIDE + k
-                calls.append(
-                    server.generate.remote(
-                        prompt_ids=prompt_ids,
-                        sampling_params=params,
-                        request_id=uuid.uuid4().hex,
-                        image_data=images or None,
-                        mm_processor_kwargs=pixel_kwargs or None,
-                    )
-                )
+                message = {
+                    "prompt_ids": prompt_ids,
+                    "sampling_params": params,
+                    "request_id": uuid.uuid4().hex,
+                    "image_data": images or None,
+                    "mm_processor_kwargs": pixel_kwargs or None,
+                }
+                calls.append(self._send(first + offset, message))
         outputs = await asyncio.gather(*calls)
         texts = [self.tokenizer.decode(o.token_ids, skip_special_tokens=True) for o in outputs]
         grouped = [texts[i * per_request : (i + 1) * per_request] for i in range(len(requests))]
         return [group * settings.n if per_request == 1 else group for group in grouped]
 
     def close(self) -> None:
+        """Close the event loop (subclasses also release their servers)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.close()
+
+
+class ReplicaGenerator(ServerGenerator):
+    """Starts standalone verl rollout replicas and completes requests on them (``close`` stops them)."""
+
+    def __init__(self, cfg: DictConfig, config: Optional[BackendConfig] = None):
+        import ray
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import HFModelConfig
+        from verl.workers.rollout.replica import get_rollout_replica_class
+
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        rollout_cfg = cfg.actor_rollout_ref.rollout
+        model_cfg = cfg.actor_rollout_ref.model
+        self.name = str(rollout_cfg.name)
+        self.num_replicas = replica_count(cfg)
+        self.replicas: list[Any] = []
+        self.own_ray = not ray.is_initialized()
+        if self.own_ray:
+            init = dict((cfg.get("ray_kwargs", {}) or {}).get("ray_init", {}) or {})
+            init = {k: v for k, v in init.items() if v is not None and k != "timeline_json_file"}
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, **init)
+        if self.name == "hf":
+            # Each hf server is one torch process: share the node's cores among the replicas.
+            custom = dict(rollout_cfg.get("custom") or {})
+            cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+            custom.setdefault("num_threads", max(1, cpus // self.num_replicas))
+            rollout_cfg.custom = custom
+        super().__init__(omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig), config)
+        replica_cls = get_rollout_replica_class(self.name)
+        # Server actors are named by replica rank: a suffix keeps two generators (or a trainer) apart.
+        suffix = f"gen_{uuid.uuid4().hex[:8]}"
+        self.replicas = [
+            replica_cls(
+                replica_rank=rank,
+                config=rollout_cfg,
+                model_config=model_cfg,
+                gpus_per_node=int(cfg.trainer.n_gpus_per_node),
+                name_suffix=suffix,
+            )
+            for rank in range(self.num_replicas)
+        ]
+        try:
+            self.run(self._start())
+        except BaseException:
+            self.close()
+            raise
+        self.servers = [r.server_handle for r in self.replicas]
+        logger.info(
+            "generation: %d %s replica(s) of %s (tensor parallel %d)",
+            self.num_replicas,
+            self.name,
+            model_cfg.path,
+            int(rollout_cfg.tensor_model_parallel_size),
+        )
+
+    async def _start(self) -> None:
+        await asyncio.gather(*[r.init_standalone() for r in self.replicas])
+
+    async def _send(self, index: int, request: dict[str, Any]) -> Any:
+        # Consecutive requests go to consecutive replicas; each server batches what it receives.
+        return await self.servers[index % len(self.servers)].generate.remote(**request)
+
+    def close(self) -> None:
         """Stop the replicas' servers (and Ray, when this generator started it)."""
         import ray
 
-        for replica in getattr(self, "replicas", []):
+        for replica in self.replicas:
             for server in replica.servers:
                 ray.kill(server)
             replica.servers.clear()
-        if getattr(self, "own_ray", False) and ray.is_initialized():
+        if self.own_ray and ray.is_initialized():
             ray.shutdown()
             self.own_ray = False
-        loop = getattr(self, "_loop", None)
-        if loop is not None and not loop.is_closed():
-            loop.close()
+        super().close()

@@ -73,6 +73,8 @@ def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
 MAX_BATCH = 64
 #: How long the batcher waits for a wave of concurrent requests to arrive.
 BATCH_WAIT_S = 0.01
+#: Longest wait for a wave that keeps growing (requests with images arrive over tens of milliseconds).
+MAX_WAVE_WAIT_S = 0.25
 
 
 @dataclass
@@ -103,8 +105,14 @@ class SeededRowSampler(LogitsProcessor):
     on which requests share its batch. A request with a seed (vLLM's per-request ``seed``) must get the
     same completion however the server batches it: each row gets a ``torch.Generator`` seeded with its
     request's seed, and the usual warpers (temperature, top-k, top-p, as transformers orders them) are
-    applied before the draw. Runs after the built-in processors (repetition penalty, suppressed tokens).
+    applied before the draw. The draw is the Gumbel-max trick (argmax of scores plus Gumbel noise is a
+    sample of their softmax), with each row's noise drawn from its generator a few steps at a time, so
+    a step costs one vectorised argmax rather than one multinomial call per row. Runs after the
+    built-in processors (repetition penalty, suppressed tokens).
     """
+
+    #: Noise values drawn per refill (all rows): bounds the memory of the pre-drawn noise to ~16 MB.
+    NOISE_BUDGET = 1 << 22
 
     def __init__(self, seeds: list[int], temperature: float, top_k: int, top_p: float):
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -113,14 +121,24 @@ class SeededRowSampler(LogitsProcessor):
             self.warpers.append(TopKLogitsWarper(top_k))
         if top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
+        self.step = 0
+        self.noise: Optional[torch.Tensor] = None
+
+    def _gumbel(self, vocab: int) -> torch.Tensor:
+        chunk = max(1, self.NOISE_BUDGET // (len(self.generators) * vocab))
+        offset = self.step % chunk
+        if offset == 0:
+            uniform = torch.stack([torch.rand((chunk, vocab), generator=g) for g in self.generators])
+            self.noise = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7)))
+        self.step += 1
+        return self.noise[:, offset]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for warper in self.warpers:
             scores = warper(input_ids, scores)
-        probs = torch.softmax(scores.float(), dim=-1)
-        picked = torch.stack([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)])
+        picked = (scores.float() + self._gumbel(scores.shape[-1]).to(scores.device)).argmax(dim=-1, keepdim=True)
         out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, picked.to(scores.device), 0.0)
+        return out.scatter_(1, picked, 0.0)
 
 
 class HFRolloutServer:
@@ -232,8 +250,13 @@ class HFRolloutServer:
 
     async def _serve_pending(self) -> None:
         while self._pending:
-            # Let the other requests of this wave (n samples x prompts) arrive before batching.
-            await asyncio.sleep(BATCH_WAIT_S)
+            # Let the other requests of this wave (n samples x prompts) arrive before batching: wait while
+            # the queue still grows, so a wave is not cut into many small generate calls.
+            seen, waited = -1, 0.0
+            while len(self._pending) != seen and len(self._pending) < self.max_batch and waited < MAX_WAVE_WAIT_S:
+                seen = len(self._pending)
+                await asyncio.sleep(BATCH_WAIT_S)
+                waited += BATCH_WAIT_S
             head = self._pending[0]
             batch = [r for r in self._pending if r.key == head.key][: self.max_batch]
             for r in batch:
@@ -307,6 +330,7 @@ class HFRolloutServer:
             )
             gen_params = {**params, "temperature": 0.0}  # greedy over the one token the sampler left
         gen_config = build_generation_config(gen_params, batch[0].max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
+        gen_config.output_logits = bool(params.get("logprobs"))
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=gen_config, logits_processor=processors)
         eos = set(self.eos_ids) if not params.get("ignore_eos") else set()
@@ -316,7 +340,13 @@ class HFRolloutServer:
             # Rows that finished early are padded to the longest: cut after the first EOS.
             stop = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
             tokens = tokens[:stop]
-            results.append((tokens, self._log_probs([step[row : row + 1] for step in out.logits], tokens, temperature)))
+            # Log-probs only when asked (training asks; synthesis and evaluation do not).
+            log_probs = (
+                self._log_probs([step[row : row + 1] for step in out.logits], tokens, temperature)
+                if params.get("logprobs")
+                else None
+            )
+            results.append((tokens, log_probs))
         return results
 
     def _log_probs(self, logits: list[torch.Tensor], token_ids: list[int], temperature: float) -> list[float]:
