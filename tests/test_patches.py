@@ -316,3 +316,43 @@ def test_the_advantage_wrap_runs_the_hook_first_and_only_on_that_trainer():
     assert trainer.calls == [("hook", "b"), ("advantage", "b!")]
     other._compute_advantage("c", {})
     assert other.calls == [("advantage", "c")]
+
+
+def test_every_new_prompt_still_passes_through_next_train_batch():
+    """The facts patch 5 rests on: the step's batch and the refills both come from ``_next_train_batch``."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    assert "self._next_train_batch()" in inspect.getsource(PPOTrainer._add_batch_to_generate)
+    assert "self._next_train_batch(num_prompts)" in inspect.getsource(PPOTrainer._add_prompts_to_generate)
+    # The step's prompts are fetched before its rollouts, after the previous step's weight sync.
+    assert "self._add_batch_to_generate()" in inspect.getsource(PPOTrainer.prepare_step)
+    # A v1 dataset has no per-batch hook any more (the legacy trainer's on_batch_end).
+    assert "on_batch_end" not in inspect.getsource(PPOTrainer)
+
+
+def test_the_next_batch_wrap_routes_through_the_hook_and_only_on_that_trainer():
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    from verl_ext.patches import run_around_next_batch
+
+    class Trainer(PPOTrainer):
+        def __init__(self):  # no verl setup: only the method the wrap touches
+            pass
+
+        def _next_train_batch(self, num_prompts=None):
+            return ["row"] * (num_prompts or 2)
+
+        on_sample_end = on_step_end = lambda self: None
+
+    trainer, other = Trainer(), Trainer()
+    seen = []
+
+    def hook(original, num_prompts):
+        seen.append(num_prompts)
+        return original(num_prompts) + ["synthesized"]
+
+    assert run_around_next_batch(trainer, hook) is True
+    assert run_around_next_batch(trainer, hook) is False  # once per trainer
+    assert trainer._next_train_batch() == ["row", "row", "synthesized"]
+    assert trainer._next_train_batch(1) == ["row", "synthesized"] and seen == [None, 1]
+    assert other._next_train_batch() == ["row", "row"]

@@ -2,7 +2,8 @@
 
 ``tests/test_patches.py`` fails when the code they work around changes. Patches 1 and 2 are
 installed only on verl-ext's CPU platform; patch 3 everywhere, when the module it patches loads;
-patch 4 only on the trainer instance of a run that asks for the entropy reward.
+patch 4 only on the trainer instance of a run that asks for the entropy reward, patch 5 only on
+the trainer instance of a run with online synthesis.
 
 1. The gloo backend string. ``verl.utils.distributed.initialize_global_process_group_ray`` (verl 0.9.1) always builds the
 backend string ``f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"``. On the CPU platform that
@@ -38,6 +39,16 @@ sampler therefore reaches its own trainer (the ``refill_fn`` verl hands every sa
 trainer's bound method) and wraps that one instance's ``_compute_advantage``: nothing global is
 replaced, and runs that do not ask for it are untouched. Installed only by ``MajorityVoteReplayBuffer``
 when the entropy reward is configured.
+
+5. New prompts between steps. Online synthesis (``verl_ext.trainer.online_synthesis``) must run a
+synthesis round on the rollout servers between a step's weight sync and the next step's rollouts,
+and put the questions it kept into the next batches. verl 0.9.1's v1 trainer has no dataset hook
+for this (the legacy trainer's ``train_dataset.on_batch_end`` is gone; ``data.custom_cls`` builds the
+dataset once, before any server exists, and its rows are fixed by the dataloader's sampler). Every
+batch of new prompts passes through ``trainer._next_train_batch`` (the step's batch and the replay
+buffer's refills alike), right after the previous step's weights reached the servers. The sampler
+reaches its own trainer (as in patch 4) and wraps that one instance's ``_next_train_batch``; runs
+without online synthesis are untouched.
 """
 
 from __future__ import annotations
@@ -184,4 +195,19 @@ def run_before_advantages(trainer, hook) -> bool:
 
     setattr(_compute_advantage, _PATCH_MARKER, True)
     trainer._compute_advantage = _compute_advantage
+    return True
+
+
+def run_around_next_batch(trainer, hook) -> bool:
+    """Route ``trainer._next_train_batch(n)`` through ``hook(original, n)``; False if already done."""
+    original = trainer._next_train_batch
+    if getattr(original, _PATCH_MARKER, False):
+        return False
+
+    @functools.wraps(original)
+    def _next_train_batch(num_prompts=None):
+        return hook(original, num_prompts)
+
+    setattr(_next_train_batch, _PATCH_MARKER, True)
+    trainer._next_train_batch = _next_train_batch
     return True

@@ -85,5 +85,10 @@ def test_each_reward_is_one_override_on_a_stock_grpo_recipe(option, capsys):
     check_vote_enabled(cfg)
     vote = vote_config_from(cfg)
     expected = {"majority_vote": ("majority_vote", False), "soft_vote": ("majority_vote", True),
-                "token_entropy": ("token_entropy", False)}
+                "token_entropy": ("token_entropy", False), "online_synthesis": ("majority_vote", False)}
     assert (vote.reward, vote.soft) == expected[option]
+    if option == "online_synthesis":
+        from verl_ext.data.online_synthesis import OnlineSynthesisConfig, settings_problem
+
+        assert settings_problem(cfg) is None and OnlineSynthesisConfig.from_config(cfg).every > 0
+        assert cfg.trainer.v1.sampler.custom_sampler.name.endswith("MajorityVoteReplayBuffer")

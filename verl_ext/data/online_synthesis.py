@@ -1,0 +1,320 @@
+"""Online synthesis: every K steps the policy being trained writes new questions, and later steps train on them.
+
+Beyond the paper (which synthesizes once, offline, with the SFT model). A round after step K runs the
+offline pipeline of :mod:`verl_ext.data.synthesize` unchanged (same prompt templates, filters,
+answerability vote, shard files and manifest) on a window of the seed rows, but its requests go to the
+trainer's own rollout servers through the trainer's LLM client: the questions come from the weights
+just trained, on the engine that serves the rollouts. The kept questions go into a pool; from step K+1
+on, a share of each training batch's prompts is taken from the pool (the dataloader's rows they replace
+are skipped for this pass).
+
+Each round writes ``<out_dir>/round-<K>/`` (shards, ``train.parquet``, manifest) with provenance in
+``extra_info`` (``synthesis_step``, ``strategy``, ``seed_file``, ``seed_row``, ``answerability``), so a run
+can be audited; a resumed run reloads the rounds before its step into the pool and reruns a round that
+did not finish (the synthesis manifest resumes it shard by shard).
+
+Hooked into verl's v1 trainer by :class:`SynthesizingMajorityVoteReplayBuffer`, the vote's replay buffer
+(the component verl builds from ``trainer.v1.sampler.custom_sampler``) plus this: it wraps its trainer's
+``_next_train_batch`` (patch 5 in :mod:`verl_ext.patches`) and adds the rounds' metrics to the step's.
+Switched on with ``+mmupt=online_synthesis``; settings under ``online_synthesis``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from verl_ext.data.synth_filters import FilterSettings
+from verl_ext.data.synthesize import STRATEGIES, SynthesizeConfig, synthesize
+from verl_ext.generation.base import BackendConfig
+from verl_ext.generation.replicas import ServerGenerator
+from verl_ext.patches import run_around_next_batch
+from verl_ext.trainer.vote_buffer import MajorityVoteReplayBuffer
+from verl_ext.voting.settings import from_mapping
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+PREFIX = "mmupt/synth/"
+ROUND_DIR = re.compile(r"^round-(\d+)$")
+
+
+@dataclass
+class OnlineSynthesisConfig:
+    """Settings of ``online_synthesis`` (``+mmupt=online_synthesis`` sets them with their defaults)."""
+
+    every: int = 0
+    """Run a round after every K-th training step (0: off)."""
+    seeds: list[str] = field(default_factory=list)
+    """Seed parquet files (row layout) whose images the questions are about; empty: ``data.train_files``."""
+    seeds_per_round: int = 8
+    """Seed rows per round; round r takes the next window of rows, wrapping around at the end."""
+    strategy: str = "in_context"
+    """``in_context`` (image + question + answer) or ``direct`` (image only)."""
+    prompt: Optional[str] = None
+    """Synthesis template name or file (None: ``synth_<strategy>``)."""
+    num_per_seed: int = 1
+    """Questions written per seed row."""
+    temperature: float = 1.0
+    """Sampling temperature of question writing."""
+    max_new_tokens: int = 128
+    """Longest question completion in tokens."""
+    answerability_k: int = 0
+    """Answers sampled per question for the answerability vote; 0 turns it off."""
+    answerability_threshold: float = 0.5
+    """Keep a question when the majority ratio of its answers reaches this."""
+    answer_temperature: float = 1.0
+    """Sampling temperature of the answerability answers."""
+    answer_max_new_tokens: int = 256
+    """Longest answerability answer in tokens."""
+    answer_style: str = "boxed"
+    """How the answerability vote reads answers: ``boxed``, ``answer_tag`` or ``choice``."""
+    min_question_chars: int = FilterSettings.min_chars
+    """Shortest question kept, in characters."""
+    max_question_chars: int = FilterSettings.max_chars
+    """Longest question kept, in characters."""
+    share: float = 0.5
+    """Share of each later batch's prompts taken from the pool (when the pool has questions)."""
+    out_dir: Optional[str] = None
+    """Where the rounds are written (None: ``<trainer.default_local_dir>/online_synthesis``)."""
+    seed: int = 0
+    """Sampling seed of round K is ``seed + K``."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"every must be >= 0, got {self.every}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for name in ("seeds_per_round", "num_per_seed", "max_new_tokens", "answer_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {self.share}")
+        if not 0.0 <= self.answerability_threshold <= 1.0:
+            raise ValueError(f"answerability_threshold must be in [0, 1], got {self.answerability_threshold}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "OnlineSynthesisConfig":
+        """The settings of a full verl config (the ``online_synthesis`` section; absent: off)."""
+        section = OmegaConf.select(config, "online_synthesis", default=None)
+        values = OmegaConf.to_container(section, resolve=True) if section is not None else {}
+        return from_mapping(cls, values, "online_synthesis")
+
+    def synthesize_config(self, seeds: list[Path], out: Path, step: int, first_seed: int) -> SynthesizeConfig:
+        """The offline pipeline's settings for the round after ``step``."""
+        return SynthesizeConfig(
+            seeds=tuple(seeds),
+            out=out,
+            model=f"policy@step{step}",
+            strategy=self.strategy,
+            prompt=self.prompt,
+            num_per_seed=self.num_per_seed,
+            shard_size=self.seeds_per_round,
+            max_seeds=self.seeds_per_round,
+            first_seed=first_seed,
+            round_step=step,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed + step,
+            filters=FilterSettings(min_chars=self.min_question_chars, max_chars=self.max_question_chars),
+            answerability_k=self.answerability_k,
+            answerability_threshold=self.answerability_threshold,
+            answer_temperature=self.answer_temperature,
+            answer_max_new_tokens=self.answer_max_new_tokens,
+            answer_style=self.answer_style,
+            merge=True,
+        )
+
+
+class TrainerServerGenerator(ServerGenerator):
+    """Requests through the trainer's LLM client: the servers (and weights) the rollouts use."""
+
+    def __init__(self, trainer: Any, config: BackendConfig):
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import HFModelConfig
+
+        super().__init__(omega_conf_to_dataclass(trainer.config.actor_rollout_ref.model, dataclass_type=HFModelConfig), config)
+        self.client = trainer.get_llm_client()
+
+    async def _send(self, index: int, request: dict[str, Any]) -> Any:
+        request_id = request.pop("request_id")
+        return await self.client.generate(request_id, **request)
+
+
+class OnlineSynthesis:
+    """The rounds, the pool and the batch mixing of one training run."""
+
+    def __init__(self, trainer: Any, settings: OnlineSynthesisConfig):
+        self.trainer = trainer
+        self.settings = settings
+        config = trainer.config
+        files = settings.seeds or config.data.train_files
+        if OmegaConf.is_config(files):
+            files = OmegaConf.to_container(files, resolve=True)
+        self.seeds = [Path(f) for f in ([files] if isinstance(files, str) else files)]
+        default_dir = Path(str(config.trainer.default_local_dir)) / "online_synthesis"
+        self.out_dir = Path(settings.out_dir) if settings.out_dir else default_dir
+        self.pool: list[dict[str, Any]] = []
+        self.cursor = 0
+        self.rounds_done: set[int] = set()
+        self.loaded = False
+        self.pending: dict[str, float] = {}
+        self.generator: Optional[TrainerServerGenerator] = None
+        self.total_seeds: Optional[int] = None
+
+    # ---------------------------------------------------------------- rounds
+
+    def _seed_rows(self) -> int:
+        if self.total_seeds is None:
+            import pyarrow.parquet as pq
+
+            self.total_seeds = sum(pq.ParquetFile(p).metadata.num_rows for p in self.seeds)
+        return self.total_seeds
+
+    def _round_dir(self, step: int) -> Path:
+        return self.out_dir / f"round-{step}"
+
+    def _load_rows(self, path: Path) -> list[dict[str, Any]]:
+        """The rows of a round file as the train dataset serves them (same processing as every prompt)."""
+        from verl.trainer.ppo.utils import create_rl_dataset
+
+        t = self.trainer
+        dataset = create_rl_dataset([str(path)], t.config.data, t.tokenizer, t.processor, is_train=True)
+        return [dataset[i] for i in range(len(dataset))]
+
+    def resume(self, step: int) -> None:
+        """Put the finished rounds before ``step`` into the pool (a resumed run trains on them again)."""
+        self.loaded = True
+        if not self.out_dir.is_dir():
+            return
+        for child in sorted(self.out_dir.iterdir(), key=lambda p: p.name):
+            match = ROUND_DIR.match(child.name)
+            merged = child / "train.parquet"
+            if match and int(match.group(1)) < step and merged.is_file():
+                self.pool += self._load_rows(merged)
+                self.rounds_done.add(int(match.group(1)))
+        if self.pool:
+            logger.info("online synthesis: %d question(s) from %d earlier round(s) in the pool", len(self.pool), len(self.rounds_done))
+
+    def run_round(self, step: int) -> dict[str, float]:
+        """Synthesize with the current policy after ``step``; the kept questions join the pool."""
+        s = self.settings
+        total = self._seed_rows()
+        index = step // s.every - 1
+        first = (index * s.seeds_per_round) % max(1, total)
+        if self.generator is None:
+            self.generator = TrainerServerGenerator(self.trainer, BackendConfig(batch_size=64, show_progress=False))
+        config = s.synthesize_config(self.seeds, self._round_dir(step), step, first)
+        result = synthesize(config, self.generator)
+        rows: list[dict[str, Any]] = []
+        merged = self._round_dir(step) / "train.parquet"
+        if merged.is_file():
+            rows = self._load_rows(merged)
+        self.pool += rows
+        self.rounds_done.add(step)
+        answerability = [
+            float(r["extra_info"]["answerability"])
+            for r in rows
+            if isinstance(r.get("extra_info"), dict) and r["extra_info"].get("answerability") is not None
+        ]
+        metrics = {
+            f"{PREFIX}round_step": float(step),
+            f"{PREFIX}seed_rows": float(result.seeds),
+            f"{PREFIX}written": float(result.candidates),
+            f"{PREFIX}kept": float(len(rows)),
+            f"{PREFIX}answerability": sum(answerability) / len(answerability) if answerability else float("nan"),
+        }
+        dropped: Counter = Counter(result.dropped)
+        for reason, count in sorted(dropped.items()):
+            metrics[f"{PREFIX}dropped/{reason}"] = float(count)
+        logger.info(
+            "online synthesis after step %d: %d written, %d kept (%s), pool %d",
+            step,
+            result.candidates,
+            len(rows),
+            ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none dropped",
+            len(self.pool),
+        )
+        return metrics
+
+    # ---------------------------------------------------------------- batches
+
+    def next_train_batch(self, original: Any, num_prompts: Optional[int] = None) -> Any:
+        """``trainer._next_train_batch`` with a round first when one is due, and pool questions mixed in."""
+        import numpy as np
+        from verl.utils import tensordict_utils as tu
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        step = int(self.trainer.global_steps)
+        if not self.loaded:
+            self.resume(step)
+        done = step - 1
+        if self.settings.every and done >= 1 and done % self.settings.every == 0 and done not in self.rounds_done:
+            self.pending.update(self.run_round(done))
+        batch = original(num_prompts)
+        take = min(len(self.pool), int(round(self.settings.share * len(batch))))
+        if take:
+            items = [self.pool[(self.cursor + i) % len(self.pool)] for i in range(take)]
+            self.cursor = (self.cursor + take) % len(self.pool)
+            extra = collate_fn([dict(item) for item in items])
+            extra["uid"] = np.array([str(uuid.uuid4()) for _ in range(take)], dtype=object)
+            kept = tu.index_select_tensor_dict(batch, list(range(len(batch) - take)))
+            kept.pop("global_steps", None)  # batch-level, not per row: set again on the mixed batch
+            batch = tu.concat_tensordict([kept, tu.get_tensordict(extra)]) if len(kept) else tu.get_tensordict(extra)
+            tu.assign_non_tensor_data(batch, "global_steps", self.trainer.global_steps)
+        self.pending[f"{PREFIX}pool_size"] = float(len(self.pool))
+        self.pending[f"{PREFIX}batch_from_pool"] = float(self.pending.get(f"{PREFIX}batch_from_pool", 0.0) + take)
+        return batch
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics gathered since the last call (a round's, and the pool's)."""
+        out, self.pending = self.pending, {}
+        return out
+
+
+def settings_problem(config: Any) -> Optional[str]:
+    """Why the ``online_synthesis`` settings of a verl config cannot run (None when they can)."""
+    try:
+        settings = OnlineSynthesisConfig.from_config(config)
+    except (ValueError, TypeError) as err:
+        return f"online_synthesis: {str(err).splitlines()[0]}"
+    if settings.every and OmegaConf.select(config, "reward.reward_manager.name", default=None) != "majority_vote":
+        return "online_synthesis needs the majority vote (+mmupt=online_synthesis includes it): its questions have no labels"
+    return None
+
+
+class SynthesizingMajorityVoteReplayBuffer(MajorityVoteReplayBuffer):
+    """The vote's replay buffer, plus online synthesis rounds on its trainer (``online_synthesis.every > 0``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.synthesis: Optional[OnlineSynthesis] = None
+        if self.trainer is None:
+            raise ValueError("online synthesis needs verl's v1 trainer (it builds this sampler)")
+        settings = OnlineSynthesisConfig.from_config(self.trainer.config)
+        if settings.every:
+            self.synthesis = OnlineSynthesis(self.trainer, settings)
+            run_around_next_batch(self.trainer, self.synthesis.next_train_batch)
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
+        if self.synthesis is not None and partition_id != "val":
+            metrics.update(self.synthesis.metrics())
+        return batch, metrics
+
+
+__all__ = [
+    "OnlineSynthesis",
+    "OnlineSynthesisConfig",
+    "SynthesizingMajorityVoteReplayBuffer",
+    "TrainerServerGenerator",
+    "settings_problem",
+]
