@@ -8,7 +8,8 @@ Overrides:
 - ``key=value``: set an existing key. The value is read as YAML, as EasyR1 reads it, so
   ``data.format_prompt=\\boxed{}`` stays a string and ``trainer.logger=[console]`` is a list.
 - ``+key=value``, ``++key=value``, ``~key``, ``hydra.*`` keys and config-group choices
-  (``group/sub=option``) use Hydra's override grammar, as with ``python -m verl.trainer.main_ppo``.
+  (``group/sub=option``, and ``mmupt=option`` to change a recipe's ``mmupt`` choice) use Hydra's
+  override grammar, as with ``python -m verl.trainer.main_ppo``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ PATH_KEYS = (
 OUTPUT_KEYS = {"trainer.default_local_dir", "trainer.rollout_data_dir", "trainer.validation_data_dir"}
 
 
+#: verl-ext's config groups: ``mmupt=online_synthesis`` changes a recipe's choice (Hydra's override).
+CONFIG_GROUPS = frozenset(
+    p.name for p in (Path(__file__).resolve().parent / "config").iterdir() if p.is_dir() and not p.name.startswith("_")
+)
+
+
 class CLIError(Exception):
     """A problem with the command line, reported as one line."""
 
@@ -94,7 +101,7 @@ def split_args(argv: Sequence[str]) -> tuple[Path, list[str], list[str]]:
         key, sep, _ = arg.partition("=")
         if not sep or not key.lstrip("+"):
             raise CLIError(f"malformed override {arg!r}: expected key=value")
-        if key.startswith("+") or key.startswith("hydra.") or "/" in key or "@" in key:
+        if key.startswith("+") or key.startswith("hydra.") or "/" in key or "@" in key or key in CONFIG_GROUPS:
             hydra_style.append(arg)
         else:
             if not all(part.isidentifier() or part.isdigit() for part in key.split(".")):

@@ -226,3 +226,48 @@ def test_labelled_rows_get_the_rule_reward_and_the_others_the_vote(tmp_path):
                 expected = vote([extract_answer(r["output"]) for r in group]).rewards
             assert [r["score"] for r in group] == pytest.approx(expected)
     assert seen["labelled"] and seen["unlabelled"], seen
+
+
+def test_online_synthesis_questions_are_trained_on_after_their_round(tmp_path):
+    """The quickstart with ``mmupt=online_synthesis``: the policy writes questions after step 1, steps 2-3 train on them."""
+    import pyarrow.parquet as pq
+
+    dump, ckpt = tmp_path / "rollouts", tmp_path / "ckpt"
+    out = run_recipe(
+        "quickstart",
+        [
+            "mmupt=online_synthesis",
+            f"trainer.default_local_dir={ckpt}",
+            f"trainer.rollout_data_dir={dump}",
+            "trainer.total_training_steps=3",
+            "trainer.save_freq=-1",
+            "online_synthesis.every=1",
+            "online_synthesis.seeds_per_round=4",
+            "online_synthesis.prompt=synth_in_context_short",  # the template the toy SFT data taught
+            "online_synthesis.max_new_tokens=48",
+        ],
+        tmp_path,
+        timeout=1400,
+    )
+    steps = step_metrics(out)
+    assert set(steps) >= {1, 2, 3}
+    assert "mmupt/synth/kept" not in steps[1] and steps[1]["mmupt/synth/pool_size"] == 0
+    assert steps[1]["mmupt/synth/batch_from_pool"] == 0
+
+    first_round = pq.read_table(ckpt / "online_synthesis" / "round-1" / "train.parquet").to_pylist()
+    kept = len(first_round)
+    assert kept >= 1, "the toy SFT model wrote no usable question"
+    assert all(r["extra_info"]["synthesis_step"] == 1 for r in first_round)
+    assert all(r["extra_info"]["strategy"] == "in_context" for r in first_round)
+    # Counted in the metrics of the step that follows the round.
+    assert steps[2]["mmupt/synth/round_step"] == 1 and steps[2]["mmupt/synth/written"] == 4
+    assert steps[2]["mmupt/synth/kept"] == kept and steps[2]["mmupt/synth/pool_size"] == kept
+    assert steps[2]["mmupt/synth/batch_from_pool"] == min(kept, 2)  # share 0.5 of 4 prompts
+    assert steps[3]["mmupt/synth/round_step"] == 2
+
+    def inputs(step: int) -> str:
+        return "\n".join(json.loads(line)["input"] for line in (dump / f"{step}.jsonl").read_text().splitlines())
+
+    questions = {r["extra_info"]["question"] for r in first_round}
+    assert not any(q in inputs(1) for q in questions)
+    assert sum(q in inputs(2) for q in questions) == min(kept, 2)

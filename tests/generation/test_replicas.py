@@ -251,3 +251,42 @@ def test_text_only_model(generator, text_model_dir):
         text.close()
     # The first generator still serves.
     assert generator.generate(requests()[1:2], SamplingSettings(n=1, temperature=0, max_new_tokens=2))
+
+
+def test_two_replicas_share_one_synthesis_run(generator, varied_model_dir, tmp_path):
+    """``replicas=2``: both hf servers answer requests of one synthesis run, which keeps what one replica keeps."""
+    import zlib
+
+    import pyarrow.parquet as pq
+    import ray
+
+    from verl_ext.data.synthesize import SynthesizeConfig, synthesize
+    from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+
+    class Tagged:
+        """The model's (random) text, wrapped in the question tags so the real filters keep it."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def generate(self, requests, settings, *, on_batch=None):
+            out = self.inner.generate(requests, settings, on_batch=on_batch)
+            return [[f"<question>What is shown, case {zlib.crc32(t.encode())}?</question>" for t in texts] for texts in out]
+
+    seeds = write_dataset(tmp_path / "seeds", VisualMathConfig(n_train=6, n_test=1))["train"]
+
+    def run(gen, out):
+        config = SynthesizeConfig(seeds=(seeds,), out=tmp_path / out, model="test", num_per_seed=2, shard_size=3,
+                                  temperature=0.0, max_new_tokens=6)
+        result = synthesize(config, Tagged(gen))
+        return [row["prompt"] for f in result.files for row in pq.read_table(f).to_pylist()]
+
+    two = make_generator("hf", str(varied_model_dir), BackendConfig(replicas=2, show_progress=False))
+    try:
+        assert two.num_replicas == 2 and len(two.servers) == 2
+        rows_two = run(two, "two")
+        served = ray.get([s.served_requests.remote() for s in two.servers])
+    finally:
+        two.close()
+    assert all(n > 0 for n in served) and sum(served) == 6  # greedy: one request per seed row
+    assert rows_two == run(generator, "one") and len(rows_two) == 6

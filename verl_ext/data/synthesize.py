@@ -1073,6 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (vLLM on a GPU, else hf), hf or vllm")
     g.add_argument("--batch-size", type=int, default=8, help="requests per backend call (default: 8)")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model (default: 1)")
+    g.add_argument("--replicas", type=int, default=1, help="rollout replicas (data parallel over the cluster's devices)")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM: GPU memory share (default: 0.9)")
     g.add_argument("--max-model-len", type=int, help="vLLM: longest prompt + completion in tokens")
     g.add_argument("--max-images-per-prompt", type=int, default=1, help="vLLM: most images in one seed row")
@@ -1113,6 +1114,7 @@ def config_from_args(args: argparse.Namespace) -> SynthesizeConfig:
             dtype=args.dtype,
             device=args.device,
             tensor_parallel_size=args.tensor_parallel_size,
+            replicas=args.replicas,
             gpu_memory_utilization=args.gpu_memory_utilization,
             max_model_len=args.max_model_len,
             max_images_per_prompt=args.max_images_per_prompt,

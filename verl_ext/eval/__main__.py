@@ -457,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default=backend.dtype)
     g.add_argument("--device", default=None, help="hf backend device (default: cuda if available)")
     g.add_argument("--tensor-parallel-size", type=int, default=backend.tensor_parallel_size)
+    g.add_argument("--replicas", type=int, default=1, help="rollout replicas (data parallel over the cluster's devices)")
     g.add_argument("--gpu-memory-utilization", type=float, default=backend.gpu_memory_utilization)
     g.add_argument("--max-model-len", type=int, default=None)
     g.add_argument("--enforce-eager", action="store_true")
@@ -511,6 +512,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             device=args.device,
             trust_remote_code=args.trust_remote_code,
             tensor_parallel_size=args.tensor_parallel_size,
+            replicas=args.replicas,
             gpu_memory_utilization=args.gpu_memory_utilization,
             max_model_len=args.max_model_len,
             enforce_eager=args.enforce_eager,

@@ -112,8 +112,9 @@ class SamplingSettings:
 class BackendConfig:
     """How a backend loads the model and batches requests."""
 
-    batch_size: int = 8
-    """Requests per backend call; also the unit of progress reporting and of ``on_batch`` callbacks."""
+    batch_size: int = 64
+    """Requests sent to the replicas at once; also the unit of progress reporting and of ``on_batch``
+    callbacks (each replica's server batches what reaches it)."""
     min_pixels: Optional[int] = None
     """Smallest image area after the processor's resize (None: the processor's own setting)."""
     max_pixels: Optional[int] = None
@@ -125,7 +126,10 @@ class BackendConfig:
     trust_remote_code: bool = False
     """Allow model repositories' own Python code."""
     tensor_parallel_size: int = 1
-    """vLLM: GPUs one model is sharded over."""
+    """Devices one replica's model is sharded over (vLLM's tensor parallelism)."""
+    replicas: int = 1
+    """Rollout replicas serving the requests (data parallel), each on ``tensor_parallel_size`` devices,
+    placed by Ray anywhere in the cluster."""
     gpu_memory_utilization: float = 0.9
     """vLLM: share of each GPU's memory the engine may take."""
     max_model_len: Optional[int] = None
@@ -148,6 +152,8 @@ class BackendConfig:
             raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be >= 1; got {self.tensor_parallel_size}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1; got {self.replicas}")
         if self.max_images_per_prompt < 0:
             raise ValueError(f"max_images_per_prompt must be >= 0; got {self.max_images_per_prompt}")
 

@@ -43,7 +43,8 @@ def rollout_overrides(config: BackendConfig) -> list[str]:
     rollout = "actor_rollout_ref.rollout"
     out = [
         f"{rollout}.tensor_model_parallel_size={config.tensor_parallel_size}",
-        f"trainer.n_gpus_per_node={config.tensor_parallel_size}",
+        # Replicas = devices / tensor parallel size (verl's rule); Ray places each replica's pool.
+        f"trainer.n_gpus_per_node={config.tensor_parallel_size * config.replicas}",
         f"{rollout}.gpu_memory_utilization={config.gpu_memory_utilization}",
         f"{rollout}.enforce_eager={str(config.enforce_eager).lower()}",
         f"actor_rollout_ref.model.trust_remote_code={str(config.trust_remote_code).lower()}",
@@ -61,7 +62,7 @@ def make_generator(
     config: Optional[BackendConfig] = None,
     **overrides: Any,
 ) -> BatchedGenerator:
-    """Start one rollout replica of ``model_path`` on the chosen engine; ``overrides`` replace fields of ``config``."""
+    """Start ``config.replicas`` rollout replicas of ``model_path`` on the chosen engine; ``overrides`` replace fields of ``config``."""
     from verl_ext.generation.replicas import ReplicaGenerator, generation_config
 
     if not model_path:

@@ -153,6 +153,7 @@ class HFRolloutServer:
         self.node_rank = node_rank
         self.global_steps: Optional[int] = None
         self.weights_version = 0
+        self.served = 0
         self._lock = threading.Lock()
         self._pending: list[_Request] = []
         self._batcher: Optional[asyncio.Task] = None
@@ -261,6 +262,7 @@ class HFRolloutServer:
             batch = [r for r in self._pending if r.key == head.key][: self.max_batch]
             for r in batch:
                 self._pending.remove(r)
+            self.served += len(batch)
             try:
                 results = await asyncio.to_thread(self._generate_batch, batch)
             except Exception as err:  # noqa: BLE001 - each caller gets the error, the server lives on
@@ -390,6 +392,10 @@ class HFRolloutServer:
         with self._lock:
             sha = state_dict_digest(self.model.state_dict())
         return {"sha256": sha, "version": self.weights_version, "global_steps": self.global_steps}
+
+    def served_requests(self) -> int:
+        """Requests this server has generated for (for tests and debugging)."""
+        return self.served
 
     # ------------------------------------------------------------------ verl's server control API
     # vLLM frees and restores GPU memory around training; on the CPU there is nothing to free.
