@@ -237,6 +237,7 @@ def test_online_synthesis_questions_are_trained_on_after_their_round(tmp_path):
         "quickstart",
         [
             "mmupt=online_synthesis",
+            "data.train_files=${verl_ext_asset:toy-sft/data/rl/labeled.parquet}",
             f"trainer.default_local_dir={ckpt}",
             f"trainer.rollout_data_dir={dump}",
             "trainer.total_training_steps=3",
@@ -265,9 +266,13 @@ def test_online_synthesis_questions_are_trained_on_after_their_round(tmp_path):
     assert steps[2]["mmupt/synth/batch_from_pool"] == min(kept, 2)  # share 0.5 of 4 prompts
     assert steps[3]["mmupt/synth/round_step"] == 2
 
-    def inputs(step: int) -> str:
-        return "\n".join(json.loads(line)["input"] for line in (dump / f"{step}.jsonl").read_text().splitlines())
+    def prompts_without_label(step: int) -> dict[str, str]:
+        # The training rows carry labels (never read: use_labels is off); synthesized rows have none.
+        rows = [json.loads(line) for line in (dump / f"{step}.jsonl").read_text().splitlines()]
+        return {r["uid"].rsplit("_", 2)[0]: r["input"] for r in rows if r["gts"] in ("", None)}
 
     questions = {r["extra_info"]["question"] for r in first_round}
-    assert not any(q in inputs(1) for q in questions)
-    assert sum(q in inputs(2) for q in questions) == min(kept, 2)
+    assert prompts_without_label(1) == {}
+    synthesized = prompts_without_label(2)
+    assert len(synthesized) == min(kept, 2)
+    assert all(any(q in text for q in questions) for text in synthesized.values())
