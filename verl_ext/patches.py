@@ -40,7 +40,7 @@ trainer's bound method) and wraps that one instance's ``_compute_advantage``: no
 replaced, and runs that do not ask for it are untouched. Installed only by ``MajorityVoteReplayBuffer``
 when the entropy reward is configured.
 
-5. New prompts between steps. Online synthesis (``verl_ext.trainer.online_synthesis``) must run a
+5. New prompts between steps. Online synthesis (``verl_ext.data.online_synthesis``) must run a
 synthesis round on the rollout servers between a step's weight sync and the next step's rollouts,
 and put the questions it kept into the next batches. verl 0.9.1's v1 trainer has no dataset hook
 for this (the legacy trainer's ``train_dataset.on_batch_end`` is gone; ``data.custom_cls`` builds the

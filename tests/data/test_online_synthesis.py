@@ -175,3 +175,36 @@ def test_a_resumed_run_reloads_earlier_rounds_and_does_not_redo_them(tmp_path, s
     # Round 2 took the second window of seeds.
     rows = pq.read_table(Path(cfg.trainer.default_local_dir) / "online_synthesis" / "round-2" / "train.parquet").to_pylist()
     assert sorted(r["extra_info"]["seed_row"] for r in rows) == [2, 3]
+
+
+class BrokenWriter:
+    def generate(self, requests, settings, *, on_batch=None):
+        raise RuntimeError("server gone")
+
+
+def test_a_failed_round_is_reported_and_training_goes_on(tmp_path, seeds, tiny_model_dir):
+    cfg = make_config(tmp_path, seeds, tiny_model_dir, "online_synthesis.every=1", "online_synthesis.seeds_per_round=2")
+    trainer = StandInTrainer(cfg, tiny_model_dir)
+    synthesis = OnlineSynthesis(trainer, OnlineSynthesisConfig.from_config(cfg))
+    synthesis.generator = BrokenWriter()
+    trainer.global_steps = 2
+    batch = synthesis.next_train_batch(trainer._next_train_batch, None)
+    metrics = synthesis.metrics()
+    assert len(batch["uid"]) == cfg.data.train_batch_size and metrics[f"{PREFIX}failed"] == 1.0
+    assert metrics[f"{PREFIX}kept"] == 0 and synthesis.pool == [] and 1 not in synthesis.rounds_done
+
+
+def test_pool_rows_take_the_training_files_columns(tmp_path, seeds, tiny_model_dir):
+    """Training files with a column synthesized rows lack still mix (the column is empty on pool rows)."""
+    import pyarrow as pa
+
+    table = pq.read_table(seeds)
+    wider = tmp_path / "wider.parquet"
+    pq.write_table(table.append_column("difficulty", pa.array(["easy"] * len(table))), wider)
+    cfg = make_config(tmp_path, wider, tiny_model_dir, "online_synthesis.every=1", "online_synthesis.seeds_per_round=2")
+    trainer = StandInTrainer(cfg, tiny_model_dir)
+    synthesis = OnlineSynthesis(trainer, OnlineSynthesisConfig.from_config(cfg))
+    synthesis.generator = QuestionWriter()
+    trainer.global_steps = 2
+    batch = synthesis.next_train_batch(trainer._next_train_batch, None)
+    assert list(batch["difficulty"])[:2] == ["easy", "easy"] and list(batch["difficulty"])[2:] == [None, None]

@@ -49,14 +49,15 @@ ROUND_DIR = re.compile(r"^round-(\d+)$")
 
 @dataclass
 class OnlineSynthesisConfig:
-    """Settings of ``online_synthesis`` (``+mmupt=online_synthesis`` sets them with their defaults)."""
+    """Settings of ``online_synthesis``; ``+mmupt=online_synthesis`` sets them all, with ``every: 4`` (absent: off)."""
 
     every: int = 0
     """Run a round after every K-th training step (0: off)."""
     seeds: list[str] = field(default_factory=list)
     """Seed parquet files (row layout) whose images the questions are about; empty: ``data.train_files``."""
     seeds_per_round: int = 8
-    """Seed rows per round; round r takes the next window of rows, wrapping around at the end."""
+    """Seed rows per round; round r starts at row ``r * seeds_per_round`` modulo the seed rows (the last
+    window of a pass over the seeds may be shorter)."""
     strategy: str = "in_context"
     """``in_context`` (image + question + answer) or ``direct`` (image only)."""
     prompt: Optional[str] = None
@@ -195,12 +196,12 @@ class OnlineSynthesis:
         self.loaded = True
         if not self.out_dir.is_dir():
             return
-        for child in sorted(self.out_dir.iterdir(), key=lambda p: p.name):
-            match = ROUND_DIR.match(child.name)
+        rounds = sorted((int(m.group(1)), p) for p in self.out_dir.iterdir() if (m := ROUND_DIR.match(p.name)))
+        for round_step, child in rounds:  # by step number: round-12 after round-4
             merged = child / "train.parquet"
-            if match and int(match.group(1)) < step and merged.is_file():
+            if round_step < step and merged.is_file():
                 self.pool += self._load_rows(merged)
-                self.rounds_done.add(int(match.group(1)))
+                self.rounds_done.add(round_step)
         if self.pool:
             logger.info("online synthesis: %d question(s) from %d earlier round(s) in the pool", len(self.pool), len(self.rounds_done))
 
@@ -216,16 +217,18 @@ class OnlineSynthesis:
         result = synthesize(config, self.generator)
         rows: list[dict[str, Any]] = []
         merged = self._round_dir(step) / "train.parquet"
-        if merged.is_file():
+        if result.complete and merged.is_file():
             rows = self._load_rows(merged)
         self.pool += rows
-        self.rounds_done.add(step)
+        if result.complete:
+            self.rounds_done.add(step)
         answerability = [
             float(r["extra_info"]["answerability"])
             for r in rows
             if isinstance(r.get("extra_info"), dict) and r["extra_info"].get("answerability") is not None
         ]
         metrics = {
+            f"{PREFIX}failed": float(not result.complete),
             f"{PREFIX}round_step": float(step),
             f"{PREFIX}seed_rows": float(result.seeds),
             f"{PREFIX}written": float(result.candidates),
@@ -258,7 +261,11 @@ class OnlineSynthesis:
             self.resume(step)
         done = step - 1
         if self.settings.every and done >= 1 and done % self.settings.every == 0 and done not in self.rounds_done:
-            self.pending.update(self.run_round(done))
+            try:
+                self.pending.update(self.run_round(done))
+            except Exception as exc:  # a lost round must not end the training run
+                logger.error("online synthesis after step %d failed; training goes on without it", done, exc_info=exc)
+                self.pending[f"{PREFIX}failed"] = 1.0
         batch = original(num_prompts)
         take = min(len(self.pool), int(round(self.settings.share * len(batch))))
         if take:
@@ -268,6 +275,11 @@ class OnlineSynthesis:
             extra["uid"] = np.array([str(uuid.uuid4()) for _ in range(take)], dtype=object)
             kept = tu.index_select_tensor_dict(batch, list(range(len(batch) - take)))
             kept.pop("global_steps", None)  # batch-level, not per row: set again on the mixed batch
+            # The training files may carry columns synthesized rows lack (or the reverse): same keys as the batch.
+            for key in kept.keys():
+                if key not in extra:
+                    extra[key] = np.array([None] * take, dtype=object)
+            extra = {k: v for k, v in extra.items() if k in kept.keys()}
             batch = tu.concat_tensordict([kept, tu.get_tensordict(extra)]) if len(kept) else tu.get_tensordict(extra)
             tu.assign_non_tensor_data(batch, "global_steps", self.trainer.global_steps)
         self.pending[f"{PREFIX}pool_size"] = float(len(self.pool))
@@ -286,8 +298,17 @@ def settings_problem(config: Any) -> Optional[str]:
         settings = OnlineSynthesisConfig.from_config(config)
     except (ValueError, TypeError) as err:
         return f"online_synthesis: {str(err).splitlines()[0]}"
-    if settings.every and OmegaConf.select(config, "reward.reward_manager.name", default=None) != "majority_vote":
+    if not settings.every:
+        return None
+    if OmegaConf.select(config, "reward.reward_manager.name", default=None) != "majority_vote":
         return "online_synthesis needs the majority vote (+mmupt=online_synthesis includes it): its questions have no labels"
+    mode = OmegaConf.select(config, "trainer.v1.trainer_mode", default="sync")
+    if mode != "sync":
+        # Rounds run between a weight sync and the next rollouts, which only the sync trainer has.
+        return f"online_synthesis supports trainer.v1.trainer_mode=sync only, got {mode!r}"
+    for seed in settings.seeds:
+        if not Path(seed).is_file():
+            return f"online_synthesis.seeds: {seed} is not a parquet file"
     return None
 
 

@@ -167,7 +167,7 @@ class SynthesizeConfig:
     backend: str = "auto"
     """Generation backend: ``auto`` (vLLM on a GPU if installed, else transformers), ``hf`` or ``vllm``."""
     backend_config: BackendConfig = field(default_factory=lambda: BackendConfig(show_progress=False))
-    """Batch size, dtype, device, pixel bounds and vLLM engine settings (tensor parallel size, memory)."""
+    """Batch size, dtype, pixel bounds, replicas and engine settings (tensor parallel size, memory)."""
     temperature: float = 1.0
     """Sampling temperature of question generation."""
     top_p: float = 1.0
@@ -1076,10 +1076,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--replicas", type=int, default=1, help="rollout replicas (data parallel over the cluster's devices)")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM: GPU memory share (default: 0.9)")
     g.add_argument("--max-model-len", type=int, help="vLLM: longest prompt + completion in tokens")
-    g.add_argument("--max-images-per-prompt", type=int, default=1, help="vLLM: most images in one seed row")
     g.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs")
     g.add_argument("--dtype", default="auto", help="weights dtype: auto, bfloat16, float16, float32")
-    g.add_argument("--device", help="hf: device such as cpu or cuda:0 (default: first GPU, else CPU)")
     g.add_argument("--min-pixels", type=int, help="smallest image area after resizing")
     g.add_argument("--max-pixels", type=int, help="largest image area after resizing")
 
@@ -1112,12 +1110,10 @@ def config_from_args(args: argparse.Namespace) -> SynthesizeConfig:
             min_pixels=args.min_pixels,
             max_pixels=args.max_pixels,
             dtype=args.dtype,
-            device=args.device,
             tensor_parallel_size=args.tensor_parallel_size,
             replicas=args.replicas,
             gpu_memory_utilization=args.gpu_memory_utilization,
             max_model_len=args.max_model_len,
-            max_images_per_prompt=args.max_images_per_prompt,
             enforce_eager=args.enforce_eager,
             show_progress=False,  # the synthesis bar counts seeds; a second bar per call would only add noise
         )

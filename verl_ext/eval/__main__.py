@@ -365,9 +365,10 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
 
             generator.generate(requests, config.protocol.sampling(), on_batch=save)
         finally:
-            generator.close()
+            # The judge first: the policy's generator may own the Ray session the judge's replicas live in.
             if judge_generator is not None:
                 judge_generator.close()
+            generator.close()
             if isinstance(judge, ApiJudge):
                 judge.close()
 
@@ -455,7 +456,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=BACKENDS, default="auto")
     g.add_argument("--batch-size", type=int, default=backend.batch_size)
     g.add_argument("--dtype", default=backend.dtype)
-    g.add_argument("--device", default=None, help="hf backend device (default: cuda if available)")
     g.add_argument("--tensor-parallel-size", type=int, default=backend.tensor_parallel_size)
     g.add_argument("--replicas", type=int, default=1, help="rollout replicas (data parallel over the cluster's devices)")
     g.add_argument("--gpu-memory-utilization", type=float, default=backend.gpu_memory_utilization)
@@ -509,7 +509,6 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         backend_config=BackendConfig(
             batch_size=args.batch_size,
             dtype=args.dtype,
-            device=args.device,
             trust_remote_code=args.trust_remote_code,
             tensor_parallel_size=args.tensor_parallel_size,
             replicas=args.replicas,

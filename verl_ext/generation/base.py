@@ -121,8 +121,6 @@ class BackendConfig:
     """Largest image area after the processor's resize (None: the processor's own setting)."""
     dtype: str = "auto"
     """Weights dtype: ``auto`` (bfloat16 on a GPU, float32 on a CPU), ``bfloat16``, ``float16`` or ``float32``."""
-    device: Optional[str] = None
-    """HF backend device, e.g. ``cpu`` or ``cuda:0`` (None: the first GPU if there is one, else the CPU)."""
     trust_remote_code: bool = False
     """Allow model repositories' own Python code."""
     tensor_parallel_size: int = 1
@@ -134,8 +132,6 @@ class BackendConfig:
     """vLLM: share of each GPU's memory the engine may take."""
     max_model_len: Optional[int] = None
     """vLLM: longest prompt + completion (None: the model's maximum)."""
-    max_images_per_prompt: int = 1
-    """vLLM: most images one request may carry (the engine reserves memory for them)."""
     enforce_eager: bool = False
     """vLLM: disable CUDA graphs (slower, less memory, faster start)."""
     show_progress: bool = True
@@ -154,8 +150,6 @@ class BackendConfig:
             raise ValueError(f"tensor_parallel_size must be >= 1; got {self.tensor_parallel_size}")
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1; got {self.replicas}")
-        if self.max_images_per_prompt < 0:
-            raise ValueError(f"max_images_per_prompt must be >= 0; got {self.max_images_per_prompt}")
 
     def pixel_kwargs(self) -> dict[str, int]:
         """The image-processor keyword arguments for the pixel bounds that are set."""

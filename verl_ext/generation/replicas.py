@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 import os
 import uuid
@@ -39,8 +40,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ReplicaGenerator", "ServerGenerator", "generation_config", "replica_count"]
 
-#: Seeds of consecutive requests are this far apart, so the n completions of one never meet another's.
-SEED_STRIDE = 1_000
+def completion_seed(seed: int, request: int, k: int) -> int:
+    """The seed of completion ``k`` of request number ``request``: a hash, so no two completions share one
+    by construction (a stride would collide with the strides callers add to their base seeds)."""
+    digest = hashlib.blake2b(f"{seed}:{request}:{k}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
 def generation_config(
@@ -145,7 +149,7 @@ class ServerGenerator(BatchedGenerator):
                 }
                 if settings.seed is not None and not settings.greedy:
                     # The seed follows the request's place in the run, not the batch it lands in.
-                    params["seed"] = settings.seed + (first + offset) * SEED_STRIDE + k
+                    params["seed"] = completion_seed(settings.seed, first + offset, k)
                 message = {
                     "prompt_ids": prompt_ids,
                     "sampling_params": params,
@@ -153,8 +157,16 @@ class ServerGenerator(BatchedGenerator):
                     "image_data": images or None,
                     "mm_processor_kwargs": pixel_kwargs or None,
                 }
-                calls.append(self._send(first + offset, message))
-        outputs = await asyncio.gather(*calls)
+                calls.append(asyncio.ensure_future(self._send(first + offset, message)))
+        try:
+            outputs = await asyncio.gather(*calls)
+        except BaseException:
+            # One failed request: cancel the others, so none is left running on this loop (and the
+            # trainer's load balancer gets its servers back through the client's own cleanup).
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise
         texts = [self.tokenizer.decode(o.token_ids, skip_special_tokens=True) for o in outputs]
         grouped = [texts[i * per_request : (i + 1) * per_request] for i in range(len(requests))]
         return [group * settings.n if per_request == 1 else group for group in grouped]
@@ -170,10 +182,8 @@ class ReplicaGenerator(ServerGenerator):
 
     def __init__(self, cfg: DictConfig, config: Optional[BackendConfig] = None):
         import ray
-        from verl.utils.config import omega_conf_to_dataclass
-        from verl.workers.config import HFModelConfig
-        from verl.workers.rollout.replica import get_rollout_replica_class
 
+        self.config = config or BackendConfig()
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         rollout_cfg = cfg.actor_rollout_ref.rollout
         model_cfg = cfg.actor_rollout_ref.model
@@ -181,17 +191,29 @@ class ReplicaGenerator(ServerGenerator):
         self.num_replicas = replica_count(cfg)
         self.replicas: list[Any] = []
         self.own_ray = not ray.is_initialized()
+        self._loop = None
         if self.own_ray:
             init = dict((cfg.get("ray_kwargs", {}) or {}).get("ray_init", {}) or {})
             init = {k: v for k, v in init.items() if v is not None and k != "timeline_json_file"}
             ray.init(include_dashboard=False, logging_level=logging.WARNING, **init)
+        try:
+            self._start_replicas(cfg, rollout_cfg, model_cfg)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_replicas(self, cfg: DictConfig, rollout_cfg: DictConfig, model_cfg: DictConfig) -> None:
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import HFModelConfig
+        from verl.workers.rollout.replica import get_rollout_replica_class
+
         if self.name == "hf":
-            # Each hf server is one torch process: share the node's cores among the replicas.
+            # Standalone hf servers run on this (the driver's) node, one torch process each: share its cores.
             custom = dict(rollout_cfg.get("custom") or {})
-            cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+            cpus = os.cpu_count() or 1
             custom.setdefault("num_threads", max(1, cpus // self.num_replicas))
             rollout_cfg.custom = custom
-        super().__init__(omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig), config)
+        super().__init__(omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig), self.config)
         replica_cls = get_rollout_replica_class(self.name)
         # Server actors are named by replica rank: a suffix keeps two generators (or a trainer) apart.
         suffix = f"gen_{uuid.uuid4().hex[:8]}"
@@ -205,11 +227,7 @@ class ReplicaGenerator(ServerGenerator):
             )
             for rank in range(self.num_replicas)
         ]
-        try:
-            self.run(self._start())
-        except BaseException:
-            self.close()
-            raise
+        self.run(self._start())
         self.servers = [r.server_handle for r in self.replicas]
         logger.info(
             "generation: %d %s replica(s) of %s (tensor parallel %d)",
@@ -230,10 +248,12 @@ class ReplicaGenerator(ServerGenerator):
         """Stop the replicas' servers (and Ray, when this generator started it)."""
         import ray
 
-        for replica in self.replicas:
-            for server in replica.servers:
-                ray.kill(server)
-            replica.servers.clear()
+        if ray.is_initialized():  # another generator may have ended the Ray session (and its actors) already
+            for replica in self.replicas:
+                for actor in [*replica.servers, *replica.workers]:
+                    ray.kill(actor)
+                replica.servers.clear()
+                replica.workers = []
         if self.own_ray and ray.is_initialized():
             ray.shutdown()
             self.own_ray = False
