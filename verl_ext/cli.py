@@ -315,11 +315,16 @@ def check_settings(cfg: DictConfig) -> None:
     carry sampling noise (a few points on 100 questions). Greedy decoding is temperature 0.
     """
     _check_vote_settings(cfg)
-    from verl_ext.data.online_synthesis import settings_problem
+    if OmegaConf.select(cfg, "online_synthesis", default=None) is not None:
+        import warnings
 
-    problem = settings_problem(cfg)
-    if problem:
-        raise CLIError(problem)
+        with warnings.catch_warnings():  # verl's import warns about engines it cannot load: not ours to print
+            warnings.simplefilter("ignore")
+            from verl_ext.data.online_synthesis import settings_problem
+
+        problem = settings_problem(cfg)
+        if problem:
+            raise CLIError(problem)
     val = OmegaConf.select(cfg, "actor_rollout_ref.rollout.val_kwargs")
     if val is None or val.get("do_sample", True):
         return
