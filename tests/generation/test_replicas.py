@@ -19,6 +19,8 @@ from verl_ext.generation.base import render_prompt
 from verl_ext.generation.factory import resolve_backend
 from verl_ext.generation.replicas import ReplicaGenerator, generation_config, replica_count
 
+pytestmark = pytest.mark.slow  # Ray and server processes
+
 TOKEN = 28 * 28  # pixels per image token (patch 14, 2 x 2 merge)
 MIN_PIXELS, MAX_PIXELS = TOKEN * 4, TOKEN * 16
 
