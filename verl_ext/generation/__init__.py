@@ -1,4 +1,4 @@
-"""Offline generation backends (transformers, vLLM) shared by evaluation and data synthesis.
+"""Generation for evaluation and data synthesis, on verl's rollout replicas (``replicas.py``).
 
 Build one with :func:`make_generator` and call ``generate(requests, settings)``: a list of
 :class:`GenerationRequest` (chat messages + images) in, ``settings.n`` completion texts per request out.

@@ -1,4 +1,4 @@
-"""Requests, sampling settings and the batching generator base shared by the offline backends.
+"""Requests, sampling settings and the batching generator base of the replica generators.
 
 A :class:`GenerationRequest` is one chat conversation plus its images; a backend answers a list of
 them with ``n`` completions each. Images may be given lazily (encoded bytes, a file path or a
@@ -85,8 +85,8 @@ class SamplingSettings:
     max_new_tokens: int = 1024
     """Longest completion in tokens."""
     seed: Optional[int] = 0
-    """Seed for sampling (None: not seeded). The HF backend seeds each batch with ``seed + batch index``;
-    vLLM seeds each request."""
+    """Seed for sampling (None: not seeded); each completion gets its own seed derived from it
+    (:func:`verl_ext.generation.replicas.completion_seed`)."""
     repetition_penalty: float = 1.0
     """Penalty on tokens already present; 1.0 disables it (and keeps model defaults from leaking in)."""
 

@@ -16,6 +16,7 @@ replica sees exactly the token ids verl's own data pipeline would build. Setting
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import hashlib
@@ -100,9 +101,9 @@ class ServerGenerator(BatchedGenerator):
         self.vision = getattr(model_config.hf_config, "vision_config", None) is not None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
+    @abc.abstractmethod
     async def _send(self, index: int, request: dict[str, Any]) -> Any:
         """Send request number ``index`` of the run (``prompt_ids``, ``sampling_params``, ...); a TokenOutput."""
-        raise NotImplementedError
 
     def run(self, coroutine: Any) -> Any:
         """Run ``coroutine`` to completion from synchronous code, also inside a thread whose loop is running."""
