@@ -38,8 +38,8 @@ if [[ $CPU_MODE == 1 ]]; then
   STANDIN_ROWS=${STANDIN_ROWS:-8}              # visual-math training rows per stand-in data set
   EVAL_MAX_SAMPLES=${EVAL_MAX_SAMPLES:-2}      # questions per benchmark
   BENCH_DATA_DIR=${BENCH_DATA_DIR:-$WORK_DIR/benchmarks}  # fixture files, written by the first evaluation
-  EVAL_ARGS=${EVAL_ARGS:---backend hf --device cpu --dtype float32 --batch-size 8 --max-new-tokens 16 --min-pixels 3136 --max-pixels 12544 --no-progress}
-  SYNTH_ARGS=${SYNTH_ARGS:---backend hf --device cpu --dtype float32 --batch-size 8 --max-new-tokens 16 --min-pixels 3136 --max-pixels 12544}
+  EVAL_ARGS=${EVAL_ARGS:---backend hf --dtype float32 --batch-size 8 --max-new-tokens 16 --min-pixels 3136 --max-pixels 12544 --no-progress}
+  SYNTH_ARGS=${SYNTH_ARGS:---backend hf --dtype float32 --batch-size 8 --max-new-tokens 16 --min-pixels 3136 --max-pixels 12544}
   export HF_HUB_OFFLINE=1                      # nothing in CPU mode comes from the hub
 else
   N_GPUS=${N_GPUS:-8}                          # GPUs per node (the paper: 8)
