@@ -136,10 +136,16 @@ class BackendConfig:
     """vLLM: disable CUDA graphs (slower, less memory, faster start)."""
     show_progress: bool = True
     """Show a tqdm progress bar over the requests."""
+    batch_timeout_s: Optional[float] = 3600.0
+    """Seconds one batch may take on the servers before it fails with a TimeoutError (None: no limit),
+    so a hung server fails a shard (synthesis retries it) or a round (training goes on) instead of
+    hanging them."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.batch_timeout_s is not None and self.batch_timeout_s <= 0:
+            raise ValueError(f"batch_timeout_s must be positive or None; got {self.batch_timeout_s}")
         for name in ("min_pixels", "max_pixels"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -160,7 +160,15 @@ class ServerGenerator(BatchedGenerator):
                 }
                 calls.append(asyncio.ensure_future(self._send(first + offset, message)))
         try:
-            outputs = await asyncio.gather(*calls)
+            outputs = await asyncio.wait_for(asyncio.gather(*calls), timeout=self.config.batch_timeout_s)
+        except asyncio.TimeoutError as exc:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise TimeoutError(
+                f"{len(calls)} request(s) not completed by the rollout servers within "
+                f"{self.config.batch_timeout_s:g} s (BackendConfig.batch_timeout_s)"
+            ) from exc
         except BaseException:
             # One failed request: cancel the others, so none is left running on this loop (and the
             # trainer's load balancer gets its servers back through the client's own cleanup).
