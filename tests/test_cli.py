@@ -39,10 +39,10 @@ def test_split_args_config_twice_is_an_error():
 
 def test_split_args_missing_config_is_an_error():
     with pytest.raises(CLIError, match="no recipe") as info:
-        split_args(["trainer.total_training_steps=3"])
+        split_args(["trainer.total_training_steps=3"], USAGE)
     assert USAGE in str(info.value)
     with pytest.raises(CLIError, match="no recipe"):
-        split_args([])
+        split_args([], USAGE)
 
 
 def test_split_args_sends_hydra_grammar_to_hydra():
@@ -302,7 +302,7 @@ def test_hub_ids_stay_allowed_as_model_paths():
 
 
 def test_exponent_numbers_without_a_dot_are_floats():
-    from verl_ext.cli import _parse_value
+    from verl_ext.config.compose import _parse_value
 
     assert _parse_value("lr", "1e-6") == 1e-6 and isinstance(_parse_value("lr", "2e-4"), float)
     assert _parse_value("name", "1e5x") == "1e5x"

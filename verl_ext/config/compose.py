@@ -1,0 +1,300 @@
+"""Compose a recipe with ``key=value`` overrides, the way every verl-ext command is configured.
+
+A recipe is a native verl Hydra config (it extends verl's ``ppo_trainer``); the training CLI
+(:mod:`verl_ext.cli`), synthesis and evaluation compose theirs here, so all of them give the same
+one-line errors for a missing recipe, an unknown key (with the closest key, or the verl key of an
+EasyR1 key) and a value of the wrong type.
+
+Overrides:
+- ``key=value``: set an existing key. The value is read as YAML, as EasyR1 reads it, so
+  ``data.format_prompt=\\boxed{}`` stays a string and ``trainer.logger=[console]`` is a list.
+- ``+key=value``, ``++key=value``, ``~key``, ``hydra.*`` keys and config-group choices
+  (``group/sub=option``, and ``mmupt=option`` to change a recipe's ``mmupt`` choice) use Hydra's
+  override grammar, as with ``python -m verl.trainer.main_ppo``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import sys
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+#: Common EasyR1 keys and the verl keys that mean the same thing.
+EASYR1_KEYS = {
+    "worker.actor.model.model_path": "actor_rollout_ref.model.path",
+    "worker.actor.global_batch_size": "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "worker.actor.micro_batch_size_per_device_for_update": "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "worker.actor.optim.lr": "actor_rollout_ref.actor.optim.lr",
+    "worker.actor.optim.weight_decay": "actor_rollout_ref.actor.optim.weight_decay",
+    "worker.actor.max_grad_norm": "actor_rollout_ref.actor.grad_clip",
+    "worker.actor.use_kl_loss": "actor_rollout_ref.actor.use_kl_loss",
+    "worker.actor.kl_coef": "actor_rollout_ref.actor.kl_loss_coef",
+    "worker.rollout.n": "actor_rollout_ref.rollout.n",
+    "worker.rollout.temperature": "actor_rollout_ref.rollout.temperature",
+    "worker.rollout.top_p": "actor_rollout_ref.rollout.top_p",
+    "worker.rollout.tensor_parallel_size": "actor_rollout_ref.rollout.tensor_model_parallel_size",
+    "worker.rollout.gpu_memory_utilization": "actor_rollout_ref.rollout.gpu_memory_utilization",
+    "worker.reward.reward_type": "reward.reward_manager.name",
+    "worker.reward.reward_function": "reward.custom_reward_function.path",
+    "data.rollout_batch_size": "data.train_batch_size",
+    "data.max_pixels": "data.mm_processor_kwargs.max_pixels",
+    "data.min_pixels": "data.mm_processor_kwargs.min_pixels",
+    "data.answer_key": "data.reward_fn_key",
+    "algorithm.kl_coef": "actor_rollout_ref.actor.kl_loss_coef",
+    "trainer.n_gpus_per_node": "trainer.n_gpus_per_node",
+    "trainer.save_checkpoint_path": "trainer.default_local_dir",
+    "trainer.val_freq": "trainer.test_freq",
+    "trainer.max_steps": "trainer.total_training_steps",
+    "trainer.save_limit": "trainer.max_actor_ckpt_to_keep",
+}
+
+#: Keys holding local paths: made absolute when relative.
+PATH_KEYS = (
+    "data.train_files",
+    "data.val_files",
+    "actor_rollout_ref.model.path",
+    "actor_rollout_ref.model.tokenizer_path",
+    "critic.model.path",
+    "reward.custom_reward_function.path",
+    "trainer.default_local_dir",
+    "trainer.rollout_data_dir",
+    "trainer.validation_data_dir",
+    "trainer.resume_from_path",
+)
+#: Of PATH_KEYS, those that name outputs: absolute even when they do not exist yet.
+OUTPUT_KEYS = {"trainer.default_local_dir", "trainer.rollout_data_dir", "trainer.validation_data_dir"}
+
+
+#: verl-ext's config groups: ``mmupt=online_synthesis`` changes a recipe's choice (Hydra's override).
+CONFIG_GROUPS = frozenset(
+    p.name for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and not p.name.startswith("_")
+)
+
+
+class CLIError(Exception):
+    """A problem with the command line, reported as one line."""
+
+
+def split_args(argv: Sequence[str], usage: str = "usage: COMMAND config=RECIPE.yaml [key=value ...]") -> tuple[Path, list[str], list[str]]:
+    """Split argv into the recipe path, plain ``key=value`` overrides and Hydra overrides."""
+    recipe = None
+    plain, hydra_style = [], []
+    for arg in argv:
+        if arg.startswith("config="):
+            if recipe is not None:
+                raise CLIError("config= given twice")
+            recipe = arg.split("=", 1)[1]
+            continue
+        if arg.startswith("~"):
+            hydra_style.append(arg)
+            continue
+        key, sep, _ = arg.partition("=")
+        if not sep or not key.lstrip("+"):
+            raise CLIError(f"malformed override {arg!r}: expected key=value")
+        if key.startswith("+") or key.startswith("hydra.") or "/" in key or "@" in key or key in CONFIG_GROUPS:
+            hydra_style.append(arg)
+        else:
+            if not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
+                raise CLIError(f"malformed override {arg!r}: {key!r} is not a dotted key")
+            plain.append(arg)
+    if recipe is None:
+        raise CLIError(f"no recipe given. {usage}")
+    return Path(recipe), plain, hydra_style
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _parse_value(key: str, text: str) -> Any:
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        if text.lstrip()[:1] in "[{":
+            raise CLIError(f"malformed value for {key}: {text!r} is not a valid list or mapping ({first_line(err)})") from None
+        # Not YAML (e.g. a LaTeX fragment with a colon): keep the text as written.
+        return text
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        # YAML 1.1 reads "1e-6" (no dot) as a string; every trainer user means the number.
+        return float(value)
+    return value
+
+
+def _check_type(cfg: DictConfig, key: str, value: Any) -> None:
+    """A number or a switch set to text (``trainer.total_epochs=abc``) is refused with the expected type."""
+    node = cfg
+    for part in key.split("."):
+        node = node._get_node(int(part) if OmegaConf.is_list(node) else part)
+    if node._is_interpolation() or node._is_none() or OmegaConf.is_config(node):
+        return
+    old = node._value()
+    # An int default may be a float setting written "0" (a temperature): numbers pass for numbers.
+    expected = {bool: "true or false", int: "a number", float: "a number"}.get(type(old))
+    if expected is None or value is None:
+        return
+    if type(old) is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        example = str(old).lower() if type(old) is bool else old
+        raise CLIError(f"{key} must be {expected} (like {example}); got {value!r}")
+
+
+def _has_key(cfg: DictConfig, dotted: str) -> bool:
+    node: Any = cfg
+    for part in dotted.split("."):
+        # keys(), not `in node`: DictConfig.__contains__ resolves the value, which would build an asset
+        # (the toy SFT model: minutes) just to check that an override's key exists.
+        if isinstance(node, DictConfig) and part in node.keys():
+            node = node._get_node(part)
+        elif OmegaConf.is_list(node) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        else:
+            return False
+    return True
+
+
+def unknown_key_message(cfg: DictConfig, key: str) -> str:
+    """One line naming an unknown key, with the verl key to use instead when one is known."""
+    if key in EASYR1_KEYS:
+        return f"unknown key {key!r} (an EasyR1 key); in verl use {EASYR1_KEYS[key]!r}"
+    parts = key.split(".")
+    # The first part that does not exist is the one to correct ("trainerr.x" -> "trainer").
+    depth = next(i for i in range(len(parts)) if not _has_key(cfg, ".".join(parts[: i + 1])))
+    parent = ".".join(parts[:depth])
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    siblings = [str(s) for s in node.keys()] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(parts[depth], siblings, n=1)
+    hint = ""
+    if close:
+        suggestion = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
+        hint = f"; did you mean {suggestion!r}?"
+    return f"unknown key {key!r}{hint} (use +{key}=... to add a new key)"
+
+
+def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfig:
+    """Compose a recipe with verl's config groups, apply the overrides, and check every key exists."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from verl_ext.config.searchpath import register
+
+    register()  # the mmupt config group, also when verl (whose plugin hook registers it) is not imported yet
+    if recipe.suffix not in (".yaml", ".yml"):
+        raise CLIError(f"recipe {str(recipe)!r} is not a .yaml file")
+    if not recipe.is_file():
+        siblings = sorted(p.name for p in recipe.parent.glob("*.yaml")) if recipe.parent.is_dir() else []
+        where = f" (in {recipe.parent}/: {', '.join(siblings)})" if siblings else ""
+        raise CLIError(f"recipe file not found: {recipe}{where}")
+    check_recipe_text(recipe)
+    try:
+        with initialize_config_dir(config_dir=str(recipe.parent.resolve()), version_base=None):
+            cfg = hydra_compose(config_name=recipe.stem, overrides=hydra_style)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise CLIError(f"cannot compose {recipe}: {first_line(err)}") from None
+    for arg in plain:
+        key, _, text = arg.partition("=")
+        if not _has_key(cfg, key):
+            raise CLIError(unknown_key_message(cfg, key))
+        value = _parse_value(key, text)
+        _check_type(cfg, key, value)
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise CLIError(f"cannot set {key}: {first_line(err)}") from None
+    return cfg
+
+
+def check_recipe_text(recipe: Path) -> None:
+    """A recipe that is not YAML, empty, or not a mapping: one line naming the file (and line)."""
+    try:
+        data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CLIError(f"{recipe}: not a text file (invalid UTF-8)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise CLIError(f"{recipe}: YAML syntax error{where}: {problem}") from None
+    if data is None:
+        raise CLIError(f"{recipe}: the recipe is empty (it needs at least the defaults list of ppo_trainer)")
+    if not isinstance(data, dict):
+        raise CLIError(f"{recipe}: a recipe is a mapping of keys, not a {type(data).__name__}")
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def absolutize_paths(cfg: DictConfig, cwd: Path | None = None) -> list[str]:
+    """Make the relative local paths of PATH_KEYS absolute; returns the keys changed.
+
+    Values are resolved first (``checkpoints/${trainer.experiment_name}`` is relative too), which
+    builds any ``${verl_ext_asset:...}`` asset here, in the driver, before Ray starts.
+    """
+    cwd = cwd or Path.cwd()
+    changed = []
+    for key in PATH_KEYS:
+        if not _has_key(cfg, key):
+            continue
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_list(value):
+            value = list(value)
+        new = _absolute(value, cwd, must_exist=key not in OUTPUT_KEYS)
+        if new != value:
+            OmegaConf.update(cfg, key, new, merge=False)
+            changed.append(key)
+    return changed
+
+
+def _absolute(value: Any, cwd: Path, must_exist: bool) -> Any:
+    if isinstance(value, list):
+        return [_absolute(v, cwd, must_exist) for v in value]
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute():
+        return str(path)  # "~/x" expanded here: Ray workers would not expand it
+    candidate = cwd / path
+    # A relative value that does not exist may be a hub id ("Qwen/Qwen2.5-VL-7B-Instruct"): leave it.
+    if must_exist and not candidate.exists():
+        return value
+    return str(candidate.resolve())
+
+
+def compose_command(argv: Sequence[str], usage: str, required: Sequence[str] = ()) -> DictConfig:
+    """``config=RECIPE [key=value ...]`` of a verl-ext command (synthesis, evaluation): the recipe composed
+    with the overrides as for training, the ``required`` keys set, the local model found; raises CLIError."""
+    recipe, plain, hydra_style = split_args(argv, usage)
+    cfg = compose(recipe, plain, hydra_style)
+    for key in required:
+        if OmegaConf.select(cfg, key, default=None, throw_on_missing=False) in (None, "???"):
+            raise CLIError(f"{key} is required: set {key}=... ({recipe})")
+    absolutize_paths(cfg)
+    from verl_ext.model_path import model_path_problem
+
+    problem = model_path_problem(cfg.actor_rollout_ref.model.path)
+    if problem:
+        raise CLIError(f"actor_rollout_ref.model.path: {problem}")
+    return cfg
+
+
+def start_command(argv: Sequence[str] | None, doc: str, usage: str) -> list[str] | None:
+    """A command's arguments (``sys.argv`` by default), with logging set up for its progress lines;
+    None once ``-h``/``--help`` has printed the command's docstring and usage."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(doc.strip() + "\n\n" + usage)
+        return None
+    return argv
