@@ -58,7 +58,14 @@ def resolve_dtype(name: str, device: Any) -> Any:
 class HFGenerator(BatchedGenerator):
     """A transformers model answering batches of requests."""
 
-    def __init__(self, model_path: str, config: BackendConfig = BackendConfig()):
+    def __init__(
+        self,
+        model_path: str,
+        config: BackendConfig = BackendConfig(),
+        dtype: str = "auto",
+        device: Optional[str] = None,
+        trust_remote_code: bool = False,
+    ):
         import torch
         from transformers import (
             AutoConfig,
@@ -70,9 +77,9 @@ class HFGenerator(BatchedGenerator):
 
         self.config = config
         self.model_path = str(model_path)
-        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = resolve_dtype(config.dtype, self.device)
-        trust = config.trust_remote_code
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = resolve_dtype(dtype, self.device)
+        trust = trust_remote_code
         hf_config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust)
         self.vision = getattr(hf_config, "vision_config", None) is not None
         if self.vision:

@@ -5,7 +5,8 @@ shards, filters) on the toy visual-math seeds with a small random Qwen2.5-VL, th
 
 * baseline: the in-process transformers engine the package used before (``baseline_hf_generator.py``,
   frozen here), batches of 8 requests;
-* one ``hf`` rollout replica (``trainer.n_gpus_per_node=1``), through verl's replica registry;
+* one ``hf`` rollout replica (``trainer.n_gpus_per_node=1``), through verl's replica registry, whose server
+  packs up to 64 completions into one ``generate`` call (``rollout.max_num_seqs``), and the same with 16;
 * two ``hf`` replicas (``trainer.n_gpus_per_node=2``) sharing the machine's cores.
 
 Each way runs ``--repeats`` times on fresh output folders; the table gives the median wall time of
@@ -82,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
             generator.close()
         rows.append((name, startup, statistics.median(times), times))
 
-    timed("baseline (in-process transformers, batch 8)", lambda: HFGenerator(str(model), BackendConfig(show_progress=False)))
-    for replicas in (1, 2):
-        cfg = generation_config(str(model), "hf", [f"trainer.n_gpus_per_node={replicas}"])
+    timed(
+        "baseline (in-process transformers, batch 8)",
+        lambda: HFGenerator(str(model), BackendConfig(batch_size=8, show_progress=False)),
+    )
+    # The server packs up to max_num_seqs completions into one generate call (64 by default); 16 is what
+    # the baseline's batches of 8 requests x 2 questions hold.
+    for replicas, max_seqs in ((1, 64), (1, 16), (2, 64)):
+        cfg = generation_config(
+            str(model), "hf", [f"trainer.n_gpus_per_node={replicas}", f"actor_rollout_ref.rollout.max_num_seqs={max_seqs}"]
+        )
         timed(
-            f"{replicas} hf replica{'s' if replicas > 1 else ''} (verl registry, batch 64)",
+            f"{replicas} hf replica{'s' if replicas > 1 else ''} (verl registry, batch 64, max_num_seqs {max_seqs})",
             lambda cfg=cfg: ReplicaGenerator(cfg, BackendConfig(batch_size=64, show_progress=False)),
         )
 

@@ -38,8 +38,9 @@ if [[ $CPU_MODE == 1 ]]; then
   STANDIN_ROWS=${STANDIN_ROWS:-8}              # visual-math training rows per stand-in data set
   EVAL_MAX_SAMPLES=${EVAL_MAX_SAMPLES:-2}      # questions per benchmark
   BENCH_DATA_DIR=${BENCH_DATA_DIR:-$WORK_DIR/benchmarks}  # fixture files, written by the first evaluation
-  EVAL_ARGS=${EVAL_ARGS:---backend hf --dtype float32 --batch-size 8 --max-new-tokens 16 --min-pixels 3136 --max-pixels 12544 --no-progress}
-  SYNTH_ARGS=${SYNTH_ARGS:---backend hf --dtype float32 --batch-size 8 --max-new-tokens 16 --min-pixels 3136 --max-pixels 12544}
+  # One hf replica (verl-ext's CPU rollout), short completions, tiny images.
+  EVAL_ARGS=${EVAL_ARGS:-actor_rollout_ref.rollout.name=hf eval.batch_size=8 eval.max_new_tokens=16 eval.min_pixels=3136 eval.max_pixels=12544 eval.show_progress=false}
+  SYNTH_ARGS=${SYNTH_ARGS:-actor_rollout_ref.rollout.name=hf actor_rollout_ref.rollout.tensor_model_parallel_size=1 synth.batch_size=8 synth.max_new_tokens=16 synth.min_pixels=3136 synth.max_pixels=12544}
   export HF_HUB_OFFLINE=1                      # nothing in CPU mode comes from the hub
 else
   N_GPUS=${N_GPUS:-8}                          # GPUs per node (the paper: 8)
@@ -53,8 +54,8 @@ else
   STANDIN_ROWS=${STANDIN_ROWS:-}
   EVAL_MAX_SAMPLES=${EVAL_MAX_SAMPLES:-}       # empty: every question
   BENCH_DATA_DIR=${BENCH_DATA_DIR:-}           # empty: the benchmarks from the hub; or local snapshots
-  EVAL_ARGS=${EVAL_ARGS:---backend vllm --tensor-parallel-size 1}  # the paper's protocol is the default
-  SYNTH_ARGS=${SYNTH_ARGS:---backend vllm --tensor-parallel-size 2 --batch-size 256}
+  EVAL_ARGS=${EVAL_ARGS:-}                     # key=value overrides of recipes/eval/paper.yaml (vLLM, the paper's protocol)
+  SYNTH_ARGS=${SYNTH_ARGS:-}                   # key=value overrides of recipes/synth/<strategy>.yaml (vLLM, tensor parallel 2)
 fi
 DATA_DIR=${DATA_DIR:-$WORK_DIR/data}           # prepared training data
 VAL_DATASET=${VAL_DATASET:-geometry3k}         # validation during training: its labelled test split (as the paper)
@@ -180,8 +181,9 @@ synthesize() {
     # In CPU mode its completions are wrapped in them (the model still generates; filters and writing are real).
     cmd=("$PYTHON" "$(helper_script synthesize_cpu.py)")
   fi
-  run "synthesize-$seed-$strategy" "${cmd[@]}" --strategy "$strategy" --seeds "$DATA_DIR/$seed/train.parquet" \
-    --model "$MODEL" --out "$out" --merge ${extra[@]+"${extra[@]}"}
+  run "synthesize-$seed-$strategy" "${cmd[@]}" "config=$REPO_DIR/recipes/synth/$strategy.yaml" \
+    "synth.seeds=[$DATA_DIR/$seed/train.parquet]" "actor_rollout_ref.model.path=$MODEL" "synth.out=$out" \
+    synth.merge=true "trainer.n_gpus_per_node=$N_GPUS" "trainer.nnodes=$NNODES" ${extra[@]+"${extra[@]}"}
   made "$out/train.parquet"
 }
 
@@ -218,7 +220,8 @@ PY
 """CPU mode of examples/*.sh: python -m verl_ext.data.synthesize with the tiny model's text put in <question> tags.
 
 The random-init tiny model never writes the markers, so every question would be dropped as unparseable. Its
-completions are wrapped instead: the model still generates, and parsing, filters, shards and --merge are real.
+completions are wrapped instead: the model still generates (one hf replica, as CPU mode asks for), and parsing,
+filters, shards and the merge are real.
 """
 import sys
 import zlib
@@ -305,9 +308,10 @@ evaluate() {
     run "benchmark-fixtures" "$PYTHON" -m verl_ext.eval.fixtures --out "$BENCH_DATA_DIR" \
       --per-benchmark "${EVAL_MAX_SAMPLES:-4}"
   fi
-  args=(--model "$model" --benchmarks "$EVAL_BENCHMARKS" --output-dir "$out" --label "$label")
-  [[ -n $BENCH_DATA_DIR ]] && args+=(--data-dir "$BENCH_DATA_DIR")
-  [[ -n $EVAL_MAX_SAMPLES ]] && args+=(--max-samples "$EVAL_MAX_SAMPLES")
+  args=("config=$REPO_DIR/recipes/eval/paper.yaml" "actor_rollout_ref.model.path=$model" "eval.benchmarks=[$EVAL_BENCHMARKS]"
+        "eval.output_dir=$out" "eval.label=$label" "trainer.n_gpus_per_node=$N_GPUS" "trainer.nnodes=$NNODES")
+  [[ -n $BENCH_DATA_DIR ]] && args+=("eval.data_dir=$BENCH_DATA_DIR")
+  [[ -n $EVAL_MAX_SAMPLES ]] && args+=("eval.max_samples=$EVAL_MAX_SAMPLES")
   read -r -a extra <<<"$EVAL_ARGS"
   run "eval-$run_name" "$PYTHON" -m verl_ext.eval "${args[@]}" ${extra[@]+"${extra[@]}"}
   made "$out/results.json"

@@ -65,9 +65,11 @@ diagnose sft "$SFT_MODEL" "$DATA/rl/unlabeled.parquet" "$DATA/test.parquet"
 if [[ " $VARIANTS " == *" mmupt_synth "* ]]; then
   log "in-context synthesis: the SFT model writes new questions about the RL images"
   status=0
-  run python -m verl_ext.data.synthesize --strategy in_context --backend hf --prompt "$SYNTH_PROMPT" \
-    --seeds "$DATA/rl/unlabeled.parquet" --model "$SFT_MODEL" --out "$WORK_DIR/synth" \
-    --num-per-seed 1 --max-new-tokens 48 --temperature 1.0 --merge || status=$?
+  run python -m verl_ext.data.synthesize config=recipes/synth/in_context.yaml synth.prompt="$SYNTH_PROMPT" \
+    synth.seeds="[$DATA/rl/unlabeled.parquet]" actor_rollout_ref.model.path="$SFT_MODEL" synth.out="$WORK_DIR/synth" \
+    synth.num_per_seed=1 synth.max_new_tokens=48 synth.temperature=1.0 synth.merge=true synth.batch_size=8 \
+    actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1 actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
+    || status=$?
   if [[ $status == 1 ]]; then
     # Exit status 1: the run worked but kept no question (the summary above says why).
     log "no synthesized question survived the filters: the mmupt_synth variant is skipped"

@@ -536,37 +536,56 @@ def test_merge(tmp_path: Path, visual_math: Path) -> None:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_usage_errors(tmp_path: Path, visual_math: Path, caplog: pytest.LogCaptureFixture) -> None:
-    base = ["--seeds", str(visual_math), "--model", "unused", "--out", str(tmp_path / "out")]
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "synth"
+ON_CPU = ["actor_rollout_ref.rollout.name=hf", "trainer.n_gpus_per_node=1",
+          "actor_rollout_ref.rollout.tensor_model_parallel_size=1"]
+"""The overrides that turn the GPU-cluster recipe into one hf replica on this machine."""
+
+
+def cli(strategy: str, seeds: Sequence[Path | str], model: Path | str, out: Path | str, *extra: str) -> list[str]:
+    """The command line of one synthesis run on the CPU."""
+    return [f"config={RECIPES / f'{strategy}.yaml'}", f"synth.seeds=[{','.join(str(p) for p in seeds)}]",
+            f"actor_rollout_ref.model.path={model}", f"synth.out={out}", *ON_CPU, *extra]
+
+
+def test_cli_usage_errors(tmp_path: Path, visual_math: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    model = tmp_path  # an existing directory: the model check passes, the factory must never be called
     in_context_prompt = tmp_path / "asks_about_question.txt"
     in_context_prompt.write_text("Rewrite {{question}} as <question>...</question>")
     image_only_prompt = tmp_path / "image_only.txt"
     image_only_prompt.write_text("Ask something about the image between <question> and </question>.")
+    direct = cli("direct", [visual_math], model, out)
     cases = {
-        "unknown prompt": (["--strategy", "direct", "--prompt", "nope", *base], "synth_direct, synth_in_context"),
-        "direct sees no question": (["--strategy", "direct", "--prompt", str(in_context_prompt), *base],
-                                    "shows only the image"),
-        "in-context needs the question": (["--strategy", "in_context", "--prompt", str(image_only_prompt), *base],
-                                          "shows the seed question"),
-        "not parquet": (["--strategy", "direct", "--seeds", str(in_context_prompt), "--model", "m", "--out", "o"],
-                        ".parquet"),
-        "threshold": (["--strategy", "direct", "--answerability-threshold", "1.5", *base], "threshold"),
-        "missing model": (["--strategy", "direct", "--seeds", str(visual_math), "--out", "o"], "--model"),
-        "bad strategy": (["--strategy", "sideways", *base], "invalid choice"),
-        "bad lengths": (["--strategy", "direct", "--min-chars", "50", "--max-chars", "10", *base], "max_chars"),
+        "unknown prompt": ([*direct, "synth.prompt=nope"], "synth_direct, synth_in_context"),
+        "direct sees no question": ([*direct, f"synth.prompt={in_context_prompt}"], "shows only the image"),
+        "in-context needs the question": (
+            [*cli("in_context", [visual_math], model, out), f"synth.prompt={image_only_prompt}"],
+            "shows the seed question",
+        ),
+        "not parquet": (cli("direct", [in_context_prompt], model, out), ".parquet"),
+        "threshold": ([*direct, "synth.answerability_threshold=1.5"], "threshold"),
+        "missing model": ([a for a in direct if not a.startswith("actor_rollout_ref.model.path=")],
+                          "actor_rollout_ref.model.path is required"),
+        "missing seeds": ([a for a in direct if not a.startswith("synth.seeds=")], "synth.seeds is required"),
+        "bad strategy": ([*direct, "synth.strategy=sideways"], "synth.strategy must be one of in_context, direct"),
+        "bad lengths": ([*direct, "synth.min_chars=50", "synth.max_chars=10"], "max_chars"),
+        "misspelt key": ([*direct, "synth.num_per_sed=2"], "did you mean 'synth.num_per_seed'"),
+        "added key": ([*direct, "+synth.num_per_sed=2"], "unknown key synth.num_per_sed"),
+        "not a number": ([*direct, "synth.num_per_seed=two"], "synth.num_per_seed must be a number"),
+        "no recipe": (direct[1:], "no recipe given"),
     }
     for name, (argv, message) in cases.items():
-        caplog.clear()
-        with caplog.at_level(logging.ERROR):
-            assert main(argv, generator_factory=lambda *a: pytest.fail("no model for a usage error")) == 2, name
-        assert message in caplog.text, (name, caplog.text)
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.parquet"))
+        assert main(argv, generator_factory=lambda *a: pytest.fail("no model for a usage error")) == 2, name
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and message in errors[0], (name, errors)
+    assert not out.exists() or not list(out.glob("*.parquet"))
 
 
 def test_a_model_that_is_missing_or_does_not_load_is_a_usage_error(
-    tmp_path: Path, visual_math: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, visual_math: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """With the real loader: a missing path or a directory that is no model is one line and exit 2, before any shard."""
+    """With the real replicas: a missing path or a directory that is no model is one line and exit 2, before any shard."""
     broken = tmp_path / "broken_model"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
@@ -579,12 +598,10 @@ def test_a_model_that_is_missing_or_does_not_load_is_a_usage_error(
     }
     for name, (model, prompt, message) in cases.items():
         out = tmp_path / name.replace(" ", "_")
-        argv = ["--strategy", "direct", "--seeds", str(visual_math), "--model", model, "--out", str(out), "--backend", "hf"]
-        caplog.clear()
-        with caplog.at_level(logging.ERROR):
-            assert main(argv + (["--prompt", prompt] if prompt else [])) == 2, name
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert len(errors) == 1 and message in errors[0].getMessage(), (name, caplog.text)
+        argv = cli("direct", [visual_math], model, out, *([f"synth.prompt={prompt}"] if prompt else []))
+        assert main(argv) == 2, name
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and message in errors[0], (name, errors)
         assert not list(out.glob("*.parquet")) and not (out / "synthesize_manifest.json").exists(), name
 
 
@@ -602,9 +619,8 @@ def test_cli_with_the_tiny_model(
     tmp_path: Path, tiny_model_dir: Path, visual_math: Path, bad_seeds: list[Path], strategy: str
 ) -> None:
     out = tmp_path / "out"
-    argv = ["--strategy", strategy, "--seeds", str(visual_math), str(bad_seeds[0]), "--model", str(tiny_model_dir),
-            "--backend", "hf", "--out", str(out), "--num-per-seed", "2", "--shard-size", "4",
-            "--max-new-tokens", "8", "--batch-size", "4"]
+    argv = cli(strategy, [visual_math, bad_seeds[0]], tiny_model_dir, out, "synth.num_per_seed=2",
+               "synth.shard_size=4", "synth.max_new_tokens=8", "synth.batch_size=4", "synth.merge=false")
     code = main(argv)
     summary = assert_counts_add_up(out)
     usable = 6 + (1 if strategy == "in_context" else 3)

@@ -67,20 +67,26 @@ class Counting:
         pass  # the model is shared between tests
 
 
+RECIPE = REPO / "recipes" / "eval" / "paper.yaml"
+ON_CPU = ["actor_rollout_ref.rollout.name=hf", "trainer.n_gpus_per_node=1"]
+"""The overrides that turn the GPU-cluster recipe into one hf replica on this machine."""
+
+
 def cli_args(model, data_dir, out, tmp_path, *extra):
     return [
-        "--model", str(model),
-        "--benchmarks", ",".join(BENCHMARK_NAMES),
-        "--data-dir", str(data_dir),
-        "--cache-dir", str(tmp_path / "hf_cache"),
-        "--output-dir", str(out),
-        "--backend", "hf",
-        "--max-new-tokens", "8",
-        "--min-pixels", "3136",
-        "--max-pixels", "12544",
-        "--no-progress",
+        f"config={RECIPE}",
+        f"actor_rollout_ref.model.path={model}",
+        f"eval.benchmarks=[{','.join(BENCHMARK_NAMES)}]",
+        f"eval.data_dir={data_dir}",
+        f"eval.cache_dir={tmp_path / 'hf_cache'}",
+        f"eval.output_dir={out}",
+        "eval.max_new_tokens=8",
+        "eval.min_pixels=3136",
+        "eval.max_pixels=12544",
+        "eval.show_progress=false",
+        *ON_CPU,
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -91,7 +97,7 @@ def test_cli_module_end_to_end(tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     args = cli_args(
-        tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "2", "--batch-size", "3", "--label", "tiny"
+        tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=2", "eval.batch_size=3", "eval.label=tiny"
     )
     proc = subprocess.run(
         [sys.executable, "-m", "verl_ext.eval", *args],
@@ -144,7 +150,7 @@ def test_cli_module_end_to_end(tiny_model_dir, data_dir, tmp_path):
 def test_resume_generates_only_what_is_missing(shared_generator, tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "run"
     counting = Counting(shared_generator)
-    first = main(cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1"), generator_factory=counting)
+    first = main(cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=1"), generator_factory=counting)
     assert (first["generated"], first["skipped"], counting.requests) == (4, 0, 4)
     assert {r["prompt_id"] for r in read_jsonl(out / "samples.jsonl")} == {
         "1",
@@ -152,23 +158,38 @@ def test_resume_generates_only_what_is_missing(shared_generator, tiny_model_dir,
         "1@2steps_1",
     }  # ids repeat across benchmarks
 
-    second = main(cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "3"), generator_factory=counting)
+    second = main(cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=3"), generator_factory=counting)
     assert (second["generated"], second["skipped"]) == (8, 4)
     assert counting.requests == 4 + 8
     records = read_jsonl(out / "samples.jsonl")
     assert len(records) == 12 and len({(r["benchmark"], r["prompt_id"]) for r in records}) == 12
 
     # A smaller selection reports over that selection only, from the same file.
-    third = main(cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1"), generator_factory=counting)
+    third = main(cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=1"), generator_factory=counting)
     assert third["generated"] == 0 and counting.requests == 12
     assert all(r["n_prompts"] == 1 for r in third["summary"].values())
+
+
+def test_a_resumed_run_samples_each_question_as_an_uninterrupted_run(shared_generator, tiny_model_dir, data_dir, tmp_path):
+    """Seeds follow the question (its benchmark and id), not its place among the questions left to answer."""
+    sampled = ["eval.benchmarks=[mathvista,wemath]", "eval.n=2", "eval.temperature=1.0"]
+
+    def responses(out):
+        return {(r["benchmark"], r["prompt_id"], r["response_index"]): r["response"] for r in read_jsonl(out / "samples.jsonl")}
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    main(cli_args(tiny_model_dir, data_dir, whole, tmp_path, *sampled, "eval.max_samples=2"), generator_factory=Counting(shared_generator))
+    main(cli_args(tiny_model_dir, data_dir, resumed, tmp_path, *sampled, "eval.max_samples=1"), generator_factory=Counting(shared_generator))
+    main(cli_args(tiny_model_dir, data_dir, resumed, tmp_path, *sampled, "eval.max_samples=2"), generator_factory=Counting(shared_generator))
+    assert len(responses(whole)) == 8 and responses(resumed) == responses(whole)
+    assert len(set(responses(whole).values())) > 1  # sampled, not one text repeated
 
 
 def test_killed_run_loses_at_most_the_unfinished_batch(
     shared_generator, tiny_model_dir, data_dir, tmp_path, monkeypatch
 ):
     out = tmp_path / "run"
-    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "2", "--benchmarks", "wemath,mathvista")
+    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=2", "eval.benchmarks=wemath,mathvista")
     original = shared_generator._generate_batch
 
     def dies_in_second_batch(requests, settings, batch_index):
@@ -205,14 +226,10 @@ def test_several_responses_per_question(shared_generator, tiny_model_dir, data_d
         data_dir,
         out,
         tmp_path,
-        "--max-samples",
-        "2",
-        "--benchmarks",
-        "mathvision",
-        "--n",
-        "3",
-        "--temperature",
-        "1.0",
+        "eval.max_samples=2",
+        "eval.benchmarks=mathvision",
+        "eval.n=3",
+        "eval.temperature=1.0",
     )
     counting = Counting(shared_generator)
     summary = main(args, generator_factory=counting)
@@ -228,7 +245,7 @@ def test_changed_settings_are_not_mixed_into_a_run(shared_generator, tiny_model_
     out = tmp_path / "run"
     counting = Counting(shared_generator)
     main(
-        cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1", "--benchmarks", "mathvista"),
+        cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=1", "eval.benchmarks=mathvista"),
         generator_factory=counting,
     )
     with pytest.raises(SystemExit) as info:
@@ -238,12 +255,9 @@ def test_changed_settings_are_not_mixed_into_a_run(shared_generator, tiny_model_
                 data_dir,
                 out,
                 tmp_path,
-                "--max-samples",
-                "1",
-                "--benchmarks",
-                "mathvista",
-                "--temperature",
-                "0.7",
+                "eval.max_samples=1",
+                "eval.benchmarks=mathvista",
+                "eval.temperature=0.7",
             ),
             generator_factory=counting,
         )
@@ -263,44 +277,47 @@ def _usage_error(args, capsys, factory=None) -> str:
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path, data_dir, tiny_model_dir, capsys):
-    assert "judge-model" in _usage_error(["--model", "m", "--output-dir", str(tmp_path), "--judge", "api"], capsys)
-    assert "unknown benchmark" in _usage_error(["--model", "m", "--benchmarks", "mmmu"], capsys)
-    base = ["--model", str(tiny_model_dir), "--data-dir", str(data_dir), "--benchmarks", "mathvista"]
-    out = ["--output-dir", str(tmp_path / "out")]
-    assert "not a hub id" in _usage_error(["--model", str(tmp_path / "missing"), *out], capsys)
-    assert "--n must be >= 1" in _usage_error([*base, *out, "--n", "0"], capsys)
-    assert "--temperature must be >= 0" in _usage_error([*base, *out, "--temperature", "-1"], capsys)
-    assert "no such directory" in _usage_error(["--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "nope"), *out], capsys)
+    out = tmp_path / "out"
+    base = cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.benchmarks=[mathvista]")
+    assert "eval.judge=api needs eval.judge_model" in _usage_error([*base, "eval.judge=api"], capsys)
+    assert "unknown benchmark" in _usage_error([*base, "eval.benchmarks=[mmmu]"], capsys)
+    assert "not a hub id" in _usage_error([*base, f"actor_rollout_ref.model.path={tmp_path / 'missing'}"], capsys)
+    assert "actor_rollout_ref.model.path is required" in _usage_error([f"config={RECIPE}"], capsys)
+    assert "eval.n must be >= 1" in _usage_error([*base, "eval.n=0"], capsys)
+    assert "eval.temperature must be >= 0" in _usage_error([*base, "eval.temperature=-1"], capsys)
+    assert "eval.temperature must be a number" in _usage_error([*base, "eval.temperature=hot"], capsys)
+    assert "did you mean 'eval.temperature'" in _usage_error([*base, "eval.temprature=0"], capsys)
+    assert "unknown key eval.temprature" in _usage_error([*base, "+eval.temprature=0"], capsys)
+    assert "no such directory" in _usage_error([*base, f"eval.data_dir={tmp_path / 'nope'}"], capsys)
+    assert "no recipe given" in _usage_error(base[1:], capsys)
     (tmp_path / "a_file").write_text("x")
-    assert "is a file" in _usage_error([*base, "--output-dir", str(tmp_path / "a_file")], capsys)
+    assert "is a file" in _usage_error([*base, f"eval.output_dir={tmp_path / 'a_file'}"], capsys)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     if not os.access(locked, os.W_OK):  # root can write anywhere: the check has nothing to refuse
-        assert "not writable" in _usage_error([*base, "--output-dir", str(locked / "out")], capsys)
-    assert "split 'nosuch'" in _usage_error([*base, *out, "--split", "mathvista=nosuch"], capsys)
-    assert not (tmp_path / "out" / "run.json").exists()  # nothing recorded by the failed tries
+        assert "not writable" in _usage_error([*base, f"eval.output_dir={locked / 'out'}"], capsys)
+    assert "split 'nosuch'" in _usage_error([*base, "eval.splits={mathvista: nosuch}"], capsys)
+    assert not (out / "run.json").exists()  # nothing recorded by the failed tries
 
 
 def test_a_model_that_does_not_load_leaves_no_run_file(tmp_path, data_dir, capsys):
+    """With the recipe's own replicas (no stand-in factory): one line, exit status 2, no run file."""
     broken = tmp_path / "broken_model"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     out = tmp_path / "out"
-    args = ["--model", str(broken), "--data-dir", str(data_dir), "--benchmarks", "mathvista", "--output-dir", str(out),
-            "--backend", "hf", "--max-samples", "1"]
-
-    def factory(backend, model, config):
-        from verl_ext.generation.factory import make_generator
-
-        return make_generator(backend, model, config)
-
-    assert "does not load" in _usage_error(args, capsys, factory=factory)
+    args = cli_args(broken, data_dir, out, tmp_path, "eval.benchmarks=[mathvista]", "eval.max_samples=1")
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "does not load" in errors[0], errors
     assert not (out / "run.json").exists()
 
 
 def test_an_unreadable_run_file_beside_samples_is_refused(shared_generator, tiny_model_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1", "--benchmarks", "mathvista")
+    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=1", "eval.benchmarks=mathvista")
     main(args, generator_factory=Counting(shared_generator))
     (out / "run.json").write_text("{broken")
     assert "settings of" in _usage_error(args, capsys, factory=Counting(shared_generator))
@@ -308,7 +325,7 @@ def test_an_unreadable_run_file_beside_samples_is_refused(shared_generator, tiny
 
 def test_resume_skips_damaged_lines_and_regenerates_only_them(shared_generator, tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "run"
-    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "3", "--benchmarks", "mathvista")
+    args = cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=3", "eval.benchmarks=mathvista")
     main(args, generator_factory=Counting(shared_generator))
     lines = (out / "samples.jsonl").read_bytes().splitlines(keepends=True)
     assert len(lines) == 3
@@ -345,8 +362,8 @@ def test_api_judge_in_the_cli(shared_generator, tiny_model_dir, data_dir, tmp_pa
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         out = tmp_path / "run"
         args = cli_args(
-            tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "2", "--benchmarks", "mathverse,wemath",
-            "--judge", "api", "--judge-model", "grader", "--judge-url", url, "--judge-mode", "always",
+            tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=2", "eval.benchmarks=mathverse,wemath",
+            "eval.judge=api", "eval.judge_model=grader", f"eval.judge_url={url}", "eval.judge_mode=always",
         )  # fmt: skip
         summary = main(args, generator_factory=Counting(shared_generator))
     finally:
@@ -363,11 +380,11 @@ def test_api_judge_in_the_cli(shared_generator, tiny_model_dir, data_dir, tmp_pa
 
 def test_local_judge_in_the_cli(shared_generator, tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "run"
-    base = cli_args(tiny_model_dir, data_dir, out, tmp_path, "--max-samples", "1", "--benchmarks", "mathvista,wemath")
+    base = cli_args(tiny_model_dir, data_dir, out, tmp_path, "eval.max_samples=1", "eval.benchmarks=mathvista,wemath")
     counting = Counting(shared_generator)
-    # Another path than --model: the judge gets its own generator from the factory.
-    judge = ["--judge", "local", "--judge-max-new-tokens", "4"]
-    main([*base, *judge, "--judge-model", f"{tiny_model_dir}/"], generator_factory=counting)
+    # Another path than the evaluated model's: the judge gets its own generator from the factory.
+    judge = ["eval.judge=local", "eval.judge_max_new_tokens=4"]
+    main([*base, *judge, f"eval.judge_model={tiny_model_dir}/"], generator_factory=counting)
     records = read_jsonl(out / "samples.jsonl")
     judged = [r for r in records if r["response"] and not r["rule_correct"]]
     assert counting.loads == 2 and counting.requests == len(records) + len(judged)
@@ -376,8 +393,8 @@ def test_local_judge_in_the_cli(shared_generator, tiny_model_dir, data_dir, tmp_
 
     # The evaluated model itself as judge: no second model is loaded.
     counting = Counting(shared_generator)
-    again = cli_args(tiny_model_dir, data_dir, tmp_path / "run2", tmp_path, "--max-samples", "1", "--benchmarks", "mathvista")
-    main([*again, *judge, "--judge-model", str(tiny_model_dir)], generator_factory=counting)
+    again = cli_args(tiny_model_dir, data_dir, tmp_path / "run2", tmp_path, "eval.max_samples=1", "eval.benchmarks=mathvista")
+    main([*again, *judge, f"eval.judge_model={tiny_model_dir}"], generator_factory=counting)
     assert counting.loads == 1
 
 
@@ -385,7 +402,8 @@ def test_local_judge_in_the_cli(shared_generator, tiny_model_dir, data_dir, tmp_
 
 
 def test_protocol_defaults_are_the_papers():
-    from verl_ext.eval.__main__ import build_parser, config_from_args
+    from verl_ext.config.compose import compose
+    from verl_ext.eval.__main__ import config_from
     from verl_ext.eval.prompts import EvalProtocol
 
     protocol = EvalProtocol()
@@ -395,27 +413,19 @@ def test_protocol_defaults_are_the_papers():
     assert (protocol.min_pixels, protocol.max_pixels) == (262144, 1204224)
     settings = protocol.sampling()
     assert (settings.n, settings.temperature, settings.max_new_tokens, settings.top_k) == (1, 0.2, 16384, -1)
-    # The command line starts from the same protocol, and every field can be overridden.
-    config = config_from_args(build_parser().parse_args(["--model", "Org/model"]))
+    # The recipe starts from the same protocol (its YAML states each default again), and every field can be set.
+    config = config_from(compose(RECIPE, ["actor_rollout_ref.model.path=Org/model"], []))
     assert config.protocol == protocol and config.benchmarks == ["mathvision", "mathverse", "mathvista", "wemath"]
-    config = config_from_args(
-        build_parser().parse_args(
-            [
-                "--model",
-                "Org/model",
-                "--system-prompt",
-                "",
-                "--temperature",
-                "0",
-                "--max-new-tokens",
-                "64",
-                "--max-pixels",
-                "none",
-                "--split",
-                "mathvision=testmini",
-            ]
-        )
-    )
+    assert config.backend == "vllm" and config.backend_config.batch_size == 512
+    overrides = [
+        "actor_rollout_ref.model.path=Org/model",
+        "eval.system_prompt=''",
+        "eval.temperature=0",
+        "eval.max_new_tokens=64",
+        "eval.max_pixels=null",
+        "eval.splits={mathvision: testmini}",
+    ]
+    config = config_from(compose(RECIPE, overrides, []))
     assert (config.protocol.system_prompt, config.protocol.temperature, config.protocol.max_new_tokens) == ("", 0.0, 64)
     assert config.protocol.max_pixels is None and config.split_of("mathvision") == "testmini"
     assert config.split_of("mathvista") == "testmini" and config.output_dir == Path("outputs/eval/model")

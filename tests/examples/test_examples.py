@@ -132,7 +132,7 @@ def test_table1(tmp_path):
         "-m verl.trainer.main config=" + str(REPO / "recipes" / "quickstart.yaml"),
         "-m verl.trainer.main config=" + str(REPO / "recipes" / "grpo_supervised.yaml"),
         "-m verl.model_merger merge --backend fsdp",
-        "-m verl_ext.eval ",
+        "-m verl_ext.eval config=" + str(REPO / "recipes" / "eval" / "paper.yaml"),
         "-m verl_ext.eval.compare --paper-table 1",
     )
 
@@ -165,7 +165,11 @@ def test_table2(tmp_path):
         # The run trained on the synthesized questions.
         train_log = next((work / "logs").glob(f"*-train-{run}.log")).read_text()
         assert f"data.train_files={synth / 'train.parquet'}" in train_log.splitlines()[0]
-    check_logged(stdout, "synthesize_cpu.py --strategy in_context", "synthesize_cpu.py --strategy direct")
+    check_logged(
+        stdout,
+        "synthesize_cpu.py config=" + str(REPO / "recipes" / "synth" / "in_context.yaml"),
+        "synthesize_cpu.py config=" + str(REPO / "recipes" / "synth" / "direct.yaml"),
+    )
 
 
 def test_table3(tmp_path):

@@ -256,7 +256,7 @@ def test_text_only_model(generator, text_model_dir):
 
 
 def test_two_replicas_share_one_synthesis_run(generator, varied_model_dir, tmp_path):
-    """``replicas=2``: both hf servers answer requests of one synthesis run, which keeps what one replica keeps."""
+    """``trainer.n_gpus_per_node=2``: both hf servers answer requests of one synthesis run, which keeps what one replica keeps."""
     import zlib
 
     import pyarrow.parquet as pq
@@ -283,7 +283,9 @@ def test_two_replicas_share_one_synthesis_run(generator, varied_model_dir, tmp_p
         result = synthesize(config, Tagged(gen))
         return [row["prompt"] for f in result.files for row in pq.read_table(f).to_pylist()]
 
-    two = make_generator("hf", str(varied_model_dir), BackendConfig(replicas=2, show_progress=False))
+    two = make_generator(
+        "hf", str(varied_model_dir), BackendConfig(show_progress=False), ["trainer.n_gpus_per_node=2"]
+    )
     try:
         assert two.num_replicas == 2 and len(two.servers) == 2
         rows_two = run(two, "two")

@@ -56,6 +56,18 @@ def test_completions_follow_request_order_and_seeds_follow_the_run_not_the_batch
     assert len(set(seeds)) == len(seeds)
 
 
+def test_a_seed_key_makes_a_request_s_seeds_independent_of_its_place():
+    settings = SamplingSettings(n=2, temperature=1.0, seed=7)
+    keyed = [GenerationRequest(messages=[{"role": "user", "content": f"q{i}"}], seed_key=100 + i) for i in range(4)]
+    generator = _StandInServers(BackendConfig(batch_size=2, show_progress=False))
+    whole = generator.generate(keyed, settings)
+    resumed = generator.generate(keyed[2:], settings)  # the first two were answered by an earlier run
+    seeds = [[text.split()[1] for text in texts] for texts in whole]
+    assert [[text.split()[1] for text in texts] for texts in resumed] == seeds[2:]
+    unkeyed = generator.generate(_requests(4)[2:], settings)  # without keys the seeds follow the places
+    assert [[text.split()[1] for text in texts] for texts in unkeyed] != seeds[2:]
+
+
 def test_a_hung_server_fails_its_batch_after_the_timeout_and_the_other_requests_are_cancelled():
     generator = _StandInServers(BackendConfig(batch_size=4, show_progress=False, batch_timeout_s=0.5), hang={1})
     with pytest.raises(TimeoutError, match=r"4 request\(s\) not completed .* within 0.5 s"):

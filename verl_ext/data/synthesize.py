@@ -6,13 +6,13 @@ Two strategies (arXiv 2505.22453, section on synthetic data):
   question about the same image(s);
 * ``direct``: the model sees only the image(s) and writes a question.
 
-The prompt is a template file (``verl_ext/prompts/synth_<strategy>.txt`` by default; ``--prompt`` takes another
+The prompt is a template file (``verl_ext/prompts/synth_<strategy>.txt`` by default; ``synth.prompt`` takes another
 built-in name or any file path, see :mod:`verl_ext.prompts`) that asks for the question between ``<question>``
 and ``</question>``. Each completion is parsed and filtered (:mod:`verl_ext.data.synth_filters`): unparseable,
 empty, too short, too long, same as the seed's question, duplicate of a question already kept for the same
-image(s). With ``--answerability-k K`` the model also answers each surviving question K times (the training
+image(s). With ``synth.answerability_k=K`` the model also answers each surviving question K times (the training
 prompt, format instruction included) and the question is kept only if the majority ratio of the extracted
-answers reaches ``--answerability-threshold``; the ratio is recorded in ``extra_info["answerability"]``.
+answers reaches ``synth.answerability_threshold``; the ratio is recorded in ``extra_info["answerability"]``.
 
 Kept questions are rows of :mod:`verl_ext.data.schema` (the seed's images, an empty ground truth,
 ``extra_info["answer"] == ""``) with provenance in ``extra_info``: ``seed_file``, ``seed_row`` (position in that
@@ -20,11 +20,11 @@ file), ``seed_index`` (the seed's own ``extra_info.index``), ``seed_question``, 
 ``answerability`` (null when not computed); ``extra_info["source"]`` is the seed's source.
 
 Seeds are parquet files in the row layout (``verl_ext.data.prepare`` output, ``verl_ext.data.visual_math``, or
-earlier synthesis output) or directories of them. Seed rows are processed in shards of ``--shard-size``:
+earlier synthesis output) or directories of them. Seed rows are processed in shards of ``synth.shard_size``:
 shard ``i`` writes ``OUT/shard-0000i.parquet`` atomically and is then recorded in ``OUT/synthesize_manifest.json``
 (also written atomically, together with the run's settings and counts). A rerun of the same command skips the
 recorded shards, so a killed run loses at most the shard it was working on and leaves no half-written file; a
-rerun with other settings is refused (use another ``--out`` or ``--overwrite``).
+rerun with other settings is refused (use another ``synth.out`` or ``synth.overwrite=true``).
 
 Bad seed input (an unreadable file or row group, a missing or corrupt image, a row without the question or
 answer the template needs) is counted per reason and skipped; a shard whose generation fails is logged, left
@@ -32,23 +32,26 @@ unrecorded (a rerun retries it) and the run goes on. Exit status: 0 if the outpu
 shards finished by earlier runs), 1 if not, 2 for usage errors.
 
 Train on all shards with ``data.train_files="[OUT/shard-00000.parquet,OUT/shard-00001.parquet]"`` (the closing
-log line and the manifest's ``train_files`` give the full list), or pass ``--merge`` to also write
+log line and the manifest's ``train_files`` give the full list), or set ``synth.merge=true`` to also write
 ``OUT/train.parquet`` once every shard is done and use ``data.train_files=OUT/train.parquet`` (not both: the
 rows would count twice).
 
-Usage::
+Configured like training: a recipe (``recipes/synth/in_context.yaml``, ``recipes/synth/direct.yaml``) composes
+verl's ``ppo_trainer`` (the model, rollout engine and cluster keys) with every ``synth.*`` setting
+(``verl_ext/config/command/synthesize.yaml``), and ``key=value`` overrides follow. The questions are written and
+answered on verl's rollout replicas (:mod:`verl_ext.generation.replicas`)::
 
-    python -m verl_ext.data.synthesize --strategy in_context --seeds data/geometry3k/train.parquet \\
-        --model Qwen/Qwen2.5-VL-7B-Instruct --backend vllm --tensor-parallel-size 2 --batch-size 256 \\
-        --num-per-seed 2 --answerability-k 10 --answerability-threshold 0.5 --out data/synth/in_context
-    python -m verl_ext.data.synthesize --strategy direct --seeds data/seeds/ --model ./my-model --backend hf \\
-        --max-seeds 64 --out data/synth/direct --merge
+    python -m verl_ext.data.synthesize config=recipes/synth/in_context.yaml \\
+        synth.seeds=[data/geometry3k/train.parquet] synth.out=data/synth/in_context \\
+        actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct synth.num_per_seed=2 synth.answerability_k=10
+    python -m verl_ext.data.synthesize config=recipes/synth/direct.yaml synth.seeds=[data/seeds/] \\
+        synth.out=data/synth/direct synth.max_seeds=64 actor_rollout_ref.model.path=./my-model \\
+        actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1 actor_rollout_ref.rollout.tensor_model_parallel_size=1
     python -m verl_ext.data.synthesize --list-prompts
 """
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import dataclasses
 import errno
@@ -91,7 +94,7 @@ STRATEGIES: tuple[str, ...] = ("in_context", "direct")
 MANIFEST_NAME = "synthesize_manifest.json"
 """Settings, finished shards and counts of the run(s) writing an output directory."""
 MERGED_NAME = "train.parquet"
-"""Written by ``--merge`` once every shard is finished."""
+"""Written with ``merge`` once every shard is finished."""
 LOCK_NAME = ".synthesize.lock"
 MANIFEST_VERSION = 1
 SHARD_GLOB = "shard-*.parquet"
@@ -199,28 +202,28 @@ class SynthesizeConfig:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise UsageError("--seeds is required")
+            raise UsageError("synth.seeds is required")
         if self.strategy not in STRATEGIES:
-            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise UsageError(f"synth.strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.backend not in BACKENDS:
-            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+            raise UsageError(f"actor_rollout_ref.rollout.name must be one of {', '.join(BACKENDS)} for synthesis, got {self.backend!r}")
         if not self.model:
-            raise UsageError("--model is required")
+            raise UsageError("actor_rollout_ref.model.path is required")
         for name in ("num_per_seed", "shard_size", "max_new_tokens", "answer_max_new_tokens"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"synth.{name} must be >= 1, got {getattr(self, name)}")
         if self.first_seed < 0:
             raise UsageError(f"first_seed must be >= 0, got {self.first_seed}")
         if self.max_seeds is not None and self.max_seeds < 1:
-            raise UsageError(f"--max-seeds must be >= 1, got {self.max_seeds}")
+            raise UsageError(f"synth.max_seeds must be >= 1, got {self.max_seeds}")
         if self.answerability_k < 0:
-            raise UsageError(f"--answerability-k must be >= 0, got {self.answerability_k}")
+            raise UsageError(f"synth.answerability_k must be >= 0, got {self.answerability_k}")
         if not 0.0 <= self.answerability_threshold <= 1.0:
-            raise UsageError(f"--answerability-threshold must be in [0, 1], got {self.answerability_threshold}")
+            raise UsageError(f"synth.answerability_threshold must be in [0, 1], got {self.answerability_threshold}")
         if self.answer_style not in STYLES:
-            raise UsageError(f"--answer-style must be one of {', '.join(STYLES)}, got {self.answer_style!r}")
+            raise UsageError(f"synth.answer_style must be one of {', '.join(STYLES)}, got {self.answer_style!r}")
         if self.data_source is not None and not self.data_source.strip():
-            raise UsageError("--data-source must not be empty")
+            raise UsageError("synth.data_source must not be empty")
         try:
             self.question_sampling(0)
             self.answer_sampling(0)
@@ -610,7 +613,7 @@ class _Run:
         # Only for the real loader: tests and callers with their own factory may name models freely.
         problem = model_path_problem(config.model) if generator is None and factory is make_generator else None
         if problem:
-            raise UsageError(f"--model {problem}")
+            raise UsageError(f"actor_rollout_ref.model.path: {problem}")
         self.seed_paths = _resolve_seed_paths(config.seeds)
         self.generator = generator
         self.factory = factory
@@ -658,14 +661,14 @@ class _Run:
             manifest = json.loads(path.read_text())
             settings, shards = manifest["settings"], manifest["shards"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path} cannot be read ({exc}); use --overwrite or another --out") from None
+            raise UsageError(f"{path} cannot be read ({exc}); use synth.overwrite=true or another synth.out") from None
         # Round-trip through JSON so tuples and lists compare equal.
         expected = json.loads(json.dumps(fingerprint, default=str))
         if settings != expected:
             differ = sorted(k for k in set(settings) | set(expected) if settings.get(k) != expected.get(k))
             raise UsageError(
                 f"{self.out} holds a synthesis run with other settings (differs in: {', '.join(differ)}); "
-                "use another --out, or --overwrite to start over"
+                "use another synth.out, or synth.overwrite=true to start over"
             )
         return {"version": MANIFEST_VERSION, "settings": settings, "shards": shards}
 
@@ -696,7 +699,7 @@ class _Run:
             if path.is_file():
                 path.unlink()
                 removed += 1
-        logger.info("--overwrite: removed %d file(s) of an earlier run from %s", removed, self.out)
+        logger.info("overwrite: removed %d file(s) of an earlier run from %s", removed, self.out)
 
     # ---- one shard
 
@@ -936,7 +939,7 @@ class _Run:
             try:  # load the model before the first shard, so a model that does not load is a usage error
                 self.get_generator()
             except (OSError, ValueError) as exc:
-                raise UsageError(f"--model {c.model} does not load: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+                raise UsageError(f"actor_rollout_ref.model.path={c.model} does not load: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
         done_seeds = sum(min(span, (i + 1) * c.shard_size) - i * c.shard_size for i in finished if i < n_shards)
         consecutive_failures = 0
         bar = tqdm(total=span, initial=done_seeds, desc=f"synthesize {c.strategy}", unit="seed",
@@ -977,9 +980,9 @@ class _Run:
         if c.merge:
             if not r.complete:
                 unfinished = n_shards - r.shards_done - r.shards_skipped
-                logger.warning("--merge skipped: %d shard(s) are not finished yet", unfinished)
+                logger.warning("merge skipped: %d shard(s) are not finished yet", unfinished)
             elif not r.kept:
-                logger.warning("--merge skipped: no rows were kept")
+                logger.warning("merge skipped: no rows were kept")
             else:
                 try:
                     self.merge()
@@ -1044,121 +1047,69 @@ def synthesize(
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse would print the whole usage block and exit; we want one clear line and exit status 2.
-        raise UsageError(message)
+USAGE = (
+    "usage: python -m verl_ext.data.synthesize config=recipes/synth/in_context.yaml "
+    "synth.seeds=[FILE.parquet] synth.out=DIR actor_rollout_ref.model.path=MODEL [key=value ...]"
+)
+REQUIRED = ("synth.seeds", "synth.out", "actor_rollout_ref.model.path")
+_BACKEND_KEYS = ("batch_size", "batch_timeout_s", "min_pixels", "max_pixels")
+"""``synth.*`` settings of how requests are sent (:class:`BackendConfig`)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m verl_ext.data.synthesize``."""
-    p = _Parser(
-        prog="python -m verl_ext.data.synthesize",
-        description="Write new unlabeled questions about seed images with the model itself (MM-UPT synthesis).",
-    )
-    p.add_argument("--strategy", choices=STRATEGIES, help="in_context: image + question + answer; direct: image only")
-    p.add_argument("--seeds", nargs="+", type=Path, help="seed .parquet row files or directories of them")
-    p.add_argument("--model", help="model directory or hub name (writes and answers the questions)")
-    p.add_argument("--out", type=Path, help="output directory (shards, manifest, train.parquet with --merge)")
-    p.add_argument("--prompt", help="prompt template: a built-in name or a file path (default: synth_<strategy>)")
-    p.add_argument("--list-prompts", action="store_true", help="list the built-in prompt templates and exit")
-    p.add_argument("--num-per-seed", type=int, default=1, help="questions sampled per seed row (default: 1)")
-    p.add_argument("--shard-size", type=int, default=256, help="seed rows per output shard (default: 256)")
-    p.add_argument("--max-seeds", type=int, help="use only the first N seed rows")
-    p.add_argument("--data-source", help="data_source of the rows (default: verl_ext/synthesized/<strategy>)")
-    p.add_argument("--merge", action="store_true", help="also write train.parquet once every shard is finished")
-    p.add_argument("--overwrite", action="store_true", help="discard an earlier run in --out instead of resuming")
+def config_from(cfg: Any) -> SynthesizeConfig:
+    """The run of a composed synthesis recipe: its ``synth`` section, verl's model path and rollout engine."""
+    from omegaconf import OmegaConf
 
-    g = p.add_argument_group("generation backend")
-    g.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (vLLM on a GPU, else hf), hf or vllm")
-    g.add_argument("--batch-size", type=int, default=8, help="requests per backend call (default: 8)")
-    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model (default: 1)")
-    g.add_argument("--replicas", type=int, default=1, help="rollout replicas (data parallel over the cluster's devices)")
-    g.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vLLM: GPU memory share (default: 0.9)")
-    g.add_argument("--max-model-len", type=int, help="vLLM: longest prompt + completion in tokens")
-    g.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs")
-    g.add_argument("--dtype", default="auto", help="weights dtype: auto, bfloat16, float16, float32")
-    g.add_argument("--min-pixels", type=int, help="smallest image area after resizing")
-    g.add_argument("--max-pixels", type=int, help="largest image area after resizing")
-
-    s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=1.0, help="question sampling temperature (default: 1.0)")
-    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
-    s.add_argument("--top-k", type=int, default=-1, help="top-k sampling, -1 off (default: -1)")
-    s.add_argument("--max-new-tokens", type=int, default=512, help="longest question completion (default: 512)")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-
-    f = p.add_argument_group("filters")
-    f.add_argument("--min-chars", type=int, default=FilterSettings.min_chars, help="shortest kept question")
-    f.add_argument("--max-chars", type=int, default=FilterSettings.max_chars, help="longest kept question")
-    f.add_argument("--answerability-k", type=int, default=0, help="answers sampled per question; 0: no check")
-    f.add_argument("--answerability-threshold", type=float, default=0.5, help="keep when majority ratio >= this")
-    f.add_argument("--answer-temperature", type=float, default=0.7, help="answer sampling temperature")
-    f.add_argument("--answer-max-new-tokens", type=int, default=2048, help="longest answer in tokens")
-    f.add_argument("--answer-style", choices=STYLES, default="boxed", help="how final answers are extracted")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> SynthesizeConfig:
-    """Turn parsed arguments into a config; raises :class:`UsageError`."""
-    missing = [name for name in ("strategy", "seeds", "model", "out") if not getattr(args, name)]
-    if missing:
-        raise UsageError(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
+    section = OmegaConf.to_container(cfg.synth, resolve=True)
+    known = {f.name for f in dataclasses.fields(SynthesizeConfig)} | {"min_chars", "max_chars", *_BACKEND_KEYS}
+    unknown = sorted(set(section) - known - {"model", "backend", "backend_config", "filters"})
+    if unknown:
+        raise UsageError(f"unknown key synth.{unknown[0]} (verl_ext/config/command/synthesize.yaml lists the settings)")
+    seeds = section.pop("seeds")
+    seeds = [seeds] if isinstance(seeds, str) else list(seeds or [])
     try:
-        backend_config = BackendConfig(
-            batch_size=args.batch_size,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            dtype=args.dtype,
-            tensor_parallel_size=args.tensor_parallel_size,
-            replicas=args.replicas,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            enforce_eager=args.enforce_eager,
-            show_progress=False,  # the synthesis bar counts seeds; a second bar per call would only add noise
+        # The synthesis bar counts seeds; a second bar per call would only add noise.
+        backend_config = BackendConfig(show_progress=False, **{k: section.pop(k) for k in _BACKEND_KEYS})
+        filters = FilterSettings(min_chars=section.pop("min_chars"), max_chars=section.pop("max_chars"))
+        return SynthesizeConfig(
+            seeds=tuple(Path(p) for p in seeds),
+            out=Path(section.pop("out")),
+            model=str(cfg.actor_rollout_ref.model.path),
+            backend=str(cfg.actor_rollout_ref.rollout.name),
+            backend_config=backend_config,
+            filters=filters,
+            **section,
         )
-        filters = FilterSettings(min_chars=args.min_chars, max_chars=args.max_chars)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return SynthesizeConfig(
-        seeds=tuple(args.seeds),
-        out=args.out,
-        model=args.model,
-        strategy=args.strategy,
-        prompt=args.prompt,
-        num_per_seed=args.num_per_seed,
-        shard_size=args.shard_size,
-        max_seeds=args.max_seeds,
-        backend=args.backend,
-        backend_config=backend_config,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        filters=filters,
-        answerability_k=args.answerability_k,
-        answerability_threshold=args.answerability_threshold,
-        answer_temperature=args.answer_temperature,
-        answer_max_new_tokens=args.answer_max_new_tokens,
-        answer_style=args.answer_style,
-        data_source=args.data_source,
-        merge=args.merge,
-        overwrite=args.overwrite,
-    )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
 
 
-def main(argv: Sequence[str] | None = None, generator_factory: Callable[..., Generator] = make_generator) -> int:
-    """CLI entry point; returns the exit status (0 rows in the output, 1 none, 2 usage error)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(argv: Sequence[str] | None = None, generator_factory: Callable[..., Generator] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 rows in the output, 1 none, 2 usage error).
+
+    ``generator_factory(backend, model, backend_config)`` replaces the rollout replicas the recipe
+    describes (tests, stand-ins).
+    """
+    from verl_ext.config.compose import CLIError, compose_command, start_command
+
+    argv = start_command(argv, __doc__, USAGE)
+    if argv is None:
+        return 0
+    if argv[:1] == ["--list-prompts"]:
+        logger.info("built-in prompt templates (in %s): %s", PROMPT_DIR, ", ".join(available_prompts()))
+        return 0
     try:
-        args = build_parser().parse_args(argv)
-        if args.list_prompts:
-            logger.info("built-in prompt templates (in %s): %s", PROMPT_DIR, ", ".join(available_prompts()))
-            return 0
-        result = synthesize(config_from_args(args), generator_factory=generator_factory)
-    except UsageError as exc:
-        logger.error("usage error: %s (see --help)", exc)
+        cfg = compose_command(argv, USAGE, REQUIRED)
+        config = config_from(cfg)
+        if generator_factory is None:
+            from verl_ext.generation.replicas import ReplicaGenerator
+
+            def generator_factory(backend: str, model: str, backend_config: BackendConfig) -> Generator:
+                return ReplicaGenerator(cfg, backend_config)
+
+        result = synthesize(config, generator_factory=generator_factory)
+    except (CLIError, UsageError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     return result.exit_code
 

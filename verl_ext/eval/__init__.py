@@ -1,8 +1,8 @@
 """Benchmark evaluation of MM-UPT's Table 1: MathVision, MathVerse, MathVista and We-Math.
 
-Run it with ``python -m verl_ext.eval --model PATH``; the pieces are importable: benchmark loaders
-(:mod:`~verl_ext.eval.benchmarks`), the paper's prompting protocol (:mod:`~verl_ext.eval.prompts`),
-rule and LLM-judge grading (:mod:`~verl_ext.eval.grading`) and reports (:mod:`~verl_ext.eval.report`).
+Run it with ``python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=PATH``;
+the pieces are importable: benchmark loaders (:mod:`~verl_ext.eval.benchmarks`), the paper's prompting
+protocol (:mod:`~verl_ext.eval.prompts`), rule and LLM-judge grading (:mod:`~verl_ext.eval.grading`) and reports (:mod:`~verl_ext.eval.report`).
 """
 
 from verl_ext.eval.benchmarks import BENCHMARKS, Sample, load_benchmark

@@ -1,29 +1,33 @@
 """``python -m verl_ext.eval``: evaluate a model on MathVision, MathVerse, MathVista and We-Math.
 
-Usage::
+Configured like training: ``recipes/eval/paper.yaml`` (the paper's protocol on 8 GPUs with vLLM)
+composes verl's ``ppo_trainer`` (model, rollout engine and cluster keys) with every ``eval.*`` setting
+(``verl_ext/config/command/evaluate.yaml``); ``key=value`` overrides follow. Responses are generated on
+verl's rollout replicas (:mod:`verl_ext.generation.replicas`)::
 
-    python -m verl_ext.eval --model Qwen/Qwen2.5-VL-7B-Instruct \\
-        --benchmarks mathvision,mathverse,mathvista,wemath --output-dir outputs/eval/qwen7b
+    python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct \\
+        eval.output_dir=outputs/eval/qwen7b
+    python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=./my-model \\
+        eval.benchmarks=[mathvista] eval.max_samples=50 actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1
 
-Writes into ``--output-dir``: ``samples.jsonl`` (one line per response: benchmark, prompt id,
+Writes into ``eval.output_dir``: ``samples.jsonl`` (one line per response: benchmark, prompt id,
 response, extracted answer, verdict), ``results.json`` (accuracies), ``report.md`` (Table 1
 comparison and per-category tables), ``accuracy.png`` (bar chart) and ``run.json`` (the settings).
 
 The JSONL is append-only and fsync'ed after every batch; rerunning the same command skips the
 questions already answered, so a killed run loses at most the batch it was working on. A rerun with
-other model or sampling settings is refused: use another ``--output-dir``.
+other model or sampling settings is refused: use another ``eval.output_dir``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -71,12 +75,12 @@ class UsageError(ValueError):
 def _writable_dir(path: Path) -> Optional[str]:
     """Why ``path`` cannot be the output directory, or None when it can."""
     if path.exists() and not path.is_dir():
-        return f"--output-dir {path} is a file, not a directory"
+        return f"eval.output_dir {path} is a file, not a directory"
     probe = path
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        return f"--output-dir {path}: {probe} is not writable"
+        return f"eval.output_dir {path}: {probe} is not writable"
     return None
 
 
@@ -116,8 +120,6 @@ class EvalConfig:
     """fallback: the judge reviews only responses the rules mark wrong; always: it grades every response."""
     judge_prompt: Optional[Path] = None
     """Judge prompt template (None: verl_ext/eval/judge_prompt.txt)."""
-    judge_backend: str = "auto"
-    """Generation backend of a local judge."""
     judge_max_new_tokens: int = 1024
     """Longest judge reply in tokens."""
     label: Optional[str] = None
@@ -129,30 +131,30 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
-        if self.backend not in BACKENDS or self.judge_backend not in BACKENDS:
-            raise ValueError(f"backends must be one of {BACKENDS}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"actor_rollout_ref.rollout.name must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
         if self.judge not in JUDGES:
             raise ValueError(f"judge must be one of {JUDGES}; got {self.judge!r}")
         if self.judge != "none" and not self.judge_model:
-            raise ValueError(f"--judge {self.judge} needs --judge-model")
+            raise ValueError(f"eval.judge={self.judge} needs eval.judge_model")
         if self.judge_mode not in JUDGE_MODES:
             raise ValueError(f"judge mode must be one of {JUDGE_MODES}; got {self.judge_mode!r}")
         if self.compare_to not in PAPER_TABLE1:
-            raise ValueError(f"--compare-to must be one of: {', '.join(PAPER_TABLE1)}")
+            raise ValueError(f"eval.compare_to must be one of: {', '.join(PAPER_TABLE1)}")
         if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError("--max-samples must be >= 1")
+            raise ValueError("eval.max_samples must be >= 1")
         if self.protocol.n < 1:
-            raise ValueError(f"--n must be >= 1 (responses per question); got {self.protocol.n}")
+            raise ValueError(f"eval.n must be >= 1 (responses per question); got {self.protocol.n}")
         if self.protocol.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0 (0: greedy); got {self.protocol.temperature}")
+            raise ValueError(f"eval.temperature must be >= 0 (0: greedy); got {self.protocol.temperature}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
-            raise ValueError(f"--data-dir {self.data_dir}: no such directory")
+            raise ValueError(f"eval.data_dir {self.data_dir}: no such directory")
         problem = _writable_dir(self.output_dir)
         if problem:
             raise ValueError(problem)
         problem = model_path_problem(self.model)
         if problem:
-            raise ValueError(f"--model {problem}")
+            raise ValueError(f"actor_rollout_ref.model.path: {problem}")
 
     def split_of(self, benchmark: str) -> str:
         """The split evaluated for ``benchmark``."""
@@ -271,7 +273,7 @@ def _check_run_file(config: EvalConfig) -> bool:
             if (config.output_dir / SAMPLES_FILE).exists():
                 raise UsageError(
                     f"{path} is unreadable, so the settings of {config.output_dir / SAMPLES_FILE} are unknown: "
-                    "pass another --output-dir (or delete the folder)"
+                    "set another eval.output_dir (or delete the folder)"
                 ) from None
             logger.warning("%s is unreadable; it is written again", path)
             return False
@@ -279,7 +281,7 @@ def _check_run_file(config: EvalConfig) -> bool:
             raise UsageError(
                 f"{config.output_dir} holds a run with other settings ({path}: "
                 f"{json.dumps(previous.get('fingerprint') if isinstance(previous, dict) else previous, sort_keys=True)[:200]}); "
-                "resuming would mix them: pass another --output-dir"
+                "resuming would mix them: set another eval.output_dir"
             )
         return True
     return False
@@ -311,7 +313,7 @@ def _build_judge(
     if generator is not None and config.judge_model == config.model:
         return GeneratorJudge(generator, prompt_template=template, max_new_tokens=config.judge_max_new_tokens), None
     judge_backend = dataclasses.replace(config.backend_config, min_pixels=None, max_pixels=None, show_progress=False)
-    own = factory(config.judge_backend, config.judge_model, judge_backend)
+    own = factory(config.backend, config.judge_model, judge_backend)
     return GeneratorJudge(own, prompt_template=template, max_new_tokens=config.judge_max_new_tokens), own
 
 
@@ -344,7 +346,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
         try:
             generator = generator_factory(config.backend, config.model, backend_config)
         except (OSError, ValueError) as err:  # not a model directory, unknown architecture
-            raise UsageError(f"--model {config.model} does not load: {str(err).splitlines()[0]}") from None
+            raise UsageError(f"actor_rollout_ref.model.path={config.model} does not load: {str(err).splitlines()[0]}") from None
         if not has_run_file:
             _write_run_file(config)
         judge, judge_generator = None, None
@@ -416,141 +418,65 @@ def write_outputs(config: EvalConfig, summary: dict[str, Any]) -> dict[str, Opti
 # ------------------------------------------------------------------------------------------ command line
 
 
-def _key_values(pairs: Iterable[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise argparse.ArgumentTypeError(f"expected BENCHMARK=SPLIT, got {pair!r}")
-        name, split = pair.split("=", 1)
-        out[parse_benchmarks(name)[0]] = split.strip()
-    return out
+USAGE = "usage: python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=MODEL [key=value ...]"
+_PROTOCOL_KEYS = tuple(f.name for f in dataclasses.fields(EvalProtocol))
+_BACKEND_KEYS = ("batch_size", "batch_timeout_s", "show_progress")
+"""``eval.*`` settings of how requests are sent (:class:`BackendConfig`; the pixel bounds are the protocol's)."""
 
 
-def _pixels(text: str) -> Optional[int]:
-    # "0" or "none": leave the bound to the processor's own configuration.
-    return None if text.lower() in ("0", "none") else int(text)
+def config_from(cfg: Any) -> EvalConfig:
+    """The run of a composed evaluation recipe: its ``eval`` section, verl's model path and rollout engine."""
+    from omegaconf import OmegaConf
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    defaults = EvalProtocol()
-    backend = BackendConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m verl_ext.eval",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="model directory or hub name")
-    p.add_argument("--benchmarks", default=",".join(TABLE_BENCHMARKS), help="comma-separated: " + ", ".join(BENCHMARKS))
-    p.add_argument(
-        "--output-dir", type=Path, default=None, help="results directory (default: outputs/eval/<model name>)"
-    )
-    p.add_argument(
-        "--data-dir", type=Path, default=None, help="read benchmarks from local parquet/jsonl files or hub snapshots"
-    )
-    p.add_argument("--cache-dir", default=None, help="datasets cache directory")
-    p.add_argument("--split", action="append", default=[], metavar="BENCHMARK=SPLIT", help="e.g. mathvision=testmini")
-    p.add_argument("--max-samples", type=int, default=None, help="first N questions of each benchmark")
-
-    g = p.add_argument_group("generation")
-    g.add_argument("--backend", choices=BACKENDS, default="auto")
-    g.add_argument("--batch-size", type=int, default=backend.batch_size)
-    g.add_argument("--dtype", default=backend.dtype)
-    g.add_argument("--tensor-parallel-size", type=int, default=backend.tensor_parallel_size)
-    g.add_argument("--replicas", type=int, default=1, help="rollout replicas (data parallel over the cluster's devices)")
-    g.add_argument("--gpu-memory-utilization", type=float, default=backend.gpu_memory_utilization)
-    g.add_argument("--max-model-len", type=int, default=None)
-    g.add_argument("--enforce-eager", action="store_true")
-    g.add_argument("--trust-remote-code", action="store_true")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    s = p.add_argument_group("protocol (defaults: the paper's)")
-    s.add_argument("--system-prompt", default=defaults.system_prompt, help="'' for none")
-    s.add_argument("--format-instruction", default=defaults.format_instruction)
-    s.add_argument("--temperature", type=float, default=defaults.temperature)
-    s.add_argument("--top-p", type=float, default=defaults.top_p)
-    s.add_argument("--top-k", type=int, default=defaults.top_k)
-    s.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    s.add_argument("--n", type=int, default=defaults.n, help="responses per question (accuracy averages them)")
-    s.add_argument("--seed", type=int, default=defaults.seed)
-    s.add_argument("--min-pixels", type=_pixels, default=defaults.min_pixels, help="0: the processor's own")
-    s.add_argument("--max-pixels", type=_pixels, default=defaults.max_pixels, help="0: the processor's own")
-
-    j = p.add_argument_group("LLM judge")
-    j.add_argument("--judge", choices=JUDGES, default="none")
-    j.add_argument("--judge-model", default=None, help="endpoint model name (api) or model path (local)")
-    j.add_argument("--judge-url", default="https://api.openai.com/v1", help="OpenAI-compatible base URL")
-    j.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the key")
-    j.add_argument("--judge-mode", choices=JUDGE_MODES, default="fallback")
-    j.add_argument("--judge-prompt", type=Path, default=None, help="prompt template file")
-    j.add_argument("--judge-backend", choices=BACKENDS, default="auto")
-    j.add_argument("--judge-max-new-tokens", type=int, default=1024)
-
-    r = p.add_argument_group("report")
-    r.add_argument("--label", default=None, help="our row's name (default: the model directory name)")
-    r.add_argument("--compare-to", choices=list(PAPER_TABLE1), default=DEFAULT_REFERENCE)
-    r.add_argument("--no-plot", action="store_true", help="skip accuracy.png")
-    p.add_argument("--log-level", default="INFO")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    """The run configuration of parsed arguments."""
-    output_dir = args.output_dir or Path("outputs") / "eval" / (Path(args.model.rstrip("/")).name or "model")
+    section = OmegaConf.to_container(cfg.eval, resolve=True)
+    own = {f.name for f in dataclasses.fields(EvalConfig)} - {"model", "backend", "backend_config", "protocol"}
+    unknown = sorted(set(section) - own - set(_PROTOCOL_KEYS) - set(_BACKEND_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key eval.{unknown[0]} (verl_ext/config/command/evaluate.yaml lists the settings)")
+    model = str(cfg.actor_rollout_ref.model.path)
+    benchmarks = section.pop("benchmarks")
+    output_dir = section.pop("output_dir") or Path("outputs") / "eval" / (Path(model.rstrip("/")).name or "model")
+    for key in ("data_dir", "judge_prompt"):
+        if section.get(key) is not None:
+            section[key] = Path(section[key])
     return EvalConfig(
-        model=args.model,
-        output_dir=output_dir,
-        benchmarks=parse_benchmarks(args.benchmarks),
-        splits=_key_values(args.split),
-        data_dir=args.data_dir,
-        cache_dir=args.cache_dir,
-        max_samples=args.max_samples,
-        backend=args.backend,
-        backend_config=BackendConfig(
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-            tensor_parallel_size=args.tensor_parallel_size,
-            replicas=args.replicas,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_model_len=args.max_model_len,
-            enforce_eager=args.enforce_eager,
-            show_progress=not args.no_progress,
-        ),
-        protocol=EvalProtocol(
-            system_prompt=args.system_prompt,
-            format_instruction=args.format_instruction,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            max_new_tokens=args.max_new_tokens,
-            n=args.n,
-            seed=args.seed,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-        ),
-        judge=args.judge,
-        judge_model=args.judge_model,
-        judge_url=args.judge_url,
-        judge_api_key_env=args.judge_api_key_env,
-        judge_mode=args.judge_mode,
-        judge_prompt=args.judge_prompt,
-        judge_backend=args.judge_backend,
-        judge_max_new_tokens=args.judge_max_new_tokens,
-        label=args.label,
-        compare_to=args.compare_to,
-        plot=not args.no_plot,
+        model=model,
+        output_dir=Path(output_dir),
+        benchmarks=parse_benchmarks(benchmarks if isinstance(benchmarks, str) else ",".join(benchmarks)),
+        splits={parse_benchmarks(name)[0]: str(split) for name, split in (section.pop("splits") or {}).items()},
+        backend=str(cfg.actor_rollout_ref.rollout.name),
+        backend_config=BackendConfig(**{k: section.pop(k) for k in _BACKEND_KEYS}),
+        protocol=EvalProtocol(**{k: section.pop(k) for k in _PROTOCOL_KEYS}),
+        **section,
     )
 
 
-def main(argv: Optional[Sequence[str]] = None, generator_factory: GeneratorFactory = make_generator) -> dict[str, Any]:
-    """Entry point; returns the run summary (what was generated and skipped, accuracies, output paths)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[GeneratorFactory] = None) -> dict[str, Any]:
+    """Entry point; returns the run summary (what was generated and skipped, accuracies, output paths).
+
+    ``generator_factory(backend, model, backend_config)`` replaces the rollout replicas the recipe
+    describes (tests, stand-ins).
+    """
+    from verl_ext.config.compose import CLIError, compose_command, start_command
+
+    argv = start_command(argv, __doc__, USAGE)
+    if argv is None:
+        raise SystemExit(0)
     try:
-        config = config_from_args(args)
-    except (ValueError, argparse.ArgumentTypeError) as err:  # the arguments themselves
+        cfg = compose_command(argv, USAGE, ("actor_rollout_ref.model.path",))
+        config = config_from(cfg)
+    except (CLIError, ValueError, TypeError) as err:  # the command line itself
         _usage_exit(err)
+    if generator_factory is None:
+        from omegaconf import OmegaConf
+
+        from verl_ext.generation.replicas import ReplicaGenerator
+
+        def generator_factory(backend: str, model: str, backend_config: BackendConfig) -> BatchedGenerator:
+            # A local judge is another model on the same engine and cluster settings.
+            run_cfg = cfg if model == config.model else OmegaConf.merge(cfg, {"actor_rollout_ref": {"model": {"path": model}}})
+            return ReplicaGenerator(run_cfg, backend_config)
+
     try:
         return run(config, generator_factory)
     except UsageError as err:  # inputs found wrong before any generation; other errors keep their traceback
@@ -563,4 +489,4 @@ def _usage_exit(err: BaseException) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from verl_ext.eval.benchmarks import BENCHMARKS
-from verl_ext.eval.report import PAPER_TABLE1, TABLE_BENCHMARKS, _fmt, _ours_row
+from verl_ext.eval.report import PAPER_TABLE1, TABLE_BENCHMARKS, format_accuracy, table_row
 
 logger = logging.getLogger("verl_ext.eval.compare")
 
@@ -155,14 +155,14 @@ def _paper_row(table: PaperTable, label: str) -> tuple[Optional[str], Mapping[st
 
 
 def _cell(ours: Optional[float], paper: Optional[float], signed: bool = False) -> str:
-    return f"{_fmt(ours, signed)} / {_fmt(paper, signed)}"
+    return f"{format_accuracy(ours, signed)} / {format_accuracy(paper, signed)}"
 
 
 def compare_markdown(rows: Sequence[Row], table: int | PaperTable, note: Optional[str] = None) -> str:
     """The markdown table of ``rows`` laid out like the paper's ``table``, with a heading and notes."""
     spec = table if isinstance(table, PaperTable) else PAPER_TABLES[table]
     titles = [BENCHMARKS[b].title for b in TABLE_BENCHMARKS]
-    ours = {row.label: _ours_row(row.summary) for row in rows}
+    ours = {row.label: table_row(row.summary) for row in rows}
     lines = [
         f"### Table {spec.number}: {spec.title}",
         "",

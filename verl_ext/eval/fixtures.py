@@ -1,7 +1,7 @@
 """Small local copies of the four benchmarks in their real hub schemas, with images drawn locally.
 
 The rows follow the sources named in :mod:`verl_ext.eval.benchmarks` (column names, feature types,
-question and option layouts), so ``python -m verl_ext.eval --data-dir DIR`` reads them through the same
+question and option layouts), so ``python -m verl_ext.eval ... eval.data_dir=DIR`` reads them through the same
 code path as a hub snapshot. They stand in for the benchmarks where nothing may be downloaded: the test
 suite, and the CPU mode of ``examples/*.sh``. Images are plain PNGs drawn with PIL; answers are real
 but no model is expected to get them right from these pictures.

@@ -3,13 +3,14 @@
 Defaults are the paper's: system prompt "You are a helpful assistant.", the question followed by
 " Please reason step by step, and put your final answer within \\boxed{}.", temperature 0.2, up to
 16,384 new tokens, images resized to between 262,144 and 1,204,224 pixels. Every setting can be
-overridden (see ``python -m verl_ext.eval --help``). When a question ends with its option lines the
+overridden (``eval.*`` keys, see ``verl_ext/config/command/evaluate.yaml``). When a question ends with its option lines the
 instruction goes on a line of its own instead of being appended to the last option.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -79,4 +80,7 @@ def build_request(sample: Sample, protocol: EvalProtocol) -> GenerationRequest:
         # of the last option ("(D) 140° Please reason ...").
         instruction = "\n" + instruction.lstrip()
     messages.append({"role": "user", "content": placeholders + question + instruction})
-    return GenerationRequest(messages=messages, images=list(sample.images))
+    # Seeds follow the question, not its place among the questions still to answer: a resumed run
+    # samples each question as the uninterrupted run would have.
+    digest = hashlib.blake2b(f"{sample.benchmark}/{sample.prompt_id}".encode(), digest_size=4).digest()
+    return GenerationRequest(messages=messages, images=list(sample.images), seed_key=int.from_bytes(digest, "little"))

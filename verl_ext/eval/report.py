@@ -170,13 +170,15 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]
 # ------------------------------------------------------------------------------------------ markdown
 
 
-def _fmt(value: Optional[float], signed: bool = False) -> str:
+def format_accuracy(value: Optional[float], signed: bool = False) -> str:
+    """An accuracy (or with ``signed`` a difference) in points with two decimals; "—" when there is none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def _ours_row(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Optional[float]]:
+def table_row(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Optional[float]]:
+    """A run's accuracy per Table 1 benchmark (None where it did not run) and their average."""
     row: dict[str, Optional[float]] = {b: summary[b]["accuracy"] if b in summary else None for b in TABLE_BENCHMARKS}
     present = [v for v in row.values() if v is not None]
     row["avg"] = sum(present) / len(present) if present else None
@@ -189,7 +191,7 @@ def table1_markdown(
     """Table 1 of the paper with our row and our difference to the ``reference`` row."""
     if reference not in PAPER_TABLE1:
         raise ValueError(f"unknown paper row {reference!r}; rows: {', '.join(PAPER_TABLE1)}")
-    ours = _ours_row(summary)
+    ours = table_row(summary)
     evaluated = [b for b in TABLE_BENCHMARKS if ours[b] is not None]
     titles = [BENCHMARKS[b].title for b in TABLE_BENCHMARKS]
     lines = [
@@ -198,10 +200,10 @@ def table1_markdown(
     ]
     for name, row in PAPER_TABLE1.items():
         lines.append(
-            f"| {name} (paper) | " + " | ".join(_fmt(row[b]) for b in TABLE_BENCHMARKS) + f" | {_fmt(row['avg'])} |"
+            f"| {name} (paper) | " + " | ".join(format_accuracy(row[b]) for b in TABLE_BENCHMARKS) + f" | {format_accuracy(row['avg'])} |"
         )
     lines.append(
-        f"| **{label} (ours)** | " + " | ".join(_fmt(ours[b]) for b in TABLE_BENCHMARKS) + f" | {_fmt(ours['avg'])} |"
+        f"| **{label} (ours)** | " + " | ".join(format_accuracy(ours[b]) for b in TABLE_BENCHMARKS) + f" | {format_accuracy(ours['avg'])} |"
     )
     ref = PAPER_TABLE1[reference]
     # The paper's Avg covers all four benchmarks; compare ours with its mean over the ones we ran.
@@ -210,8 +212,8 @@ def table1_markdown(
     avg_diff = None if ours["avg"] is None or ref_avg is None else ours["avg"] - ref_avg
     lines.append(
         f"| Δ ours − {reference} (paper) | "
-        + " | ".join(_fmt(d, signed=True) for d in diffs)
-        + f" | {_fmt(avg_diff, signed=True)} |"
+        + " | ".join(format_accuracy(d, signed=True) for d in diffs)
+        + f" | {format_accuracy(avg_diff, signed=True)} |"
     )
     notes = [f"Paper numbers: {PAPER_SOURCE}."]
     if len(evaluated) < len(TABLE_BENCHMARKS):
@@ -298,7 +300,7 @@ def plot_accuracy(
     """A grouped bar chart (PNG) of our accuracy next to the paper's rows, per benchmark and on average."""
     # The object API with an Agg canvas: no pyplot global state, no display needed.
     Figure, FigureCanvasAgg = _matplotlib()
-    ours = _ours_row(summary)
+    ours = table_row(summary)
     columns = [b for b in TABLE_BENCHMARKS if ours[b] is not None] + ["avg"]
     names = ["MathVision", "MathVerse", "MathVista", "We-Math"]
     titles = [dict(zip(TABLE_BENCHMARKS, names)).get(c, "Avg") for c in columns]

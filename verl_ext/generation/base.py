@@ -60,6 +60,9 @@ class GenerationRequest:
     ``{"type": "image"}`` parts. Images without any marker are put before the first user text."""
     images: list[ImageSource] = field(default_factory=list)
     """The request's images in marker order; decoded only when the request's batch runs."""
+    seed_key: Optional[int] = None
+    """What its completions' seeds are derived from (None: its place in the ``generate`` call). A stable id
+    (a question's hash) makes a resumed run sample the question as the uninterrupted run would have."""
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -110,7 +113,8 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """How a backend loads the model and batches requests."""
+    """How requests are batched and sent; the engine (model, dtype, replicas, tensor parallel size) is
+    verl's config (``actor_rollout_ref.*``, ``trainer.n_gpus_per_node``, ``trainer.nnodes``)."""
 
     batch_size: int = 64
     """Requests sent to the replicas at once; also the unit of progress reporting and of ``on_batch``
@@ -119,21 +123,6 @@ class BackendConfig:
     """Smallest image area after the processor's resize (None: the processor's own setting)."""
     max_pixels: Optional[int] = None
     """Largest image area after the processor's resize (None: the processor's own setting)."""
-    dtype: str = "auto"
-    """Weights dtype: ``auto`` (bfloat16 on a GPU, float32 on a CPU), ``bfloat16``, ``float16`` or ``float32``."""
-    trust_remote_code: bool = False
-    """Allow model repositories' own Python code."""
-    tensor_parallel_size: int = 1
-    """Devices one replica's model is sharded over (vLLM's tensor parallelism)."""
-    replicas: int = 1
-    """Rollout replicas serving the requests (data parallel), each on ``tensor_parallel_size`` devices,
-    placed by Ray anywhere in the cluster."""
-    gpu_memory_utilization: float = 0.9
-    """vLLM: share of each GPU's memory the engine may take."""
-    max_model_len: Optional[int] = None
-    """vLLM: longest prompt + completion (None: the model's maximum)."""
-    enforce_eager: bool = False
-    """vLLM: disable CUDA graphs (slower, less memory, faster start)."""
     show_progress: bool = True
     """Show a tqdm progress bar over the requests."""
     batch_timeout_s: Optional[float] = 3600.0
@@ -152,10 +141,6 @@ class BackendConfig:
                 raise ValueError(f"{name} must be positive; got {value}")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})")
-        if self.tensor_parallel_size < 1:
-            raise ValueError(f"tensor_parallel_size must be >= 1; got {self.tensor_parallel_size}")
-        if self.replicas < 1:
-            raise ValueError(f"replicas must be >= 1; got {self.replicas}")
 
     def pixel_kwargs(self) -> dict[str, int]:
         """The image-processor keyword arguments for the pixel bounds that are set."""

@@ -149,8 +149,9 @@ class ServerGenerator(BatchedGenerator):
                     "logprobs": False,
                 }
                 if settings.seed is not None and not settings.greedy:
-                    # The seed follows the request's place in the run, not the batch it lands in.
-                    params["seed"] = completion_seed(settings.seed, first + offset, k)
+                    # The seed follows the request (its key, or its place in the run), not the batch it lands in.
+                    key = first + offset if request.seed_key is None else request.seed_key
+                    params["seed"] = completion_seed(settings.seed, key, k)
                 message = {
                     "prompt_ids": prompt_ids,
                     "sampling_params": params,
@@ -161,20 +162,17 @@ class ServerGenerator(BatchedGenerator):
                 calls.append(asyncio.ensure_future(self._send(first + offset, message)))
         try:
             outputs = await asyncio.wait_for(asyncio.gather(*calls), timeout=self.config.batch_timeout_s)
-        except asyncio.TimeoutError as exc:
+        except BaseException as exc:
+            # A failed or timed-out request: cancel the others, so none is left running on this loop (and
+            # the trainer's load balancer gets its servers back through the client's own cleanup).
             for call in calls:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
-            raise TimeoutError(
-                f"{len(calls)} request(s) not completed by the rollout servers within "
-                f"{self.config.batch_timeout_s:g} s (BackendConfig.batch_timeout_s)"
-            ) from exc
-        except BaseException:
-            # One failed request: cancel the others, so none is left running on this loop (and the
-            # trainer's load balancer gets its servers back through the client's own cleanup).
-            for call in calls:
-                call.cancel()
-            await asyncio.gather(*calls, return_exceptions=True)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise TimeoutError(
+                    f"{len(calls)} request(s) not completed by the rollout servers within "
+                    f"{self.config.batch_timeout_s:g} s (BackendConfig.batch_timeout_s)"
+                ) from exc
             raise
         texts = [self.tokenizer.decode(o.token_ids, skip_special_tokens=True) for o in outputs]
         grouped = [texts[i * per_request : (i + 1) * per_request] for i in range(len(requests))]

@@ -13,8 +13,8 @@ SFT rows come in two kinds, shuffled together:
 
 * answer rows, exactly as :mod:`verl_ext.data.sft_data` writes them (it writes them: ``OUT/sft/answers``);
 * question-writing rows (``--question-fraction`` of the rows, default 0.3): the user turn is the
-  ``synth_in_context`` prompt rendered for the scene as ``python -m verl_ext.data.synthesize --strategy
-  in_context`` renders it for a seed row (image, seed question, seed answer), and the assistant's target is
+  ``synth_in_context`` prompt rendered for the scene as in-context synthesis (``verl_ext.data.synthesize``)
+  renders it for a seed row (image, seed question, seed answer), and the assistant's target is
   ``<question>Q</question>`` where Q is another question about the same image
   (:func:`verl_ext.data.visual_math.alternative_questions`). A tiny model only writes questions in stage 3 if
   its SFT taught it to. These rows have an empty ``reward_model.ground_truth``; ``extra_info.task`` is
@@ -74,7 +74,7 @@ DATA_SOURCE = "verl_ext/toy_visual_math"
 QUESTION_TASK_PREFIX = "write_question/"
 """``extra_info.task`` of a question-writing SFT row is this plus the scene's task."""
 DEFAULT_PROMPT = "synth_in_context"
-"""The template ``synthesize --strategy in_context`` uses by default."""
+"""The template in-context synthesis (``synth.strategy=in_context``) uses by default."""
 
 SFT_DIR = "sft"
 RL_DIR = "rl"
