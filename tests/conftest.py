@@ -16,6 +16,9 @@ os.environ.setdefault(
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end or multi-process tests, deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers", "vllm: verl's vLLM replicas on the CPU; opt-in, in the venv of scripts/vllm_cpu_env.sh (skipped elsewhere)"
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
