@@ -41,7 +41,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from verl_ext.generation.base import BackendConfig, GenerationRequest, SamplingSettings
-from verl_ext.voting import STYLES, TIE_BREAKS, extract_answer, is_equivalent, vote
+from verl_ext.voting import STYLES, TIE_BREAKS, extract_answer, vote
+from verl_ext.voting.score import is_correct
 
 logger = logging.getLogger("verl_ext.eval.diagnose")
 
@@ -164,7 +165,7 @@ def grade(question: Question, config: DiagnoseConfig) -> Outcome:
         return extract_answer(text, style=config.answer_style)
 
     def right(pred: Optional[str]) -> bool:
-        return pred is not None and is_equivalent(pred, question.label)
+        return is_correct(pred, question.label)
 
     answers = [answer(text) for text in question.samples]
     result = vote(answers, min_ratio=config.min_ratio, tie_break=config.tie_break, seed=config.seed)

@@ -1,10 +1,8 @@
 """Grading responses against gold answers: rules first, an optional LLM judge second.
 
-The rule grader reads the final answer with the voting core's extraction (``\\boxed{}``, then an
-``<answer>`` tag; for multiple choice also "the answer is (B)" phrases and a bare last line) and
-compares it with :func:`verl_ext.voting.is_equivalent`. Multiple choice is mapped both ways: a
-letter is compared with the gold letter, an option's text (or an expression equal to it) becomes
-that option's letter. MathVista floats are compared after rounding to the question's precision.
+The rule grader reads the final answer (``\\boxed{}``, then an ``<answer>`` tag; for multiple choice
+also "the answer is (B)" phrases and a bare last line) and grades it with the voting core's one scorer,
+:func:`verl_ext.voting.score.is_correct`, the same one training rewards use.
 
 The judge is any OpenAI-compatible chat endpoint (:class:`ApiJudge`) or a local model through a
 generation backend (:class:`GeneratorJudge`); its prompt lives in ``judge_prompt.txt`` next to this
@@ -18,14 +16,12 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Protocol
 
-from verl_ext.eval.benchmarks import LETTERS, Sample
+from verl_ext.eval.benchmarks import Sample
 from verl_ext.generation.base import GenerationRequest, Generator, SamplingSettings
-from verl_ext.voting import extract_answer, is_equivalent, normalize
-from verl_ext.voting.normalize import is_number
+from verl_ext.voting.score import is_correct, read_answer
 
 logger = logging.getLogger(__name__)
 
@@ -72,71 +68,28 @@ class Grade:
 # ------------------------------------------------------------------------------------------ rules
 
 
-def _final_text(response: str) -> Optional[str]:
-    return extract_answer(response, "boxed") or extract_answer(response, "answer_tag")
-
-
 def extract_prediction(response: Optional[str], sample: Sample) -> Optional[str]:
-    """The response's final answer; for multiple choice the option letter whenever one can be found."""
+    """The response's final answer (boxed, else in an answer tag); for multiple choice the option letter
+    whenever one can be found (a box, a tag, "the answer is (B)", a bare last line, or an option's text)."""
     if not response:
         return None
-    if not sample.is_choice:
-        return _final_text(response)
-    letter = extract_answer(response, "choice", choices=sample.choices)
-    if letter is not None:
-        return letter
-    raw = _final_text(response)
-    if raw is not None and sample.choices:
-        # An expression equal to an option's text but written differently ("1/2" for "0.5").
-        for option, text in sample.choices.items():
-            if text.strip() and is_equivalent(raw, text):
-                return option
-    return raw
-
-
-_CURRENCY = re.compile(r"\\\$|\\(?:text|mathrm)\{\s*\\?\$\s*\}")
-
-
-def _strip_currency(text: str) -> str:
-    # "\$1.45": the voting normaliser drops "$" (math delimiters) but keeps the escaping backslash,
-    # so an escaped dollar sign (MathVista's money answers) must go before comparison.
-    return _CURRENCY.sub("", text).strip()
-
-
-def _value(text: str) -> Optional[Fraction]:
-    key = normalize(text)
-    if key and is_number(key):
-        try:
-            return Fraction(key)
-        except (ValueError, ZeroDivisionError):
-            return None
-    return None
-
-
-def _items(text: str) -> list[str]:
-    return [item.strip() for item in text.strip().strip("[]()").split(",") if item.strip()]
+    choices = sample.choices if sample.is_choice else None
+    first = (read_answer(response, "choice", choices),) if sample.is_choice else ()
+    return next(
+        (a for a in (*first, read_answer(response, "boxed", choices), read_answer(response, "answer_tag", choices)) if a),
+        None,
+    )
 
 
 def rule_correct(prediction: Optional[str], sample: Sample) -> bool:
     """Whether ``prediction`` (from :func:`extract_prediction`) is the gold answer of ``sample``."""
-    if prediction is None:
-        return False
-    prediction = _strip_currency(prediction)
-    if sample.is_choice:
-        is_letter = len(prediction) == 1 and prediction in (sample.choices or LETTERS)
-        if is_letter and sample.answer_letter is not None:
-            return prediction == sample.answer_letter
-        gold_text = sample.choices.get(sample.answer_letter or "", sample.answer) if sample.choices else sample.answer
-        return is_equivalent(prediction, gold_text)
-    if sample.answer_type == "float" and sample.precision is not None:
-        pred, gold = _value(prediction), _value(sample.answer)
-        if pred is not None and gold is not None:
-            return round(float(pred), sample.precision) == round(float(gold), sample.precision)
-    if sample.answer_type == "list":
-        pred_items, gold_items = _items(prediction), _items(sample.answer)
-        if len(pred_items) == len(gold_items) and gold_items:
-            return all(is_equivalent(p, g) for p, g in zip(pred_items, gold_items))
-    return is_equivalent(prediction, sample.answer)
+    return is_correct(
+        prediction,
+        sample.answer_letter or sample.answer,
+        choices=sample.choices if sample.is_choice else None,
+        answer_type=sample.answer_type,
+        precision=sample.precision,
+    )
 
 
 def grade_response(response: Optional[str], sample: Sample) -> Grade:

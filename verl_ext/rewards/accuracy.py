@@ -3,14 +3,15 @@
 Used by the supervised GRPO baseline (``recipes/grpo_supervised.yaml``) as verl's
 ``reward.custom_reward_function`` (``path: pkg://verl_ext.rewards.accuracy``,
 ``name: compute_score``), and to score validation against real labels. Answers are compared with
-the voting core's equivalence, so the baseline and the vote judge answers the same way.
+the voting core's one scorer (:mod:`verl_ext.voting.score`), so the baseline, the vote's
+monitoring and evaluation judge answers the same way, multiple choice (``extra_info.choices``) included.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from verl_ext.voting import extract_answer, is_equivalent
+from verl_ext.voting.score import is_correct, read_answer
 
 
 def compute_score(
@@ -26,8 +27,7 @@ def compute_score(
     A row without a label (``ground_truth`` empty, as in unlabeled training data) scores 0.0: this
     function never invents a label.
     """
-    pred = extract_answer(solution_str, style=answer_style)
-    label = "" if ground_truth is None else str(ground_truth).strip()
-    correct = bool(pred is not None and label and is_equivalent(pred, label))
-    score = 1.0 if correct else 0.0
+    choices = (extra_info or {}).get("choices") if isinstance(extra_info, dict) else None
+    pred = read_answer(solution_str, answer_style, choices)
+    score = 1.0 if is_correct(pred, ground_truth, choices=choices) else 0.0
     return {"score": score, "acc": score, "pred": pred or ""}

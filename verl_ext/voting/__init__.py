@@ -1,4 +1,5 @@
-"""Self-consistency voting for MM-UPT: extract final answers, cluster equivalent ones, vote.
+"""Self-consistency voting for MM-UPT: extract final answers, cluster equivalent ones, vote, and the
+one scorer of an answer against a label.
 
 Pure Python (no torch, no verl). Symbolic equivalence runs in a child process under a
 timeout; see :func:`set_timeouts`.
@@ -14,6 +15,7 @@ from verl_ext.voting.equivalence import (
 )
 from verl_ext.voting.extract import STYLES, extract_answer
 from verl_ext.voting.normalize import normalize
+from verl_ext.voting.score import is_correct, read_answer
 from verl_ext.voting.vote import TIE_BREAKS, Vote, cluster_answers, vote
 
 __all__ = [
@@ -24,8 +26,10 @@ __all__ = [
     "cluster_answers",
     "extract_answer",
     "get_timeouts",
+    "is_correct",
     "is_equivalent",
     "normalize",
+    "read_answer",
     "set_timeouts",
     "shutdown_grader",
     "vote",

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from verl_ext.voting.normalize import normalize
 
-__all__ = ["STYLES", "extract_answer"]
+__all__ = ["STYLES", "extract_answer", "option_map", "to_letter"]
 
 STYLES = ("boxed", "answer_tag", "choice")
 
@@ -83,8 +83,9 @@ def _answer_tag(text: str) -> str | None:
     return None
 
 
-def _options(choices: Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
-    if choices is None:
+def option_map(choices: Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
+    """Options as letter -> text (texts in order A, B, ... or a dict); None for no or empty choices."""
+    if choices is None or len(choices) == 0:
         return None
     if isinstance(choices, Mapping):
         options = {str(k).strip().upper(): v for k, v in choices.items()}
@@ -97,7 +98,8 @@ def _options(choices: Sequence[str] | Mapping[str, str] | None) -> dict[str, str
     return {chr(ord("A") + i): text for i, text in enumerate(choices)}
 
 
-def _to_letter(candidate: str, options: dict[str, str] | None) -> str | None:
+def to_letter(candidate: str, options: dict[str, str] | None) -> str | None:
+    """The option letter ``candidate`` names ("B", "(B)", "B. 5") or whose text it equals; else None."""
     s = _MARKUP.sub(lambda m: m.group(1) or "", candidate).strip()
     m = _LETTER.match(s)
     if m is not None:
@@ -117,13 +119,13 @@ def _choice(text: str, options: dict[str, str] | None) -> str | None:
     for source in (_boxed, _answer_tag):
         candidate = source(text)
         if candidate is not None:
-            return _to_letter(candidate, options)
+            return to_letter(candidate, options)
     phrases = list(_PHRASE.finditer(text))
     if phrases:
         letter = phrases[-1].group(1).upper()
         return letter if options is None or letter in options else None
     lines = [line for line in text.splitlines() if line.strip()]
-    return _to_letter(lines[-1], options) if lines else None
+    return to_letter(lines[-1], options) if lines else None
 
 
 def extract_answer(
@@ -150,7 +152,7 @@ def extract_answer(
     elif style == "answer_tag":
         answer = _answer_tag(text)
     else:
-        answer = _choice(text, _options(choices))
+        answer = _choice(text, option_map(choices))
     if answer is None:
         return None
     answer = answer.strip()

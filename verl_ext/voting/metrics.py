@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from verl_ext.voting.equivalence import is_equivalent
+from verl_ext.voting.score import Choices, is_correct
 from verl_ext.voting.vote import Vote
 
 PREFIX = "mmupt"
@@ -24,6 +24,18 @@ class GroupOutcome:
     answers: Sequence[Optional[str]]
     vote: Vote
     truth: Optional[str] = None
+    choices: Choices = None
+    """The row's options on a multiple-choice question (graded as :func:`~verl_ext.voting.score.is_correct` does)."""
+
+
+def cluster_correctness(group: GroupOutcome) -> list[bool]:
+    """Per response, whether its answer is the truth; graded once per cluster (its members are equivalent)."""
+    correct = [False] * len(group.answers)
+    for cluster in group.vote.clusters:
+        right = is_correct(group.answers[cluster[0]], group.truth, choices=group.choices)
+        for i in cluster:
+            correct[i] = right
+    return correct
 
 
 def answer_entropy(vote: Vote, n: int) -> float:
@@ -65,13 +77,15 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
     labeled = [g for g in groups if g.truth]
     metrics["labeled_groups"] = float(len(labeled))
     if labeled:
-        label_hits = [g.vote.label is not None and is_equivalent(g.vote.label, g.truth) for g in labeled]
-        metrics["label_accuracy"] = sum(label_hits) / len(labeled)
-        agree, count = 0, 0
+        label_hits, agree, count = 0, 0, 0
         for g in labeled:
-            for answer, reward in zip(g.answers, g.vote.rewards):
-                correct = answer is not None and is_equivalent(answer, g.truth)
-                agree += (reward > 0) == correct
-                count += 1
+            correct = cluster_correctness(g)
+            # The label is the first answer of the winning cluster: its grade is that cluster's.
+            label_hits += g.vote.label is not None and any(
+                correct[c[0]] for c in g.vote.clusters if g.answers[c[0]] == g.vote.label
+            )
+            agree += sum((reward > 0) == right for reward, right in zip(g.vote.rewards, correct))
+            count += len(g.answers)
+        metrics["label_accuracy"] = label_hits / len(labeled)
         metrics["reward_accuracy"] = agree / count
     return {f"{PREFIX}/{k}": float(v) for k, v in metrics.items()}

@@ -1,0 +1,106 @@
+"""The one scorer of an answer against a label.
+
+The supervised reward, the majority-vote reward manager, the vote's monitoring metrics, the
+diagnosis and the benchmark evaluation all grade through :func:`is_correct`, so a response is right
+or wrong the same way everywhere. :func:`read_answer` reads a response's final answer, mapping it to
+an option letter on a multiple-choice row, so that equal answers written differently ("B", "(B) 5",
+"5") vote together and grade alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Optional
+
+from verl_ext.voting.equivalence import is_equivalent
+from verl_ext.voting.extract import extract_answer, option_map, to_letter
+from verl_ext.voting.normalize import is_number, normalize
+
+__all__ = ["LETTERS", "is_correct", "read_answer"]
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+Choices = Optional[Sequence[str] | Mapping[str, str]]
+
+_CURRENCY = re.compile(r"\\\$|\\(?:text|mathrm)\{\s*\\?\$\s*\}")
+
+
+def read_answer(text: Optional[str], style: str = "boxed", choices: Choices = None) -> Optional[str]:
+    """The final answer of ``text`` in ``style``; with options, their letter whenever the answer names one.
+
+    The style alone decides whether there is an answer (a boxed-style response without a box has
+    none); on a multiple-choice row an answer that is an option's letter, its text, or an expression
+    equal to its text ("1/2" for "0.5") becomes that letter.
+    """
+    options = option_map(choices)
+    answer = extract_answer(text, style, options)
+    if answer is None or options is None or style == "choice":
+        return answer
+    letter = to_letter(answer, options)
+    if letter is not None:
+        return letter
+    for option, option_text in options.items():
+        if option_text.strip() and is_equivalent(answer, option_text):
+            return option
+    return answer
+
+
+def _strip_currency(text: str) -> str:
+    # "\$1.45": the normaliser drops "$" (math delimiters) but keeps the escaping backslash, so an
+    # escaped dollar sign (MathVista's money answers) must go before comparison.
+    return _CURRENCY.sub("", text).strip()
+
+
+def _value(text: str) -> Optional[Fraction]:
+    key = normalize(text)
+    if key and is_number(key):
+        try:
+            return Fraction(key)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.strip().strip("[]()").split(",") if item.strip()]
+
+
+def is_correct(
+    answer: Optional[str],
+    label: Optional[str],
+    *,
+    choices: Choices = None,
+    answer_type: Optional[str] = None,
+    precision: Optional[int] = None,
+) -> bool:
+    """Whether ``answer`` (from :func:`read_answer`) is ``label``; no answer or no label is never correct.
+
+    - multiple choice (``choices`` given, or ``answer_type="choice"``): a letter is compared with the
+      label's letter (the label may be the letter or the option's text); any other answer with the
+      gold option's text;
+    - ``answer_type="float"`` with ``precision``: both rounded to that many decimals (MathVista);
+    - ``answer_type="list"``: item by item;
+    - otherwise :func:`~verl_ext.voting.is_equivalent`.
+    """
+    label = "" if label is None else str(label).strip()
+    if answer is None or not label:
+        return False
+    answer = _strip_currency(answer)
+    options = option_map(choices)
+    if options is not None or answer_type == "choice":
+        gold_letter = to_letter(label, options) if options else (label if label in LETTERS else None)
+        if len(answer) == 1 and answer in (options or LETTERS) and gold_letter is not None:
+            return answer == gold_letter
+        gold_text = options.get(gold_letter, label) if options and gold_letter else label
+        return is_equivalent(answer, gold_text)
+    if answer_type == "float" and precision is not None:
+        pred, gold = _value(answer), _value(label)
+        if pred is not None and gold is not None:
+            return round(float(pred), precision) == round(float(gold), precision)
+    if answer_type == "list":
+        pred_items, gold_items = _items(answer), _items(label)
+        if len(pred_items) == len(gold_items) and gold_items:
+            return all(is_equivalent(p, g) for p, g in zip(pred_items, gold_items))
+    return is_equivalent(answer, label)
