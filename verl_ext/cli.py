@@ -129,15 +129,9 @@ def _check_vote_settings(cfg: DictConfig) -> None:
     from verl_ext.rewards.majority_vote import vote_config_from
 
     try:
-        vote = vote_config_from(cfg)
+        vote_config_from(cfg)
     except (ValueError, TypeError) as err:
         raise CLIError(f"trainer.v1.sampler.sampler_kwargs: {first_line(err)}") from None
-    bypass = OmegaConf.select(cfg, "algorithm.rollout_correction.bypass_mode", default=False)
-    if vote.reward == "token_entropy" and bypass:
-        raise CLIError(
-            "reward=token_entropy reads the entropy verl computes with the old log-probs, which "
-            "algorithm.rollout_correction.bypass_mode=true skips: set it to false"
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,24 +16,41 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from verl_ext.voting import extract_answer, is_equivalent
 from verl_ext.voting.config import VoteConfig
+from verl_ext.voting.score import is_correct, read_answer
 
 logger = logging.getLogger(__name__)
 
 NAME = "majority_vote"
 SAMPLER_PATH = "pkg://verl_ext.trainer.vote_buffer"
 SAMPLER_NAME = "MajorityVoteReplayBuffer"
+#: The class attribute (True) by which a replay buffer says it runs the group vote.
+GROUP_VOTE = "runs_group_vote"
 ENABLE_HINT = (
     f"add the override +mmupt=majority_vote (or set trainer.v1.sampler.custom_sampler.path={SAMPLER_PATH} "
     f"and trainer.v1.sampler.custom_sampler.name={SAMPLER_NAME})"
 )
 
 
+def checked_vote_config(kwargs, config=None) -> VoteConfig:
+    """Parse the vote settings ``kwargs`` (a mapping, a DictConfig or None); refuse what ``config``, the
+    full verl config when given, cannot honour. The one parse: the CLI, the reward manager and the
+    replay buffer all read the settings here."""
+    if OmegaConf.is_config(kwargs):
+        kwargs = OmegaConf.to_container(kwargs, resolve=True)
+    vote = VoteConfig.from_mapping(kwargs)
+    bypass = OmegaConf.select(config, "algorithm.rollout_correction.bypass_mode", default=False) if config is not None else False
+    if vote.reward == "token_entropy" and bypass:
+        raise ValueError(
+            "reward=token_entropy reads the entropy verl computes with the old log-probs, which "
+            "algorithm.rollout_correction.bypass_mode=true skips: set it to false"
+        )
+    return vote
+
+
 def vote_config_from(config) -> VoteConfig:
     """The vote settings of a full verl config (``trainer.v1.sampler.sampler_kwargs``)."""
-    kwargs = OmegaConf.select(config, "trainer.v1.sampler.sampler_kwargs", default=None)
-    return VoteConfig.from_mapping(OmegaConf.to_container(kwargs, resolve=True) if kwargs is not None else {})
+    return checked_vote_config(OmegaConf.select(config, "trainer.v1.sampler.sampler_kwargs", default=None), config)
 
 
 def check_vote_enabled(config) -> None:
@@ -45,12 +62,13 @@ def check_vote_enabled(config) -> None:
         raise ValueError(f"reward manager {NAME!r} supports trainer.v1.trainer_mode=sync only, got {mode!r}")
     name = OmegaConf.select(config, "trainer.v1.sampler.custom_sampler.name", default=None)
     if name is None or not str(name).endswith(SAMPLER_NAME):
-        from verl_ext.trainer.vote_buffer import MajorityVoteReplayBuffer
         from verl.utils.import_utils import load_extern_type
 
+        # A subclass of the vote's buffer declares itself with GROUP_VOTE; checked by name, not by
+        # import, so this module does not import the trainer layer above it.
         path = OmegaConf.select(config, "trainer.v1.sampler.custom_sampler.path", default=None)
         cls = load_extern_type(path, name) if path and name else None
-        if cls is None or not issubclass(cls, MajorityVoteReplayBuffer):
+        if cls is None or not getattr(cls, GROUP_VOTE, False):
             raise ValueError(f"reward manager {NAME!r} needs the group vote in the trainer: {ENABLE_HINT}")
 
 
@@ -72,10 +90,9 @@ class MajorityVoteRewardManager(RewardManagerBase):
         )
         extra_info = item.non_tensor_batch.get("extra_info", None) or {}
         choices = extra_info.get("choices") if isinstance(extra_info, dict) else None
-        pred = extract_answer(text, style=self.vote_config.answer_style, choices=choices)
+        pred = read_answer(text, self.vote_config.answer_style, choices)
         reward_model = item.non_tensor_batch.get("reward_model", None) or {}
-        truth = str(reward_model.get("ground_truth") or "").strip()
-        acc = 1.0 if pred is not None and truth and is_equivalent(pred, truth) else 0.0
+        acc = 1.0 if is_correct(pred, reward_model.get("ground_truth"), choices=choices) else 0.0
         return {
             "reward_score": acc,
             # pred "" (not None) for no answer: verl's maj@N needs a pred for every response.

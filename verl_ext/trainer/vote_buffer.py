@@ -28,15 +28,14 @@ from typing import Any, Optional
 
 import torch
 import transfer_queue as tq
-from omegaconf import OmegaConf
 from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from verl_ext.patches import run_before_advantages, trainer_of_sampler
+from verl_ext.rewards.majority_vote import checked_vote_config
 from verl_ext.voting import vote
 from verl_ext.voting.collapse import CollapseMonitor
-from verl_ext.voting.config import VoteConfig
 from verl_ext.voting.metrics import PREFIX, GroupOutcome, summarize
 
 logger = logging.getLogger(__name__)
@@ -71,23 +70,18 @@ def hidden_truth(extra_info: Any, reward_model: Any) -> Optional[str]:
 class MajorityVoteReplayBuffer(ReplayBuffer):
     """verl's sync replay buffer, plus the per-prompt majority vote on training batches."""
 
+    runs_group_vote = True  # what the reward manager checks (majority_vote.GROUP_VOTE)
+
     def __init__(self, *args, sampler_kwargs=None, **kwargs):
         super().__init__(*args, sampler_kwargs=sampler_kwargs, **kwargs)
-        plain = OmegaConf.to_container(sampler_kwargs, resolve=True) if OmegaConf.is_config(sampler_kwargs) else sampler_kwargs
-        self.vote_config = VoteConfig.from_mapping(plain)
+        self.trainer = trainer_of_sampler(kwargs.get("refill_fn"))
+        self.vote_config = checked_vote_config(sampler_kwargs, self.trainer.config if self.trainer else None)
         self._votes = 0
         self.collapse = CollapseMonitor(self.vote_config.collapse)
         self._entropy_keys: set[str] = set()
-        self.trainer = trainer_of_sampler(kwargs.get("refill_fn"))
         if self.vote_config.reward == "token_entropy":
             if self.trainer is None:
                 raise ValueError("reward=token_entropy needs verl's v1 trainer (it builds this sampler)")
-            bypass = OmegaConf.select(self.trainer.config, "algorithm.rollout_correction.bypass_mode", default=False)
-            if bypass:
-                raise ValueError(
-                    "reward=token_entropy reads the entropy verl computes with the old log-probs, which "
-                    "algorithm.rollout_correction.bypass_mode=true skips: set it to false"
-                )
             run_before_advantages(self.trainer, self.entropy_rewards)
 
     def sample(self, global_steps: int, partition_id: str, batch_size: int) -> tuple[KVBatchMeta, dict]:
@@ -144,6 +138,7 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
                 )
             answers.append(info["pred"] or None)
         truths = [hidden_truth(_plain(e), _plain(r)) for e, r in zip(data["extra_info"], data["reward_model"])]
+        choices = [(_plain(e) or {}).get("choices") if isinstance(_plain(e), dict) else None for e in data["extra_info"]]
         labels = [given_label(_plain(r)) for r in data["reward_model"]]
 
         groups: dict[str, list[int]] = defaultdict(list)
@@ -171,7 +166,7 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
             else:
                 for i, r in zip(members, result.rewards):
                     rewards[i] = r
-            outcomes.append(GroupOutcome(group_answers, result, truths[members[0]]))
+            outcomes.append(GroupOutcome(group_answers, result, truths[members[0]], choices[members[0]]))
             if cfg.n_train is None or len(members) <= cfg.n_train:
                 keep.extend(members)
             else:
