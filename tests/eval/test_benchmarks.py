@@ -17,7 +17,7 @@ import pytest
 from verl_ext.eval import benchmarks as bm
 from verl_ext.eval.benchmarks import (
     BENCHMARKS,
-    format_choices,
+    choices_block,
     load_benchmark,
     parse_benchmarks,
     parse_mathverse_choices,
@@ -214,9 +214,9 @@ def test_parse_mathverse_choices():
     assert parse_mathverse_choices("Find x.") is None
 
 
-def test_format_choices():
-    assert format_choices({"A": "1", "B": "2"}) == "Choices:\n(A) 1\n(B) 2"
-    assert format_choices({"A": "A", "B": "B"}) == "Choices: (A), (B)"
+def test_choices_block():
+    assert choices_block({"A": "1", "B": "2"}) == "Choices:\n(A) 1\n(B) 2"
+    assert choices_block({"A": "A", "B": "B"}) == "Choices: (A), (B)"
 
 
 def test_parse_benchmarks():

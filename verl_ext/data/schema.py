@@ -29,10 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-FORMAT_INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
-"""Appended to every question (MM-UPT's prompt; leading space included)."""
-IMAGE_PLACEHOLDER = "<image>"
-"""Marks where an image goes in the user content; verl's RLHFDataset splits the content on it."""
+from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER  # noqa: F401 - part of the row format
+
 ABILITY = "math"
 REWARD_STYLE = "rule"
 COLUMNS: tuple[str, ...] = ("data_source", "prompt", "images", "ability", "reward_model", "extra_info")

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from verl_ext.assets.tiny_model import exclusive_lock
 from verl_ext.data.manifest import manifest_matches, write_manifest
-from verl_ext.data.schema import FORMAT_INSTRUCTION
+from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ def example_to_row(example: VisualMathExample, config: VisualMathConfig = Visual
     scene = example.scene
     return {
         "data_source": config.data_source,
-        "prompt": [{"role": "user", "content": "<image>" + scene.question + FORMAT_INSTRUCTION}],
+        "prompt": [{"role": "user", "content": IMAGE_PLACEHOLDER + scene.question + FORMAT_INSTRUCTION}],
         "images": [{"bytes": example.png, "path": None}],
         "ability": "math",
         "reward_model": {"style": "rule", "ground_truth": scene.answer},

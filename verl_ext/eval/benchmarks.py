@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from verl_ext.generation.base import ImageSource
+from verl_ext.prompts import format_choices
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ __all__ = [
     "MATHVERSE_VERSIONS",
     "Sample",
     "WEMATH_STEPS",
-    "format_choices",
+    "choices_block",
     "load_benchmark",
     "parse_benchmarks",
     "parse_mathverse_choices",
@@ -140,12 +141,12 @@ class Sample:
 # ------------------------------------------------------------------------------------------ option parsing
 
 
-def format_choices(choices: Mapping[str, str]) -> str:
+def choices_block(choices: Mapping[str, str]) -> str:
     """The options as shown to the model: ``Choices:`` then ``(A) text`` lines."""
     if all(text.strip().upper() == letter for letter, text in choices.items()):
         # The options are drawn in the image (MathVision does this): only the letters exist.
         return "Choices: " + ", ".join(f"({letter})" for letter in choices)
-    return "Choices:\n" + "\n".join(f"({letter}) {text}" for letter, text in choices.items())
+    return "Choices:" + format_choices(choices)
 
 
 _MATHVERSE_CHOICES = re.compile(r"\n\s*Choices\s*:\s*\n(?P<block>.*)$", re.IGNORECASE | re.DOTALL)
@@ -235,7 +236,7 @@ def _first_image(row: Mapping[str, Any], columns: Sequence[str], base_dir: Optio
 
 def _join(question: str, choices: Optional[Mapping[str, str]]) -> str:
     question = question.strip()
-    return f"{question}\n{format_choices(choices)}" if choices else question
+    return f"{question}\n{choices_block(choices)}" if choices else question
 
 
 def _mathvista(row: Mapping[str, Any], base_dir: Optional[Path]) -> Sample:

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from verl_ext.eval.benchmarks import Sample
-from verl_ext.generation.base import IMAGE_PLACEHOLDER, GenerationRequest, SamplingSettings
+from verl_ext.generation.base import GenerationRequest, SamplingSettings
+from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER
 
 __all__ = ["FORMAT_INSTRUCTION", "SYSTEM_PROMPT", "EvalProtocol", "build_request"]
 
 SYSTEM_PROMPT = "You are a helpful assistant."
-# The same instruction MM-UPT trains with (verl_ext.data.visual_math uses it too).
-FORMAT_INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)

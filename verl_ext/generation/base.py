@@ -20,6 +20,8 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 from PIL import Image
 from tqdm.auto import tqdm
 
+from verl_ext.prompts import IMAGE_PLACEHOLDER
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -38,8 +40,6 @@ __all__ = [
     "text_messages",
 ]
 
-IMAGE_PLACEHOLDER = "<image>"
-"""Marks, inside a string message content, where the next image of the request goes."""
 
 ImageSource = Union[Image.Image, bytes, str, os.PathLike, Mapping[str, Any]]
 """A decoded PIL image, encoded image bytes, a file path, or a ``{"bytes", "path"}`` dict."""

@@ -1,6 +1,7 @@
 """Prompt templates for question synthesis, stored as plain text files a user can edit.
 
-A template is the text of one user message. ``{{name}}`` marks a field filled in per seed row:
+A template is the text of one user message, a jinja2 template (``{{ name }}`` marks a field filled in
+per seed row; a field no row provides is an error, never an empty string):
 
 * ``{{question}}``: the seed's question (no ``<image>`` placeholders, no format instruction);
 * ``{{answer}}``: the seed's answer;
@@ -13,15 +14,20 @@ any text file; :func:`load_prompt` resolves both and lists the available names w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
+import jinja2.meta
+
 __all__ = [
     "FIELDS",
+    "FORMAT_INSTRUCTION",
+    "IMAGE_PLACEHOLDER",
     "PROMPT_DIR",
     "PromptError",
     "PromptTemplate",
@@ -35,8 +41,22 @@ PROMPT_DIR = Path(__file__).resolve().parent
 FIELDS: tuple[str, ...] = ("question", "answer", "choices")
 """The fields a template may use."""
 
-_FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+FORMAT_INSTRUCTION = " Please reason step by step, and put your final answer within \\boxed{}."
+"""MM-UPT's format instruction, appended to every question it trains and evaluates on (leading space kept)."""
+IMAGE_PLACEHOLDER = "<image>"
+"""Marks, inside a text message, where the next image goes (verl's multimodal rows use the same)."""
+
 _SUFFIX = ".txt"
+# StrictUndefined: a field the values do not provide raises instead of rendering as "".
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(text: str) -> tuple[jinja2.Template, frozenset[str]]:
+    try:
+        return _JINJA.from_string(text), frozenset(jinja2.meta.find_undeclared_variables(_JINJA.parse(text)))
+    except jinja2.TemplateSyntaxError as exc:
+        raise PromptError(f"prompt template syntax error, line {exc.lineno}: {exc.message}") from None
 
 
 class PromptError(ValueError):
@@ -57,7 +77,7 @@ class PromptTemplate:
     @property
     def fields(self) -> frozenset[str]:
         """The fields the template uses."""
-        return frozenset(_FIELD.findall(self.text))
+        return _compiled(self.text)[1]
 
     @property
     def digest(self) -> str:
@@ -69,13 +89,17 @@ class PromptTemplate:
         missing = sorted(self.fields - set(values))
         if missing:
             raise PromptError(f"prompt {self.name}: no value for {', '.join(missing)}")
-        # One pass with a function: braces inside the values are never read as markers.
-        return _FIELD.sub(lambda m: str(values[m.group(1)]), self.text)
+        # Values are inserted as they are: braces inside them are never read as template syntax.
+        return _compiled(self.text)[0].render({k: str(v) for k, v in values.items()})
 
 
-def format_choices(choices: list[str] | tuple[str, ...]) -> str:
-    """The ``{{choices}}`` value: ``"\\n(A) x\\n(B) y"``, or ``""`` without options."""
-    return "".join(f"\n({chr(ord('A') + i)}) {choice}" for i, choice in enumerate(choices))
+def format_choices(choices: Sequence[str] | Mapping[str, str]) -> str:
+    """Options as ``"\\n(A) x\\n(B) y"`` (texts in order A, B, ..., or a dict letter -> text); ``""`` without any.
+
+    The ``{{choices}}`` field of the synthesis templates, and the option lines of evaluation prompts.
+    """
+    items = choices.items() if isinstance(choices, Mapping) else ((chr(ord("A") + i), c) for i, c in enumerate(choices))
+    return "".join(f"\n({letter}) {text}" for letter, text in items)
 
 
 def available_prompts() -> list[str]:
@@ -91,7 +115,11 @@ def _read(path: Path, name: str) -> PromptTemplate:
     text = text.strip()
     if not text:
         raise PromptError(f"prompt template {path} is empty")
-    unknown = sorted(set(_FIELD.findall(text)) - set(FIELDS))
+    try:
+        used = _compiled(text)[1]
+    except PromptError as exc:
+        raise PromptError(f"prompt template {path}: {exc}") from None
+    unknown = sorted(used - set(FIELDS))
     if unknown:
         raise PromptError(
             f"prompt template {path} uses unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}"
