@@ -22,7 +22,6 @@ from verl_ext.data.sft_data import (
     reasoning_line,
     response_text,
     rl_row_to_sft_row,
-    write_sft_dataset,
 )
 from verl_ext.voting import extract_answer
 
@@ -32,7 +31,7 @@ SMALL = dataclasses.replace(DEFAULT_SFT_CONFIG, n_train=9, n_test=6)
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_sft_dataset(tmp_path_factory.mktemp("sft") / "data", SMALL)
+    return ensure_sft_dataset(tmp_path_factory.mktemp("sft") / "data", SMALL)
 
 
 def _recipe(name: str) -> dict:

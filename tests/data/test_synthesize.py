@@ -31,6 +31,7 @@ from verl_ext.data.prepare import UsageError
 from verl_ext.data.schema import FORMAT_INSTRUCTION, arrow_schema, build_row, read_rows, validate_file
 from verl_ext.data.synthesize import MANIFEST_NAME, MERGED_NAME, SynthesizeConfig, main, synthesize
 from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+from verl_ext.files import exclusive_lock
 from verl_ext.generation import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.prompts import (
     FIELDS,
@@ -515,7 +516,7 @@ def test_other_settings_are_refused_and_overwrite_starts_over(tmp_path: Path, vi
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, visual_math: Path) -> None:
-    with synth._OutLock(tmp_path / "out"):
+    with exclusive_lock(tmp_path / "out" / synth.LOCK_NAME):
         with pytest.raises(UsageError, match="another synthesis run"):
             synthesize(config(tmp_path, [visual_math]), ScriptedGenerator(one_good_question))
 

@@ -242,7 +242,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.undo()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["train.parquet"]  # no temp file, no test.parquet, no manifest
-    assert not vm._is_complete(tmp_path, SMALL)
+    assert not (tmp_path / vm.MANIFEST_NAME).exists()
     paths = ensure_dataset(tmp_path, SMALL)
     assert pq.read_table(paths["test"]).num_rows == SMALL.n_test
 

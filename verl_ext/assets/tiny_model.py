@@ -12,20 +12,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
 import random
 import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from verl_ext.files import atomic_path, exclusive_lock, manifest_matches
 
 logger = logging.getLogger(__name__)
 
@@ -166,18 +164,6 @@ class TinyModelConfig:
         temporal = max(1, half // 4)
         height = (half - temporal) // 2
         return [temporal, height, half - temporal - height]
-
-
-@contextlib.contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``lock_path`` (created if needed) for the duration of the block."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -448,15 +434,11 @@ def _marker_payload(config: TinyModelConfig) -> dict[str, Any]:
 
 
 def _is_complete(out_dir: Path, config: TinyModelConfig) -> bool:
-    marker = out_dir / MARKER_NAME
-    try:
-        return json.loads(marker.read_text()) == _marker_payload(config)
-    except (OSError, ValueError):
-        return False
+    return manifest_matches(out_dir / MARKER_NAME, _marker_payload(config))
 
 
 def _tmp_prefix(out_dir: Path) -> str:
-    return f".{out_dir.name}.tmp-"
+    return f".{out_dir.name}.tmp-"  # verl_ext.files.temp_sibling's names
 
 
 def build_tiny_model(
@@ -474,10 +456,8 @@ def build_tiny_model(
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.parent / f"{_tmp_prefix(out_dir)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()
-    try:
+    with atomic_path(out_dir) as tmp_dir:
         tmp_dir.mkdir()
         tokenizer = _train_tokenizer(config)
         processor = _build_processor(config, tokenizer)
@@ -490,16 +470,6 @@ def build_tiny_model(
         for path in tmp_dir.iterdir():
             path.chmod(0o644)
         (tmp_dir / MARKER_NAME).write_text(json.dumps(_marker_payload(config), indent=2, sort_keys=True))
-        if out_dir.exists():
-            trash = out_dir.parent / f"{_tmp_prefix(out_dir)}old-{uuid.uuid4().hex[:8]}"
-            os.rename(out_dir, trash)
-            os.rename(tmp_dir, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     n_params = sum(p.numel() for p in model.parameters())
     logger.info(
         "built tiny Qwen2.5-VL at %s: %d params, vocab %d, %.1fs",

@@ -62,6 +62,7 @@ from verl_ext.data.schema import (
     compose_prompt,
 )
 from verl_ext.data.sources import Columns, ColumnError, SourceSpec
+from verl_ext.files import write_json
 from verl_ext.model_path import is_hub_id
 
 logger = logging.getLogger(__name__)
@@ -835,9 +836,7 @@ def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: st
         "seconds": round(seconds, 2),
     }
     path = config.out / SUMMARY_NAME
-    tmp = path.with_name(f".{SUMMARY_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=list))
-    os.replace(tmp, path)
+    write_json(path, summary, default=list)
 
 
 def _log_summary(result: PrepareResult) -> None:

@@ -28,12 +28,10 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from verl_ext.assets.tiny_model import exclusive_lock
-from verl_ext.data.manifest import manifest_matches, write_manifest
+from verl_ext.files import build_once, write_parquet
 from verl_ext.data import visual_math as vm
 from verl_ext.data.visual_math import SPLITS, TASKS, Scene, VisualMathConfig
 
@@ -102,20 +100,6 @@ def _sft_schema(rl_schema: Any) -> Any:
     return rl_schema.append(pa.field(MESSAGES_KEY, pa.list_(message))).append(pa.field(RESPONSE_KEY, pa.string()))
 
 
-def _write_table_atomic(rows: list[dict[str, Any]], schema: Any, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def convert_rl_parquet(rl_path: str | os.PathLike[str], out_path: str | os.PathLike[str], config: VisualMathConfig) -> Path:
     """Write the SFT version of the RL parquet ``rl_path`` (generated with ``config``) to ``out_path``, atomically."""
     import pyarrow.parquet as pq
@@ -124,7 +108,7 @@ def convert_rl_parquet(rl_path: str | os.PathLike[str], out_path: str | os.PathL
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rl_table = pq.read_table(rl_path)
     rows = [rl_row_to_sft_row(row, config) for row in rl_table.to_pylist()]
-    _write_table_atomic(rows, _sft_schema(rl_table.schema.remove_metadata()), out_path)
+    write_parquet(out_path, rows, _sft_schema(rl_table.schema.remove_metadata()))
     return out_path
 
 
@@ -137,20 +121,14 @@ def _paths(out_dir: Path) -> dict[str, Path]:
 
 
 def write_sft_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG) -> dict[str, Path]:
-    """Generate the RL data into ``out_dir/rl`` and convert it to ``out_dir/{train,test}.parquet``.
-
-    The manifest is removed first and written last, so an interrupted run is detected by ``ensure_sft_dataset``.
-    """
+    """Generate the RL data into ``out_dir/rl`` and convert it to ``out_dir/{train,test}.parquet`` (no
+    manifest: see :func:`ensure_sft_dataset`)."""
     out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / MANIFEST_NAME
-    manifest_path.unlink(missing_ok=True)
     start = time.perf_counter()
     rl_paths = vm.ensure_dataset(out_dir / RL_SUBDIR, config)
     paths = _paths(out_dir)
     for split, path in paths.items():
         convert_rl_parquet(rl_paths[split], path, config)
-    write_manifest(manifest_path, _manifest(config))
     logger.info(
         "wrote visual-math SFT data to %s (%d train, %d test) in %.1fs",
         out_dir,
@@ -161,23 +139,17 @@ def write_sft_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig 
     return paths
 
 
-def _is_complete(out_dir: Path, config: VisualMathConfig) -> bool:
-    return manifest_matches(out_dir / MANIFEST_NAME, _manifest(config)) and all(
-        p.is_file() for p in _paths(out_dir).values()
-    )
-
-
 def ensure_sft_dataset(
-    out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG
+    out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG, *, force: bool = False
 ) -> dict[str, Path]:
-    """Return ``{"train": path, "test": path}`` under ``out_dir``, writing the files first unless complete for ``config``."""
+    """``{"train": path, "test": path}`` under ``out_dir``, written first unless complete for ``config`` (or ``force``)."""
     out_dir = Path(out_dir).absolute()
-    if _is_complete(out_dir, config):
-        return _paths(out_dir)
-    with exclusive_lock(out_dir / ".sft.lock"):
-        if _is_complete(out_dir, config):
-            return _paths(out_dir)
-        return write_sft_dataset(out_dir, config)
+    paths = _paths(out_dir)
+    build_once(
+        out_dir, _manifest(config), lambda: write_sft_dataset(out_dir, config),
+        expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
+    )
+    return paths
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -216,11 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parse_args(argv)
     config = config_from_args(args)
-    if args.force:
-        with exclusive_lock(args.out.absolute() / ".sft.lock"):
-            paths = write_sft_dataset(args.out, config)
-    else:
-        paths = ensure_sft_dataset(args.out, config)
+    paths = ensure_sft_dataset(args.out, config, force=args.force)
     for split, path in paths.items():
         print(f"{split}: {path}")
     return paths

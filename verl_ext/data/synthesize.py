@@ -53,13 +53,11 @@ answered on verl's rollout replicas (:mod:`verl_ext.generation.replicas`)::
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -82,6 +80,7 @@ from verl_ext.data.synth_filters import (
     normalize_question,
     screen,
 )
+from verl_ext.files import LockHeld, exclusive_lock, write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator
 from verl_ext.model_path import model_path_problem
@@ -494,38 +493,14 @@ class _ReasonLog:
             logger.log(self.level, "%s: more %s; from now on they are only counted in the summary", self.what, reason)
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@contextlib.contextmanager
+def _out_lock(out: Path) -> Iterator[None]:
+    """Two runs must not interleave shards in one output directory."""
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-class _OutLock:
-    """An exclusive, non-blocking lock on the output directory: two runs must not interleave shards."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / LOCK_NAME
-        self._handle: Any = None
-
-    def __enter__(self) -> _OutLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._handle.close()
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise UsageError(f"another synthesis run is writing to {self.path.parent}") from None
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-        self._handle.close()
+        with exclusive_lock(out / LOCK_NAME, blocking=False):
+            yield
+    except LockHeld:
+        raise UsageError(f"another synthesis run is writing to {out}") from None
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -893,7 +868,7 @@ class _Run:
         start_time = time.perf_counter()
         c, r = self.config, self.result
         self.out.mkdir(parents=True, exist_ok=True)
-        with _OutLock(self.out):
+        with _out_lock(self.out):
             if c.overwrite:
                 self.overwrite()
             _remove_stale_temporaries(self.out)
@@ -973,7 +948,7 @@ class _Run:
                 r.kept_this_run += shard.kept
                 self.totals(manifest, n_shards)
                 bar.set_postfix(kept=r.kept, refresh=False)
-                _write_json(self.out / MANIFEST_NAME, {**manifest, "summary": self.summary(0.0)})
+                write_json(self.out / MANIFEST_NAME, {**manifest, "summary": self.summary(0.0)}, default=str)
         finally:
             bar.close()
         self.totals(manifest, n_shards)
@@ -990,9 +965,10 @@ class _Run:
                     r.failures[WRITE_ERROR] += 1
                     logger.error("could not write %s: %s", self.out / MERGED_NAME, exc)
         try:
-            _write_json(
+            write_json(
                 self.out / MANIFEST_NAME,
                 {**manifest, "summary": self.summary(time.perf_counter() - start_time)},
+                default=str,
             )
         except OSError as exc:  # every finished shard is already recorded; only the closing counts are lost
             logger.warning("could not write %s: %s", self.out / MANIFEST_NAME, exc)

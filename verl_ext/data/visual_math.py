@@ -25,7 +25,6 @@ import logging
 import os
 import random
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from verl_ext.assets.tiny_model import exclusive_lock
-from verl_ext.data.manifest import manifest_matches, write_manifest
+from verl_ext.files import build_once, write_parquet
 from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
@@ -506,31 +504,13 @@ def _paths(out_dir: Path) -> dict[str, Path]:
 
 
 def write_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig()) -> dict[str, Path]:
-    """Write ``train.parquet`` and ``test.parquet`` into ``out_dir``; returns ``{"train": path, "test": path}``.
-
-    Each file is written to a temporary name and renamed into place, and the manifest goes last, so readers
-    never see a half-written file and an interrupted run is detected by ``ensure_dataset``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Write ``train.parquet`` and ``test.parquet`` into ``out_dir`` (each atomically; no manifest: see
+    :func:`ensure_dataset`); returns ``{"train": path, "test": path}``."""
     out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / MANIFEST_NAME
-    # Invalidate first: if we die between the two files, the old manifest must not vouch for a mixed pair.
-    manifest_path.unlink(missing_ok=True)
     start = time.perf_counter()
     paths = _paths(out_dir)
     for split, path in paths.items():
-        table = pa.Table.from_pylist(build_rows(split, config), schema=_arrow_schema())
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    write_manifest(manifest_path, _manifest(config))
+        write_parquet(path, build_rows(split, config), _arrow_schema())
     logger.info(
         "wrote visual-math dataset to %s (%d train, %d test) in %.1fs",
         out_dir,
@@ -541,24 +521,20 @@ def write_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = Vi
     return paths
 
 
-def _is_complete(out_dir: Path, config: VisualMathConfig) -> bool:
-    return manifest_matches(out_dir / MANIFEST_NAME, _manifest(config)) and all(
-        p.is_file() for p in _paths(out_dir).values()
-    )
+def ensure_dataset(
+    out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig(), *, force: bool = False
+) -> dict[str, Path]:
+    """The split paths under ``out_dir``, written first unless complete for ``config`` (or ``force``).
 
-
-def ensure_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig()) -> dict[str, Path]:
-    """Return the split paths under ``out_dir``, writing the dataset first unless it is complete for ``config``.
-
-    Concurrent callers serialise on a lock file, so only one of them writes.
+    A cached build (:func:`verl_ext.files.build_once`): concurrent callers serialise, one writes.
     """
     out_dir = Path(out_dir).absolute()
-    if _is_complete(out_dir, config):
-        return _paths(out_dir)
-    with exclusive_lock(out_dir / ".lock"):
-        if _is_complete(out_dir, config):
-            return _paths(out_dir)
-        return write_dataset(out_dir, config)
+    paths = _paths(out_dir)
+    build_once(
+        out_dir, _manifest(config), lambda: write_dataset(out_dir, config),
+        expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
+    )
+    return paths
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
@@ -584,11 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         max_count=args.max_count,
         max_number=args.max_number,
     )
-    if args.force:
-        with exclusive_lock(args.out.absolute() / ".lock"):
-            paths = write_dataset(args.out, config)
-    else:
-        paths = ensure_dataset(args.out, config)
+    paths = ensure_dataset(args.out, config, force=args.force)
     for split, path in paths.items():
         logger.info("%s: %s", split, path)
     return paths

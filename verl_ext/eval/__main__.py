@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from verl_ext.data.manifest import write_manifest
+from verl_ext.files import write_json
 from verl_ext.eval.benchmarks import BENCHMARKS, Sample, load_benchmark, parse_benchmarks
 from verl_ext.eval.grading import (
     JUDGE_MODES,
@@ -297,7 +297,7 @@ def _write_run_file(config: EvalConfig) -> None:
         "backend_config": dataclasses.asdict(config.backend_config),
         "judge": {"kind": config.judge, "model": config.judge_model, "mode": config.judge_mode},
     }
-    write_manifest(config.output_dir / RUN_FILE, payload)
+    write_json(config.output_dir / RUN_FILE, payload)
 
 
 def _build_judge(

@@ -317,10 +317,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"(vote: min_ratio {config.min_ratio}, ties {config.tie_break})\n{table}"
     )
     if config.out:
-        from verl_ext.data.manifest import write_manifest  # the project's atomic JSON write
+        from verl_ext.files import write_json
 
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-        write_manifest(Path(config.out), report)
+        write_json(Path(config.out), report)
         logger.info("wrote %s", config.out)
     return 0
 

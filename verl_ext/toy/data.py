@@ -52,8 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verl_ext.assets.tiny_model import exclusive_lock
-from verl_ext.data.manifest import manifest_matches, write_manifest
 from verl_ext.data import prepare as prep
 from verl_ext.data import sft_data
 from verl_ext.data import visual_math as vm
@@ -61,6 +59,7 @@ from verl_ext.data.schema import IMAGE_PLACEHOLDER
 from verl_ext.data.synth_filters import QUESTION_CLOSE, QUESTION_OPEN
 from verl_ext.data.synthesize import Seed, seed_from_row
 from verl_ext.data.visual_math import TASKS, VisualMathConfig
+from verl_ext.files import build_once, write_parquet
 from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
 
 logger = logging.getLogger("verl_ext.toy.data")  # stable under python -m
@@ -229,25 +228,6 @@ def question_writing_row(
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _write_parquet_atomic(rows: list[dict[str, Any]], schema: Any, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = _tmp_name(path)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -> None:
     import pyarrow.parquet as pq
 
@@ -260,7 +240,7 @@ def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -
         stop = start + config.question_rows(split)
         rows += [question_writing_row(split, i, config, template) for i in range(start, stop)]
         random.Random(f"verl_ext.toy.data.mix:{config.sft_seed}:{split}").shuffle(rows)
-        _write_parquet_atomic(rows, schema, out_dir / SFT_DIR / f"{split}.parquet")
+        write_parquet(out_dir / SFT_DIR / f"{split}.parquet", rows, schema)
 
 
 def _hub_layout(vm_path: Path, out_path: Path) -> Path:
@@ -286,7 +266,7 @@ def _hub_layout(vm_path: Path, out_path: Path) -> Path:
         }
         for row in rows
     ]
-    _write_parquet_atomic(flat, schema, out_path)
+    write_parquet(out_path, flat, schema)
     return out_path
 
 
@@ -317,7 +297,7 @@ def _with_tasks(prepared: Path, source: Path, out_path: Path) -> None:
     rows = pq.read_table(prepared).to_pylist()
     for row in rows:
         row["extra_info"]["task"] = tasks[row["extra_info"]["index"]]
-    _write_parquet_atomic(rows, arrow_schema([("task", pa.string())]), out_path)
+    write_parquet(out_path, rows, arrow_schema([("task", pa.string())]))
     prepared.unlink()
 
 
@@ -367,23 +347,16 @@ def _paths(out_dir: Path) -> dict[str, Path]:
 
 
 def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig()) -> dict[str, Path]:
-    """Write every file of the toy data into ``out_dir``; returns ``{name: path}`` (names of :data:`FILES`).
-
-    The manifest is removed first and written last, so an interrupted run is detected by :func:`ensure_toy_data`;
-    each file is renamed into place, so a reader never sees a half-written one.
-    """
+    """Write every file of the toy data into ``out_dir`` (each atomically; no manifest: see
+    :func:`ensure_toy_data`); returns ``{name: path}`` (names of :data:`FILES`)."""
     out_dir = Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / MANIFEST_NAME
-    manifest_path.unlink(missing_ok=True)
     template = load_prompt(config.prompt)
     if "question" not in template.fields:
         raise ValueError(f"prompt {template.name} has no {{{{question}}}}: it is not an in-context synthesis prompt")
     start = time.perf_counter()
-    (out_dir / RL_DIR).mkdir(exist_ok=True)
+    (out_dir / RL_DIR).mkdir(parents=True, exist_ok=True)
     _write_sft(out_dir, config, template)
     _write_rl(out_dir, config)
-    write_manifest(manifest_path, _manifest(config, template))
     logger.info(
         "wrote toy data to %s in %.1fs: SFT %d train (%d question-writing) + %d test, RL %d, held-out test %d",
         out_dir,
@@ -397,30 +370,22 @@ def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyD
     return _paths(out_dir)
 
 
-def _is_complete(out_dir: Path, config: ToyDataConfig) -> bool:
-    try:
-        template = load_prompt(config.prompt)
-    except (OSError, ValueError):
-        return False
-    return manifest_matches(out_dir / MANIFEST_NAME, _manifest(config, template)) and all(
-        p.is_file() for p in _paths(out_dir).values()
-    )
+def ensure_toy_data(
+    out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig(), *, force: bool = False
+) -> dict[str, Path]:
+    """The file paths under ``out_dir``, written first unless complete for ``config`` (or ``force``).
 
-
-def ensure_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig()) -> dict[str, Path]:
-    """Return the file paths under ``out_dir``, writing the data first unless it is complete for ``config``.
-
-    Concurrent callers serialise on a lock file, so only one of them writes.
+    A cached build (:func:`verl_ext.files.build_once`): concurrent callers serialise, one writes.
     """
     out_dir = Path(out_dir).absolute()
-    if _is_complete(out_dir, config):
+    paths = _paths(out_dir)
+    manifest = _manifest(config, load_prompt(config.prompt))
+    if not build_once(
+        out_dir, manifest, lambda: write_toy_data(out_dir, config),
+        expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
+    ):
         logger.info("toy data in %s is complete for these settings: nothing to do", out_dir)
-        return _paths(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out_dir / ".toy.lock"):
-        if _is_complete(out_dir, config):
-            return _paths(out_dir)
-        return write_toy_data(out_dir, config)
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -484,13 +449,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.force:
-        out = args.out.absolute()
-        out.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(out / ".toy.lock"):
-            paths = write_toy_data(out, config)
-    else:
-        paths = ensure_toy_data(args.out, config)
+    paths = ensure_toy_data(args.out, config, force=args.force)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

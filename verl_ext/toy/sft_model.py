@@ -26,9 +26,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from verl_ext.assets.tiny_model import TinyModelConfig, ensure_tiny_model, exclusive_lock
-from verl_ext.data.manifest import manifest_matches, write_manifest
+from verl_ext.assets.tiny_model import TinyModelConfig, ensure_tiny_model
 from verl_ext.data.visual_math import VisualMathConfig
+from verl_ext.files import build_once
 from verl_ext.toy.data import ToyDataConfig, ensure_toy_data
 
 logger = logging.getLogger(__name__)
@@ -112,15 +112,8 @@ def ensure_toy_sft_model(
 ) -> Path:
     """``root`` holding ``model/`` (the SFT model), ``data/`` (its toy data) and ``base/``; built if missing."""
     root = Path(root).absolute()
-    manifest = root / MANIFEST_NAME
-    payload = _payload(model, data, steps)
-    if manifest_matches(manifest, payload):
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(root / ".build.lock"):
-        if manifest_matches(manifest, payload):
-            return root
-        manifest.unlink(missing_ok=True)
+
+    def build() -> None:
         base = ensure_tiny_model(root / "base", model)
         files = ensure_toy_data(root / "data", data)
         work = root / f".sft-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -130,7 +123,8 @@ def ensure_toy_sft_model(
             os.rename(hf_dir, root / "model")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        write_manifest(manifest, payload)
+
+    build_once(root, _payload(model, data, steps), build, expect=[root / "model"], manifest_name=MANIFEST_NAME)
     logger.info("toy SFT model ready at %s", root / "model")
     return root
 
