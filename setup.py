@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "sympy>=1.13",  # imported by mathruler, not declared by it
     "pylatexenc>=2.10",  # imported by mathruler, not declared by it
     "tqdm>=4.66",
+    "jinja2>=3.1",  # prompt templates
     "pillow>=10.0",
     "pyarrow>=19.0",
     "datasets>=3.0",

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseline_hf_generator import HFGenerator  # noqa: E402
 
-from verl_ext.assets.tiny_model import TinyModelConfig, ensure_tiny_model  # noqa: E402
+from verl_ext.toy.tiny_model import TinyModelConfig, ensure_tiny_model  # noqa: E402
 from verl_ext.data.synthesize import SynthesizeConfig, synthesize  # noqa: E402
-from verl_ext.data.visual_math import ensure_dataset  # noqa: E402
+from verl_ext.toy.visual_math import ensure_dataset  # noqa: E402
 from verl_ext.generation import BackendConfig  # noqa: E402
 from verl_ext.generation.replicas import ReplicaGenerator, generation_config  # noqa: E402
 

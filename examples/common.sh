@@ -6,9 +6,9 @@
 #
 # CPU_MODE=1 swaps in stand-ins so the same code path runs on a laptop, offline: the tiny random-init
 # Qwen2.5-VL (built locally by verl_ext's asset resolver), the CPU recipes (recipes/quickstart.yaml,
-# recipes/grpo_supervised.yaml), a small visual-math set drawn by verl_ext.data.visual_math for each
+# recipes/grpo_supervised.yaml), a small visual-math set drawn by verl_ext.toy.visual_math for each
 # public training set (run through verl_ext.data.prepare as a local file), benchmark fixture files in the
-# real schemas (verl_ext.eval.fixtures) for the four benchmarks, 1 training step and a few questions each.
+# real schemas (verl_ext.toy.fixtures) for the four benchmarks, 1 training step and a few questions each.
 # The numbers it prints prove that the chain runs, not the method.
 
 set -euo pipefail
@@ -71,7 +71,7 @@ cd "$WORK_DIR"
 STEP_NO=$(find "$WORK_DIR/logs" -maxdepth 1 -name '*.log' | wc -l)
 
 if [[ $CPU_MODE == 1 && -z $MODEL ]]; then
-  MODEL=$("$PYTHON" -c "from verl_ext.assets.resolver import resolve_asset; print(resolve_asset('tiny-qwen2.5-vl'))" | tail -n 1)
+  MODEL=$("$PYTHON" -c "from verl_ext.toy.resolver import resolve_asset; print(resolve_asset('tiny-qwen2.5-vl'))" | tail -n 1)
 fi
 
 # ---------------------------------------------------------------------------------------------- logging
@@ -141,7 +141,7 @@ write_standin() {
   done_already "$dir/train.parquet" && return 0
   fresh "$dir" "$WORK_DIR/standin/visual_math_$name"
   mkdir -p "$dir"
-  run "visual-math-$name" "$PYTHON" -m verl_ext.data.visual_math --out "$WORK_DIR/standin/visual_math_$name" \
+  run "visual-math-$name" "$PYTHON" -m verl_ext.toy.visual_math --out "$WORK_DIR/standin/visual_math_$name" \
     --n-train "$STANDIN_ROWS" --n-test 4 --seed "$seed"
   run "standin-$name" "$PYTHON" "$(helper_script standin_layout.py)" "$WORK_DIR/standin/visual_math_$name" "$dir"
   made "$dir/train.parquet"
@@ -305,7 +305,7 @@ evaluate() {
   done_already "$out/results.json" && return 0
   fresh "$out"
   if cpu_mode && [[ ! -d $BENCH_DATA_DIR ]]; then
-    run "benchmark-fixtures" "$PYTHON" -m verl_ext.eval.fixtures --out "$BENCH_DATA_DIR" \
+    run "benchmark-fixtures" "$PYTHON" -m verl_ext.toy.fixtures --out "$BENCH_DATA_DIR" \
       --per-benchmark "${EVAL_MAX_SAMPLES:-4}"
   fi
   args=("config=$REPO_DIR/recipes/eval/paper.yaml" "actor_rollout_ref.model.path=$model" "eval.benchmarks=[$EVAL_BENCHMARKS]"

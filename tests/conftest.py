@@ -41,6 +41,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Same path as the ``tiny_dir`` fixtures of tests/assets and tests/data, so a full run builds it once.
     """
-    from verl_ext.assets.tiny_model import ensure_tiny_model
+    from verl_ext.toy.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_qwen2_5_vl")

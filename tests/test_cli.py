@@ -366,7 +366,7 @@ def test_verl_agent_loop_still_ignores_val_do_sample():
 
 def test_compose_does_not_resolve_the_values_it_overrides(monkeypatch):
     """Checking an override's key must not build the asset the recipe's value names (minutes for toy-sft)."""
-    from verl_ext.assets import resolver
+    from verl_ext.toy import resolver
 
     monkeypatch.setitem(resolver.ASSETS, "toy-sft", lambda root, rest: pytest.fail(f"resolved toy-sft/{rest}"))
     recipe = REPO / "recipes" / "quickstart.yaml"

@@ -66,7 +66,7 @@ def _register_reward_managers() -> None:
 
 
 def _register_resolvers() -> None:
-    from verl_ext.assets.resolver import register_resolvers
+    from verl_ext.toy.resolver import register_resolvers
 
     for name in register_resolvers():
         _note("resolver", name)

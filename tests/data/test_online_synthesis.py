@@ -17,7 +17,7 @@ from omegaconf import OmegaConf, open_dict
 
 from verl_ext.cli import compose
 from verl_ext.data.online_synthesis import PREFIX, OnlineSynthesis, OnlineSynthesisConfig, settings_problem
-from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -643,7 +643,7 @@ def test_an_already_converted_verl_parquet_keeps_its_nested_answers(tmp_path):
     import pyarrow.parquet as pq
 
     from verl_ext.data.prepare import main as prepare_main
-    from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+    from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 
     files = write_dataset(tmp_path / "vm", VisualMathConfig(n_train=6, n_test=2))
     assert prepare_main(["--dataset", str(files["train"]), "--out", str(tmp_path / "out")]) == 0

@@ -30,7 +30,7 @@ from verl_ext.data import synthesize as synth
 from verl_ext.data.prepare import UsageError
 from verl_ext.data.schema import FORMAT_INSTRUCTION, arrow_schema, build_row, read_rows, validate_file
 from verl_ext.data.synthesize import MANIFEST_NAME, MERGED_NAME, SynthesizeConfig, main, synthesize
-from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 from verl_ext.files import exclusive_lock
 from verl_ext.generation import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.prompts import (

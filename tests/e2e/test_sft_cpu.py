@@ -69,7 +69,7 @@ def _assert_trained_copy(initial: Path, trained: Path) -> None:
 
 
 def test_verl_sft_trainer_on_cpu(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from verl_ext.data.sft_data import DEFAULT_SFT_CONFIG, write_sft_dataset
+    from verl_ext.toy.sft_data import DEFAULT_SFT_CONFIG, write_sft_dataset
 
     data = write_sft_dataset(tmp_path / "data", dataclasses.replace(DEFAULT_SFT_CONFIG, n_train=32, n_test=8))
     ckpt = tmp_path / "ckpt"

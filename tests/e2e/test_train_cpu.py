@@ -82,7 +82,7 @@ def test_supervised_grpo_updates_actor_and_rollout(tmp_path):
     final = ckpt / "global_step_2" / "actor" / "huggingface"
     assert (final / "config.json").is_file(), "no Hugging Face checkpoint written at step 2"
     final_digest = hf_digest(final)
-    from verl_ext.assets.resolver import resolve_asset
+    from verl_ext.toy.resolver import resolve_asset
 
     assert final_digest != hf_digest(Path(resolve_asset("tiny-qwen2.5-vl"))), "training left the weights unchanged"
 
@@ -188,7 +188,7 @@ def test_labelled_rows_get_the_rule_reward_and_the_others_the_vote(tmp_path):
     """SRT's mix: half the toy RL questions keep their label (use_labels=true), half are unlabelled."""
     import pyarrow.parquet as pq
 
-    from verl_ext.assets.resolver import resolve_asset
+    from verl_ext.toy.resolver import resolve_asset
     from verl_ext.rewards.accuracy import compute_score
 
     table = pq.read_table(resolve_asset("toy-sft/data/rl/labeled.parquet")).to_pylist()

@@ -1,6 +1,6 @@
 """Benchmark loaders on small local files written in each benchmark's real hub schema.
 
-The files come from :mod:`verl_ext.eval.fixtures`; the schemas follow the sources named in
+The files come from :mod:`verl_ext.toy.fixtures`; the schemas follow the sources named in
 verl_ext/eval/benchmarks.py.
 """
 
@@ -23,7 +23,7 @@ from verl_ext.eval.benchmarks import (
     parse_mathverse_choices,
     parse_wemath_options,
 )
-from verl_ext.eval.fixtures import (
+from verl_ext.toy.fixtures import (
     FEATURES,
     MATHVERSE_FEATURES,
     MATHVISTA_FEATURES,

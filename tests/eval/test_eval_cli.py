@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from verl_ext.eval.__main__ import main
-from verl_ext.eval.fixtures import write_benchmark_files
+from verl_ext.toy.fixtures import write_benchmark_files
 from verl_ext.generation import BackendConfig
 from verl_ext.generation import make_generator
 

@@ -126,7 +126,7 @@ def test_table1(tmp_path):
     assert [r["reward_model"]["ground_truth"] for r in kept] == [r["extra_info"]["answer"] for r in hidden]
     check_logged(
         stdout,
-        "-m verl_ext.data.visual_math",
+        "-m verl_ext.toy.visual_math",
         "-m verl_ext.data.prepare",
         "--keep-labels",
         "-m verl.trainer.main config=" + str(REPO / "recipes" / "quickstart.yaml"),

@@ -263,7 +263,7 @@ def test_two_replicas_share_one_synthesis_run(generator, varied_model_dir, tmp_p
     import ray
 
     from verl_ext.data.synthesize import SynthesizeConfig, synthesize
-    from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+    from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 
     class Tagged:
         """The model's (random) text, wrapped in the question tags so the real filters keep it."""

@@ -43,7 +43,7 @@ HEAD_DIM_32 = {"num_attention_heads": 2, "num_key_value_heads": 1}
 
 @pytest.fixture(scope="module")
 def tiny32(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from verl_ext.assets.tiny_model import TinyModelConfig, ensure_tiny_model
+    from verl_ext.toy.tiny_model import TinyModelConfig, ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny32") / "model", TinyModelConfig(**HEAD_DIM_32))
 
@@ -97,7 +97,7 @@ def test_the_synthesis_command_runs_on_vllm_replicas(tiny32: Path, vllm_env, tmp
     import json
 
     from verl_ext.data.synthesize import MANIFEST_NAME, main
-    from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+    from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "synth" / "in_context.yaml"
     seeds = write_dataset(tmp_path / "seeds", VisualMathConfig(n_train=3, n_test=1))["train"]
@@ -133,7 +133,7 @@ def test_synthesis_with_the_answerability_vote_on_vllm(engines, tmp_path: Path):
     """Both strategies on the vLLM replica; its (random) text is wrapped in the question tags, so the filters keep
     questions and the answerability vote samples its answers on vLLM too."""
     from verl_ext.data.synthesize import SynthesizeConfig, synthesize
-    from verl_ext.data.visual_math import VisualMathConfig, write_dataset
+    from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 
     vllm, _ = engines
 

@@ -113,7 +113,7 @@ def test_recipe_passes_verl_validation(recipe, capsys):
     if OmegaConf.to_container(cfg.actor_rollout_ref.model)["path"] == "${verl_ext_asset:toy-sft/model}":
         # The quickstart's toy SFT model takes verl's SFT trainer ~6 minutes to build: the slow e2e test
         # that runs the quickstart builds and loads it for real. Here the same-family tiny model stands in.
-        from verl_ext.assets.resolver import ASSETS
+        from verl_ext.toy.resolver import ASSETS
 
         assert "toy-sft" in ASSETS
         cfg.actor_rollout_ref.model.path = "${verl_ext_asset:tiny-qwen2.5-vl}"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from verl_ext.assets.tiny_model import TinyModelConfig
+from verl_ext.toy.tiny_model import TinyModelConfig
 from verl_ext.toy import sft_model
 from verl_ext.toy.data import ToyDataConfig
 

@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from verl_ext.data import schema as row_schema
-from verl_ext.data import sft_data
-from verl_ext.data import visual_math as vm
+from verl_ext.toy import sft_data
+from verl_ext.toy import visual_math as vm
 from verl_ext.data.synth_filters import image_key, normalize_question, parse_question, screen
 from verl_ext.data.synthesize import SynthesizeConfig, seed_from_row, synthesize
-from verl_ext.data.visual_math import VisualMathConfig, alternative_questions
+from verl_ext.toy.visual_math import VisualMathConfig, alternative_questions
 from verl_ext.generation.base import GenerationRequest, SamplingSettings
 from verl_ext.prompts import load_prompt
 from verl_ext.toy import data as toy

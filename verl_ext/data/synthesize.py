@@ -19,7 +19,7 @@ Kept questions are rows of :mod:`verl_ext.data.schema` (the seed's images, an em
 file), ``seed_index`` (the seed's own ``extra_info.index``), ``seed_question``, ``strategy``, ``prompt_name`` and
 ``answerability`` (null when not computed); ``extra_info["source"]`` is the seed's source.
 
-Seeds are parquet files in the row layout (``verl_ext.data.prepare`` output, ``verl_ext.data.visual_math``, or
+Seeds are parquet files in the row layout (``verl_ext.data.prepare`` output, ``verl_ext.toy.visual_math``, or
 earlier synthesis output) or directories of them. Seed rows are processed in shards of ``synth.shard_size``:
 shard ``i`` writes ``OUT/shard-0000i.parquet`` atomically and is then recorded in ``OUT/synthesize_manifest.json``
 (also written atomically, together with the run's settings and counts). A rerun of the same command skips the

@@ -1,6 +1,6 @@
 """All data of the toy reproduction of "First SFT, Second RL, Third UPT" (``examples/toy_repro.sh``).
 
-One command writes every file the three stages read, from visual-math scenes (:mod:`verl_ext.data.visual_math`)
+One command writes every file the three stages read, from visual-math scenes (:mod:`verl_ext.toy.visual_math`)
 that never overlap between the files::
 
     OUT/sft/train.parquet     stage 1 (SFT): answer rows + question-writing rows, verl's multi-turn SFT layout
@@ -11,12 +11,12 @@ that never overlap between the files::
 
 SFT rows come in two kinds, shuffled together:
 
-* answer rows, exactly as :mod:`verl_ext.data.sft_data` writes them (it writes them: ``OUT/sft/answers``);
+* answer rows, exactly as :mod:`verl_ext.toy.sft_data` writes them (it writes them: ``OUT/sft/answers``);
 * question-writing rows (``--question-fraction`` of the rows, default 0.3): the user turn is the
   ``synth_in_context`` prompt rendered for the scene as in-context synthesis (``verl_ext.data.synthesize``)
   renders it for a seed row (image, seed question, seed answer), and the assistant's target is
   ``<question>Q</question>`` where Q is another question about the same image
-  (:func:`verl_ext.data.visual_math.alternative_questions`). A tiny model only writes questions in stage 3 if
+  (:func:`verl_ext.toy.visual_math.alternative_questions`). A tiny model only writes questions in stage 3 if
   its SFT taught it to. These rows have an empty ``reward_model.ground_truth``; ``extra_info.task`` is
   ``write_question/<task>`` and ``extra_info.question`` / ``extra_info.answer`` hold the target question and
   its correct answer.
@@ -53,12 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from verl_ext.data import prepare as prep
-from verl_ext.data import sft_data
-from verl_ext.data import visual_math as vm
+from verl_ext.toy import sft_data
+from verl_ext.toy import visual_math as vm
 from verl_ext.data.schema import IMAGE_PLACEHOLDER
 from verl_ext.data.synth_filters import QUESTION_CLOSE, QUESTION_OPEN
 from verl_ext.data.synthesize import Seed, seed_from_row
-from verl_ext.data.visual_math import TASKS, VisualMathConfig
+from verl_ext.toy.visual_math import TASKS, VisualMathConfig
 from verl_ext.files import build_once, write_parquet
 from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
 

@@ -26,8 +26,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from verl_ext.assets.tiny_model import TinyModelConfig, ensure_tiny_model
-from verl_ext.data.visual_math import VisualMathConfig
+from verl_ext.toy.tiny_model import TinyModelConfig, ensure_tiny_model
+from verl_ext.toy.visual_math import VisualMathConfig
 from verl_ext.files import build_once
 from verl_ext.toy.data import ToyDataConfig, ensure_toy_data
 

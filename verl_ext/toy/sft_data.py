@@ -18,7 +18,7 @@ versus 0), so the warm start never sees the scenes that RL/UPT train or validate
 
 Usage::
 
-    python -m verl_ext.data.sft_data --out /tmp/visual_math_sft
+    python -m verl_ext.toy.sft_data --out /tmp/visual_math_sft
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from verl_ext.files import build_once, write_parquet
-from verl_ext.data import visual_math as vm
-from verl_ext.data.visual_math import SPLITS, TASKS, Scene, VisualMathConfig
+from verl_ext.toy import visual_math as vm
+from verl_ext.toy.visual_math import SPLITS, TASKS, Scene, VisualMathConfig
 
 logger = logging.getLogger(__name__)
 

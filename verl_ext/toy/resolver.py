@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 
 
 def _tiny_model(root: Path, rest: str) -> Path:
-    from verl_ext.assets.tiny_model import ensure_tiny_model
+    from verl_ext.toy.tiny_model import ensure_tiny_model
 
     if rest:
         raise ValueError(f"tiny-qwen2.5-vl is a directory; got a sub-path {rest!r}")
@@ -32,7 +32,7 @@ def _tiny_model(root: Path, rest: str) -> Path:
 
 
 def _visual_math(root: Path, rest: str) -> Path:
-    from verl_ext.data.visual_math import ensure_dataset
+    from verl_ext.toy.visual_math import ensure_dataset
 
     files = ensure_dataset(root / "visual-math")
     if not rest:

@@ -6,7 +6,7 @@ small enough to run rollouts and training steps on CPU in tests.
 
 Usage::
 
-    python -m verl_ext.assets.tiny_model --out /tmp/tiny-qwen2.5-vl
+    python -m verl_ext.toy.tiny_model --out /tmp/tiny-qwen2.5-vl
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from verl_ext.files import atomic_path, exclusive_lock, manifest_matches
+from verl_ext.prompts import FORMAT_INSTRUCTION
+from verl_ext.toy.visual_math import VisualMathConfig, sample_question_texts
 
 logger = logging.getLogger(__name__)
 
@@ -246,9 +248,6 @@ _SENTENCE_TEMPLATES = [
 
 def _tokenizer_corpus(config: TinyModelConfig) -> list[str]:
     """Generate the training text for the tokenizer: task prompts, reasoning phrases, LaTeX and English words."""
-    # Imported lazily because visual_math imports the locking helper from this module.
-    from verl_ext.data.visual_math import FORMAT_INSTRUCTION, VisualMathConfig, sample_question_texts
-
     rng = random.Random(f"verl_ext.tiny_model.corpus:{config.seed}")
     colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
     shapes = ["circle", "square", "triangle", "rectangle", "star"]

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from verl_ext.assets.tiny_model import ensure_tiny_model
-from verl_ext.data import visual_math as vm
-from verl_ext.data.visual_math import (
+from verl_ext.toy.tiny_model import ensure_tiny_model
+from verl_ext.toy import visual_math as vm
+from verl_ext.toy.visual_math import (
     COLORS,
     DATA_SOURCE,
     FORMAT_INSTRUCTION,

@@ -8,7 +8,7 @@ but no model is expected to get them right from these pictures.
 
 Usage::
 
-    python -m verl_ext.eval.fixtures --out DIR [--per-benchmark N] [--format parquet|jsonl]
+    python -m verl_ext.toy.fixtures --out DIR [--per-benchmark N] [--format parquet|jsonl]
 
 writes ``DIR/<benchmark>/<split>.parquet`` (or ``.jsonl`` with images as files next to it) for
 MathVista, MathVerse, We-Math and MathVision, and prints ``DIR``.
@@ -32,7 +32,7 @@ from PIL import Image as PILImage
 
 from verl_ext.eval.benchmarks import BENCHMARKS, parse_benchmarks
 
-logger = logging.getLogger("verl_ext.eval.fixtures")
+logger = logging.getLogger("verl_ext.toy.fixtures")
 
 __all__ = [
     "FEATURES",
@@ -431,9 +431,9 @@ def write_benchmark_files(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m verl_ext.eval.fixtures``."""
+    """The command line of ``python -m verl_ext.toy.fixtures``."""
     p = argparse.ArgumentParser(
-        prog="python -m verl_ext.eval.fixtures",
+        prog="python -m verl_ext.toy.fixtures",
         description="Write small local benchmark files in the real hub schemas (for --data-dir of verl_ext.eval).",
     )
     p.add_argument("--out", type=Path, required=True, help="output directory (DIR/<benchmark>/<split>.<format>)")

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from verl_ext.data import sft_data
-from verl_ext.data import visual_math as vm
-from verl_ext.data.sft_data import (
+from verl_ext.toy import sft_data
+from verl_ext.toy import visual_math as vm
+from verl_ext.toy.sft_data import (
     DEFAULT_SFT_CONFIG,
     MANIFEST_NAME,
     ensure_sft_dataset,

@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from verl_ext.assets import tiny_model as tm
-from verl_ext.assets.tiny_model import (
+from verl_ext.toy import tiny_model as tm
+from verl_ext.toy.tiny_model import (
     MARKER_NAME,
     SPECIAL_TOKENS,
     TinyModelConfig,
     build_tiny_model,
     ensure_tiny_model,
 )
-from verl_ext.data.visual_math import make_example
+from verl_ext.toy.visual_math import make_example
 
 # Small enough to build in about a second; used where the test is about build mechanics, not model quality.
 FAST = TinyModelConfig(vocab_size=600, corpus_lines=300, hidden_size=32, intermediate_size=64)

@@ -13,7 +13,7 @@ and the train and test splits come from disjoint seeds. Rows follow verl's geo3k
 
 Usage::
 
-    python -m verl_ext.data.visual_math --out /tmp/visual_math --n-train 256 --n-test 64
+    python -m verl_ext.toy.visual_math --out /tmp/visual_math --n-train 256 --n-test 64
 """
 
 from __future__ import annotations

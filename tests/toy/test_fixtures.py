@@ -1,4 +1,4 @@
-"""``verl_ext.eval.fixtures``: local benchmark files in the real schemas, any number of rows, from the command line."""
+"""``verl_ext.toy.fixtures``: local benchmark files in the real schemas, any number of rows, from the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from verl_ext.eval.benchmarks import BENCHMARKS, load_benchmark
-from verl_ext.eval.fixtures import FEATURES, ROWS, benchmark_rows, main, write_benchmark_files
+from verl_ext.toy.fixtures import FEATURES, ROWS, benchmark_rows, main, write_benchmark_files
 from verl_ext.generation.base import load_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_cli_writes_a_subset_as_jsonl(tmp_path, cache_dir, capsys):
 def test_python_dash_m(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "verl_ext.eval.fixtures", "--out", str(out), "--per-benchmark", "2"],
+        [sys.executable, "-m", "verl_ext.toy.fixtures", "--out", str(out), "--per-benchmark", "2"],
         cwd=REPO,
         capture_output=True,
         text=True,
