@@ -139,11 +139,9 @@ write_standin() {
   local name=$1 seed dir=$WORK_DIR/standin/$1
   case "$name" in geometry3k) seed=0 ;; geoqa) seed=1 ;; mmr1) seed=2 ;; *) seed=3 ;; esac
   done_already "$dir/train.parquet" && return 0
-  fresh "$dir" "$WORK_DIR/standin/visual_math_$name"
-  mkdir -p "$dir"
-  run "visual-math-$name" "$PYTHON" -m verl_ext.toy.visual_math --out "$WORK_DIR/standin/visual_math_$name" \
+  fresh "$dir"
+  run "standin-$name" "$PYTHON" -m verl_ext.toy.visual_math --out "$dir" --layout hub \
     --n-train "$STANDIN_ROWS" --n-test 4 --seed "$seed"
-  run "standin-$name" "$PYTHON" "$(helper_script standin_layout.py)" "$WORK_DIR/standin/visual_math_$name" "$dir"
   made "$dir/train.parquet"
 }
 
@@ -176,89 +174,12 @@ synthesize() {
   prepare_dataset "$seed"
   read -r -a extra <<<"$SYNTH_ARGS"
   cmd=("$PYTHON" -m verl_ext.data.synthesize)
-  if cpu_mode; then
-    # The random-init tiny model never writes the <question></question> markers, so nothing would be kept.
-    # In CPU mode its completions are wrapped in them (the model still generates; filters and writing are real).
-    cmd=("$PYTHON" "$(helper_script synthesize_cpu.py)")
-  fi
+  # The random-init tiny model never writes the <question> tags: in CPU mode its completions are put in them.
+  cpu_mode && cmd=("$PYTHON" -m verl_ext.toy.synthesize)
   run "synthesize-$seed-$strategy" "${cmd[@]}" "config=$REPO_DIR/recipes/synth/$strategy.yaml" \
     "synth.seeds=[$DATA_DIR/$seed/train.parquet]" "actor_rollout_ref.model.path=$MODEL" "synth.out=$out" \
     synth.merge=true "trainer.n_gpus_per_node=$N_GPUS" "trainer.nnodes=$NNODES" ${extra[@]+"${extra[@]}"}
   made "$out/train.parquet"
-}
-
-# helper_script NAME: write one of the small CPU-mode helpers below into WORK_DIR/bin and print its path.
-helper_script() {
-  local path=$WORK_DIR/bin/$1
-  mkdir -p "$WORK_DIR/bin"
-  case "$1" in
-    standin_layout.py)
-      cat >"$path" <<'PY'
-"""CPU mode of examples/*.sh: visual-math rows (verl layout, answer in reward_model) -> the public sets' hub layout.
-
-Geometry3K, GeoQA and MMR1 as MM-UPT loads them have flat columns images / problem / answer; so does the stand-in.
-Usage: python standin_layout.py VISUAL_MATH_DIR OUT_DIR   (train.parquet and test.parquet)
-"""
-import sys
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-src, dst = sys.argv[1], sys.argv[2]
-for split in ("train", "test"):
-    rows = pq.read_table(f"{src}/{split}.parquet").to_pylist()
-    flat = [
-        {"images": r["images"], "problem": "<image>" + r["extra_info"]["question"], "answer": r["reward_model"]["ground_truth"]}
-        for r in rows
-    ]
-    pq.write_table(pa.Table.from_pylist(flat), f"{dst}/{split}.parquet")
-    print(f"{dst}/{split}.parquet: {len(flat)} rows")
-PY
-      ;;
-    synthesize_cpu.py)
-      cat >"$path" <<'PY'
-"""CPU mode of examples/*.sh: python -m verl_ext.data.synthesize with the tiny model's text put in <question> tags.
-
-The random-init tiny model never writes the markers, so every question would be dropped as unparseable. Its
-completions are wrapped instead: the model still generates (one hf replica, as CPU mode asks for), and parsing,
-filters, shards and the merge are real.
-"""
-import sys
-import zlib
-
-from verl_ext.data import synthesize
-from verl_ext.data.schema import FORMAT_INSTRUCTION
-from verl_ext.data.synth_filters import parse_question
-from verl_ext.generation.factory import make_generator
-
-
-class QuestionMarkers:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def generate(self, requests, settings, *, on_batch=None):
-        outputs = self.inner.generate(requests, settings, on_batch=on_batch)
-        wrapped = []
-        for request, texts in zip(requests, outputs):
-            if request.messages[-1]["content"].endswith(FORMAT_INSTRUCTION):  # answers of the answerability check
-                wrapped.append(texts)
-                continue
-            wrapped.append([
-                text if parse_question(text) else f"<question>What does the image show (#{zlib.crc32(text.encode()):08x})?</question>"
-                for text in texts
-            ])
-        return wrapped
-
-    def close(self):
-        getattr(self.inner, "close", lambda: None)()
-
-
-sys.exit(synthesize.main(sys.argv[1:], generator_factory=lambda *a, **k: QuestionMarkers(make_generator(*a, **k))))
-PY
-      ;;
-    *) log "unknown helper $1"; exit 2 ;;
-  esac
-  echo "$path"
 }
 
 # ---------------------------------------------------------------------------------------------- train, merge

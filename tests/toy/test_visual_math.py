@@ -251,9 +251,9 @@ def test_ensure_dataset_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     calls = []
     real_write = vm.write_dataset
 
-    def counting_write(out_dir, config=VisualMathConfig()):
+    def counting_write(out_dir, config=VisualMathConfig(), **kwargs):
         calls.append(config)
-        return real_write(out_dir, config)
+        return real_write(out_dir, config, **kwargs)
 
     monkeypatch.setattr(vm, "write_dataset", counting_write)
     paths = ensure_dataset(tmp_path, SMALL)
@@ -366,3 +366,19 @@ def test_rlhf_dataset_length_filter_counts_image_tokens(tmp_path: Path, tiny_dir
     assert len(kept) == 0
     kept = RLHFDataset(str(paths["train"]), tokenizer, _rl_config(tmp_path, max_prompt_length=limit + 20), processor)
     assert len(kept) == SMALL.n_train
+
+
+def test_hub_layout_is_what_prepare_reads(tmp_path: Path) -> None:
+    """The hub layout has the public sets' columns; prepare turns it back into the verl rows, label hidden."""
+    from verl_ext.data import prepare
+
+    paths = ensure_dataset(tmp_path / "hub", SMALL, layout="hub")
+    assert pq.read_table(paths["train"]).column_names == ["images", "problem", "answer", "task"]
+    verl_rows = pq.read_table(ensure_dataset(tmp_path / "verl", SMALL)["train"]).to_pylist()
+    result = prepare.prepare(prepare.PrepareConfig(dataset=(str(paths["train"]),), out=tmp_path / "prepared"))
+    prepared = pq.read_table(result.paths["train"]).to_pylist()
+    assert [r["prompt"] for r in prepared] == [r["prompt"] for r in verl_rows]
+    assert [r["extra_info"]["answer"] for r in prepared] == [r["reward_model"]["ground_truth"] for r in verl_rows]
+    assert all(r["reward_model"]["ground_truth"] == "" for r in prepared)
+    with pytest.raises(ValueError, match="layout"):
+        write_dataset(tmp_path / "x", SMALL, layout="csv")

@@ -243,33 +243,6 @@ def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -
         write_parquet(out_dir / SFT_DIR / f"{split}.parquet", rows, schema)
 
 
-def _hub_layout(vm_path: Path, out_path: Path) -> Path:
-    """Write the visual-math rows of ``vm_path`` with the public sets' columns (images, problem, answer)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(vm_path).to_pylist()
-    schema = pa.schema(
-        [
-            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-            ("problem", pa.string()),
-            ("answer", pa.string()),
-            ("task", pa.string()),
-        ]
-    )
-    flat = [
-        {
-            "images": row["images"],
-            "problem": row["extra_info"]["question"],
-            "answer": row["reward_model"]["ground_truth"],
-            "task": row["extra_info"]["task"],
-        }
-        for row in rows
-    ]
-    write_parquet(out_path, flat, schema)
-    return out_path
-
-
 def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, Path]:
     result = prep.prepare(config)
     got = {split: stats.written for split, stats in result.stats.items()}
@@ -303,8 +276,7 @@ def _with_tasks(prepared: Path, source: Path, out_path: Path) -> None:
 
 def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
     rl_dir = out_dir / RL_DIR
-    vm_paths = vm.ensure_dataset(rl_dir / "visual_math", config.rl_config())
-    source = {split: _hub_layout(vm_paths[split], rl_dir / "source" / f"{split}.parquet") for split in vm.SPLITS}
+    source = vm.ensure_dataset(rl_dir / "source", config.rl_config(), layout="hub")
     stage = out_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         unlabeled = _prepare(

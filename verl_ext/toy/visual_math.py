@@ -44,6 +44,7 @@ MANIFEST_NAME = ".verl_ext_visual_math.json"
 """Written last into the output directory; lists the config the parquet files were generated with."""
 TASKS: tuple[str, ...] = ("count", "sum", "compare")
 SPLITS: tuple[str, ...] = ("train", "test")
+LAYOUTS: tuple[str, ...] = ("verl", "hub")
 
 SHAPE_KINDS: tuple[str, ...] = ("circle", "square", "triangle")
 # Saturated, mutually distant colours; shapes are drawn without anti-aliasing so pixels carry these exact values.
@@ -503,26 +504,63 @@ def _paths(out_dir: Path) -> dict[str, Path]:
     return {split: out_dir / f"{split}.parquet" for split in SPLITS}
 
 
-def write_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig()) -> dict[str, Path]:
+def hub_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in the public sets' hub layout (``images``, ``problem``, ``answer``, plus ``task``): what
+    ``verl_ext.data.prepare`` reads from Geometry3K, GeoQA or MMR1."""
+    return [
+        {
+            "images": row["images"],
+            "problem": row["extra_info"]["question"],
+            "answer": row["reward_model"]["ground_truth"],
+            "task": row["extra_info"]["task"],
+        }
+        for row in rows
+    ]
+
+
+def _hub_schema() -> Any:
+    import pyarrow as pa
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    return pa.schema([("images", pa.list_(image)), ("problem", pa.string()), ("answer", pa.string()), ("task", pa.string())])
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig(), *, layout: str = "verl"
+) -> dict[str, Path]:
     """Write ``train.parquet`` and ``test.parquet`` into ``out_dir`` (each atomically; no manifest: see
-    :func:`ensure_dataset`); returns ``{"train": path, "test": path}``."""
+    :func:`ensure_dataset`); returns ``{"train": path, "test": path}``.
+
+    ``layout``: ``verl`` (verl's RL rows, the label in ``reward_model``) or ``hub`` (:func:`hub_rows`).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     out_dir = Path(out_dir).absolute()
     start = time.perf_counter()
     paths = _paths(out_dir)
     for split, path in paths.items():
-        write_parquet(path, build_rows(split, config), _arrow_schema())
+        rows = build_rows(split, config)
+        if layout == "hub":
+            write_parquet(path, hub_rows(rows), _hub_schema())
+        else:
+            write_parquet(path, rows, _arrow_schema())
     logger.info(
-        "wrote visual-math dataset to %s (%d train, %d test) in %.1fs",
+        "wrote visual-math dataset to %s (%d train, %d test, %s layout) in %.1fs",
         out_dir,
         config.n_train,
         config.n_test,
+        layout,
         time.perf_counter() - start,
     )
     return paths
 
 
 def ensure_dataset(
-    out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig(), *, force: bool = False
+    out_dir: str | os.PathLike[str],
+    config: VisualMathConfig = VisualMathConfig(),
+    *,
+    force: bool = False,
+    layout: str = "verl",
 ) -> dict[str, Path]:
     """The split paths under ``out_dir``, written first unless complete for ``config`` (or ``force``).
 
@@ -530,8 +568,10 @@ def ensure_dataset(
     """
     out_dir = Path(out_dir).absolute()
     paths = _paths(out_dir)
+    # The verl layout's manifest has no layout key, so data sets built before the hub layout stay valid.
+    manifest = _manifest(config) if layout == "verl" else {**_manifest(config), "layout": layout}
     build_once(
-        out_dir, _manifest(config), lambda: write_dataset(out_dir, config),
+        out_dir, manifest, lambda: write_dataset(out_dir, config, layout=layout),
         expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
     )
     return paths
@@ -549,6 +589,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--image-size", type=int, default=VisualMathConfig.image_size)
     parser.add_argument("--max-count", type=int, default=VisualMathConfig.max_count)
     parser.add_argument("--max-number", type=int, default=VisualMathConfig.max_number)
+    parser.add_argument("--layout", choices=LAYOUTS, default="verl", help="verl RL rows, or the public sets' hub columns")
     parser.add_argument("--force", action="store_true", help="rewrite even if a complete dataset exists")
     args = parser.parse_args(argv)
     config = VisualMathConfig(
@@ -560,7 +601,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         max_count=args.max_count,
         max_number=args.max_number,
     )
-    paths = ensure_dataset(args.out, config, force=args.force)
+    paths = ensure_dataset(args.out, config, force=args.force, layout=args.layout)
     for split, path in paths.items():
         logger.info("%s: %s", split, path)
     return paths

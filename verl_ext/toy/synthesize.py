@@ -1,0 +1,55 @@
+"""``python -m verl_ext.toy.synthesize config=... key=value ...``: synthesis with a random-init model.
+
+The same command as ``python -m verl_ext.data.synthesize`` (same recipes and keys), for the tiny
+random-init model of CPU mode (``examples/*.sh``): that model never writes the ``<question>`` tags,
+so every question would be dropped as unparseable. Its completions are put in the tags instead; the
+model still generates on the rollout replicas, and parsing, filters, the answerability vote, shards
+and the merge are real.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections.abc import Sequence
+
+from verl_ext.data import synthesize
+from verl_ext.data.synth_filters import parse_question
+from verl_ext.generation.factory import make_generator
+from verl_ext.prompts import FORMAT_INSTRUCTION
+
+
+class QuestionMarkers:
+    """A generator whose question completions always parse: a completion without tags becomes a tagged
+    question naming its hash (distinct texts stay distinct for the duplicate filter)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def generate(self, requests, settings, *, on_batch=None):
+        outputs = self.inner.generate(requests, settings, on_batch=on_batch)
+        wrapped = []
+        for request, texts in zip(requests, outputs):
+            if request.messages[-1]["content"].endswith(FORMAT_INSTRUCTION):  # answers of the answerability vote
+                wrapped.append(texts)
+                continue
+            wrapped.append(
+                [
+                    text if parse_question(text) else
+                    f"<question>What does the image show (#{zlib.crc32(text.encode()):08x})?</question>"
+                    for text in texts
+                ]
+            )
+        return wrapped
+
+    def close(self):
+        getattr(self.inner, "close", lambda: None)()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``verl_ext.data.synthesize.main`` with the replicas' generator wrapped in :class:`QuestionMarkers`."""
+    return synthesize.main(argv, generator_factory=lambda *a, **k: QuestionMarkers(make_generator(*a, **k)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
