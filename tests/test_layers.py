@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trainer",),  # the vote in verl's trainer
     ("data", "eval"),  # data preparation, synthesis (offline and online), evaluation
     ("toy",),  # laptop scaffolding
-    ("cli", "main", "main_alias", "plugin"),  # entry points
+    ("main", "plugin"),  # entry points: the training command, the verl plugin
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 #: The one door into the scaffolding from outside it.

@@ -80,10 +80,10 @@ def _register_hydra_searchpath() -> None:
 
 
 def _register_main_alias() -> None:
-    from verl_ext import main_alias
+    from verl_ext import main
 
-    main_alias.install()
-    _note("command", main_alias.ALIAS)
+    main.install_alias()
+    _note("command", main.ALIAS)
 
 
 STEPS = (

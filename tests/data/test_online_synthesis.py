@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from verl_ext.cli import compose
+from verl_ext.main import compose
 from verl_ext.data.online_synthesis import PREFIX, OnlineSynthesis, OnlineSynthesisConfig, settings_problem
 from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 

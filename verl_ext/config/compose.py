@@ -1,7 +1,7 @@
 """Compose a recipe with ``key=value`` overrides, the way every verl-ext command is configured.
 
 A recipe is a native verl Hydra config (it extends verl's ``ppo_trainer``); the training CLI
-(:mod:`verl_ext.cli`), synthesis and evaluation compose theirs here, so all of them give the same
+(:mod:`verl_ext.main`), synthesis and evaluation compose theirs here, so all of them give the same
 one-line errors for a missing recipe, an unknown key (with the closest key, or the verl key of an
 EasyR1 key) and a value of the wrong type.
 

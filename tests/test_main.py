@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from verl_ext.cli import USAGE, CLIError, absolutize_paths, compose, split_args
+from verl_ext.main import USAGE, CLIError, absolutize_paths, compose, split_args
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "grpo_supervised.yaml"
@@ -280,7 +280,7 @@ RL_RECIPES = [p for p in sorted((REPO / "recipes").glob("*.yaml")) if "sft_train
 
 @pytest.mark.parametrize("recipe", RL_RECIPES, ids=lambda p: p.stem)
 def test_every_rl_recipe_passes_the_pre_ray_checks(recipe):
-    from verl_ext.cli import check_settings, check_values, check_verl_schema
+    from verl_ext.main import check_settings, check_values, check_verl_schema
 
     cfg = compose(recipe, [], [])
     check_values(cfg)
@@ -291,7 +291,7 @@ def test_every_rl_recipe_passes_the_pre_ray_checks(recipe):
 def test_hub_ids_stay_allowed_as_model_paths():
     from omegaconf import OmegaConf
 
-    from verl_ext.cli import check_paths
+    from verl_ext.main import check_paths
 
     cfg = OmegaConf.create({"data": {"train_files": [], "val_files": []},
                             "actor_rollout_ref": {"model": {"path": "Qwen/Qwen2.5-VL-7B-Instruct"}}})
@@ -321,7 +321,7 @@ def test_exponent_numbers_without_a_dot_are_floats():
     ],
 )
 def test_bad_vote_settings_fail_before_ray(override, message):
-    from verl_ext.cli import check_settings
+    from verl_ext.main import check_settings
 
     quickstart = RECIPE.parent / "quickstart.yaml"
     _, plain, hydra = split_args([f"config={quickstart}", override])
@@ -338,7 +338,7 @@ def test_bad_vote_settings_fail_before_ray(override, message):
 
 def test_greedy_validation_needs_temperature_zero():
     """do_sample=false with a positive temperature is refused: verl would sample (see the next test)."""
-    from verl_ext.cli import check_settings
+    from verl_ext.main import check_settings
 
     _, plain, hydra = split_args([f"config={RECIPE}"])
     cfg = compose(RECIPE, plain, hydra)
@@ -378,7 +378,7 @@ def test_compose_does_not_resolve_the_values_it_overrides(monkeypatch):
 
 
 def test_a_mini_batch_smaller_than_the_workers_is_refused():
-    from verl_ext.cli import check_values
+    from verl_ext.main import check_values
 
     _, plain, hydra = split_args([f"config={RECIPE}", "trainer.n_gpus_per_node=64"])
     cfg = compose(RECIPE, plain, hydra)
