@@ -566,7 +566,14 @@ def _jsonl_rows(text: str) -> list[Any]:
 
 
 def read_local_file(path: Path) -> list[Any]:
-    """The rows of one local data file (dicts; unreadable JSON lines as a sentinel); raises SourceUnreadable."""
+    """The rows of one local data file (dicts; unreadable JSON lines as a sentinel); raises SourceUnreadable.
+
+    Hub sets and snapshot directories go through ``datasets.load_dataset`` (:func:`load_hub_split`);
+    local JSON/JSONL files do not, for a measured reason: ``datasets`` 5.2.0's json builder rejects the
+    whole file for one malformed line (``DatasetGenerationError``) or one byte that is not UTF-8
+    (``UnicodeDecodeError``), measured 2026-12-04 on three-line files, where this reader drops that one
+    row and counts it (``unreadable_row``/``invalid_text``), as the drop report promises.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
