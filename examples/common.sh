@@ -175,7 +175,7 @@ synthesize() {
   read -r -a extra <<<"$SYNTH_ARGS"
   cmd=("$PYTHON" -m verl_ext.data.synthesize)
   # The random-init tiny model never writes the <question> tags: in CPU mode its completions are put in them.
-  cpu_mode && cmd=("$PYTHON" -m verl_ext.toy.synthesize)
+  cpu_mode && cmd=("$PYTHON" -m verl_ext.toy.standin_synthesis)
   run "synthesize-$seed-$strategy" "${cmd[@]}" "config=$REPO_DIR/recipes/synth/$strategy.yaml" \
     "synth.seeds=[$DATA_DIR/$seed/train.parquet]" "actor_rollout_ref.model.path=$MODEL" "synth.out=$out" \
     synth.merge=true "trainer.n_gpus_per_node=$N_GPUS" "trainer.nnodes=$NNODES" ${extra[@]+"${extra[@]}"}

@@ -167,8 +167,8 @@ def test_table2(tmp_path):
         assert f"data.train_files={synth / 'train.parquet'}" in train_log.splitlines()[0]
     check_logged(
         stdout,
-        "-m verl_ext.toy.synthesize config=" + str(REPO / "recipes" / "synth" / "in_context.yaml"),
-        "-m verl_ext.toy.synthesize config=" + str(REPO / "recipes" / "synth" / "direct.yaml"),
+        "-m verl_ext.toy.standin_synthesis config=" + str(REPO / "recipes" / "synth" / "in_context.yaml"),
+        "-m verl_ext.toy.standin_synthesis config=" + str(REPO / "recipes" / "synth" / "direct.yaml"),
     )
 
 

@@ -15,6 +15,7 @@ Overrides:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 #: Common EasyR1 keys and the verl keys that mean the same thing.
 EASYR1_KEYS = {
@@ -298,3 +299,61 @@ def start_command(argv: Sequence[str] | None, doc: str, usage: str) -> list[str]
         print(doc.strip() + "\n\n" + usage)
         return None
     return argv
+
+
+# ------------------------------------------------------------------------------------------ small commands
+
+
+def _writable(node: DictConfig) -> None:
+    # A frozen dataclass makes its node read-only; the command line must still set its fields.
+    OmegaConf.set_readonly(node, False)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
+
+
+def _tuples(obj: Any) -> Any:
+    # OmegaConf hands back lists; a field declared as a tuple gets a tuple again (configs stay hashable).
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            value = _tuples(getattr(obj, f.name))
+            if isinstance(value, list) and str(f.type).startswith("tuple"):
+                value = tuple(value)
+            object.__setattr__(obj, f.name, value)
+    return obj
+
+
+def _listed(schema: DictConfig, arg: str) -> str:
+    # A list setting given one plain value (dataset=geometry3k) means a list of that one value.
+    key, _, value = arg.partition("=")
+    node: Any = schema
+    for part in key.split("."):
+        node = node._get_node(part) if isinstance(node, DictConfig) else None
+    if isinstance(node, ListConfig) and value and not value.lstrip().startswith("["):
+        return f"{key}=[{value}]"
+    return arg
+
+
+def settings_from_argv(cls: type, argv: Sequence[str], usage: str) -> Any:
+    """The dataclass ``cls`` set from ``key=value ...`` (its fields; nested ones dotted: ``data.seed=1``),
+    values read as YAML and checked against the field types; a CLIError of one line for a malformed,
+    unknown, mistyped or missing setting. The way every small verl-ext command is configured."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    bad = [arg for arg in argv if "=" not in arg]
+    if bad:
+        raise CLIError(f"malformed setting {bad[0]!r}: expected key=value. {usage}")
+    schema = OmegaConf.structured(cls)
+    _writable(schema)
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist([_listed(schema, arg) for arg in argv]))
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise CLIError(f"missing setting(s) {', '.join(missing)}. {usage}")
+        return _tuples(OmegaConf.to_object(cfg))
+    except OmegaConfBaseException as err:
+        known = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise CLIError(f"{str(err).splitlines()[0]} (settings: {known})") from None
+    except (TypeError, ValueError) as err:  # a dataclass's own validation
+        raise CLIError(first_line(err)) from None

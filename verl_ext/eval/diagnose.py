@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
 from verl_ext.generation.base import BackendConfig, GenerationRequest, SamplingSettings
 from verl_ext.voting import STYLES, TIE_BREAKS, extract_answer, vote
@@ -285,19 +284,12 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
 
 def parse_config(argv: Sequence[str]) -> DiagnoseConfig:
     """The settings ``key=value ...`` describe; ValueError with one line for anything wrong."""
-    bad = [arg for arg in argv if "=" not in arg]
-    if bad:
-        raise ValueError(f"malformed setting {bad[0]!r}: expected key=value. {USAGE}")
-    schema = OmegaConf.structured(DiagnoseConfig)
+    from verl_ext.config.compose import CLIError, settings_from_argv
+
     try:
-        cfg = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(argv)))
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise ValueError(f"missing setting(s) {', '.join(missing)}. {USAGE}")
-        config = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:
-        known = ", ".join(f.name for f in dataclasses.fields(DiagnoseConfig))
-        raise ValueError(f"{str(err).splitlines()[0]} (settings: {known})") from None
+        config = settings_from_argv(DiagnoseConfig, argv, USAGE)
+    except CLIError as err:
+        raise ValueError(str(err)) from None
     config.validate()
     return config
 

@@ -1,4 +1,4 @@
-"""``python -m verl_ext.toy.synthesize config=... key=value ...``: synthesis with a random-init model.
+"""``python -m verl_ext.toy.standin_synthesis config=... key=value ...``: synthesis with a random-init model.
 
 The same command as ``python -m verl_ext.data.synthesize`` (same recipes and keys), for the tiny
 random-init model of CPU mode (``examples/*.sh``): that model never writes the ``<question>`` tags,

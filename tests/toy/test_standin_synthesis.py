@@ -3,7 +3,7 @@
 from verl_ext.data.synth_filters import parse_question
 from verl_ext.generation.base import GenerationRequest, SamplingSettings
 from verl_ext.prompts import FORMAT_INSTRUCTION
-from verl_ext.toy.synthesize import QuestionMarkers
+from verl_ext.toy.standin_synthesis import QuestionMarkers
 
 
 class Echo:
