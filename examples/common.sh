@@ -140,8 +140,8 @@ write_standin() {
   case "$name" in geometry3k) seed=0 ;; geoqa) seed=1 ;; mmr1) seed=2 ;; *) seed=3 ;; esac
   done_already "$dir/train.parquet" && return 0
   fresh "$dir"
-  run "standin-$name" "$PYTHON" -m verl_ext.toy.visual_math --out "$dir" --layout hub \
-    --n-train "$STANDIN_ROWS" --n-test 4 --seed "$seed"
+  run "standin-$name" "$PYTHON" -m verl_ext.toy.visual_math out="$dir" layout=hub \
+    n_train="$STANDIN_ROWS" n_test=4 seed="$seed"
   made "$dir/train.parquet"
 }
 

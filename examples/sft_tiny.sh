@@ -19,14 +19,13 @@ export HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 # 2048 labelled train / 192 test scenes, generated with another seed than the RL data.
-"$PYTHON" -m verl_ext.toy.sft_data --out "$WORK/data"
+"$PYTHON" -m verl_ext.toy.sft_data out="$WORK/data"
 
 # The default tiny model (2 layers, 64 wide) learns the answer format but not the images;
 # 4 layers, 128 wide, a 64-wide vision encoder does both within the 600 steps of the recipe.
 MODEL="$WORK/tiny-qwen2.5-vl-h128"
-"$PYTHON" -m verl_ext.toy.tiny_model --out "$MODEL" \
-  --hidden-size 128 --num-hidden-layers 4 --intermediate-size 256 \
-  --vision-hidden-size 64 --vision-intermediate-size 128
+"$PYTHON" -m verl_ext.toy.tiny_model out="$MODEL" \
+  hidden_size=128 num_hidden_layers=4 intermediate_size=256 vision_hidden_size=64 vision_intermediate_size=128
 
 CKPT="$WORK/checkpoints"
 "$TORCHRUN" --standalone --nproc_per_node=1 -m verl.trainer.sft_trainer \

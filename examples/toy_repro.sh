@@ -22,7 +22,7 @@ QUICK=${QUICK:-0}
 WORK_DIR=${WORK_DIR:-$PWD/toy_repro}
 if [[ "$QUICK" == 1 ]]; then
   SEEDS=${SEEDS:-0}; SFT_STEPS=${SFT_STEPS:-30}; RL_STEPS=${RL_STEPS:-2}; LONG_STEPS=${LONG_STEPS:-0}
-  SIZES=${SIZES:---n-sft 256 --n-rl 64 --n-test 32}; TEST_FREQ=${TEST_FREQ:-1}
+  SIZES=${SIZES:-n_sft=256 n_rl=64 n_test=32}; TEST_FREQ=${TEST_FREQ:-1}
 else
   SEEDS=${SEEDS:-0 1 2}; SFT_STEPS=${SFT_STEPS:-600}; RL_STEPS=${RL_STEPS:-12}; LONG_STEPS=${LONG_STEPS:-36}
   SIZES=${SIZES:-}; TEST_FREQ=${TEST_FREQ:-4}  # SIZES empty: the asset's sizes (2048 SFT, 512 RL, 192 held-out)
@@ -46,8 +46,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$WORK_DIR/runs" "$WORK_DIR/logs" "$WORK_DIR/diag"
 
 log "stage 1: toy data and SFT with verl's SFT trainer"
-# shellcheck disable=SC2086  # SIZES is a list of flags
-run python -m verl_ext.toy.sft_model --out "$WORK_DIR/sft" --steps "$SFT_STEPS" $SIZES
+# shellcheck disable=SC2086  # SIZES is a list of key=value settings
+run python -m verl_ext.toy.sft_model out="$WORK_DIR/sft" steps="$SFT_STEPS" $SIZES
 SFT_MODEL="$WORK_DIR/sft/model"
 DATA="$WORK_DIR/sft/data"
 

@@ -132,7 +132,8 @@ def test_ensure_reuses_complete_data_and_rewrites_stale(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    paths = sft_data.main(["--out", str(tmp_path / "cli"), "--n-train", "3", "--n-test", "3", "--tasks", "compare"])
+    assert sft_data.main([f"out={tmp_path / 'cli'}", "n_train=3", "n_test=3", "tasks=[compare]"]) == 0
+    paths = {split: tmp_path / "cli" / f"{split}.parquet" for split in ("train", "test")}
     printed = capsys.readouterr().out
     assert f"train: {paths['train']}" in printed and f"test: {paths['test']}" in printed
     rows = pq.read_table(paths["train"]).to_pylist()

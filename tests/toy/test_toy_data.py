@@ -385,9 +385,10 @@ def test_failed_write_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "data"
-    argv = ["--out", str(out), "--n-sft", "6", "--n-sft-test", "2", "--n-rl", "3", "--n-test", "2", "--seed", "1",
-            "--max-number", "50", "--min-bar-gap", "4", "--tasks", "sum", "compare", "--question-fraction", "0.5"]
-    paths = toy.main(argv)
+    argv = [f"out={out}", "n_sft=6", "n_sft_test=2", "n_rl=3", "n_test=2", "seed=1", "difficulty.max_number=50",
+            "difficulty.min_bar_gap=4", "difficulty.tasks=[sum,compare]", "question_fraction=0.5"]
+    assert toy.main(argv) == 0
+    paths = {name: out / rel for name, rel in toy.FILES.items()}
     printed = capsys.readouterr().out
     for name, path in paths.items():
         assert f"{name}: {path}" in printed
@@ -397,11 +398,11 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert manifest["difficulty"]["tasks"] == ["sum", "compare"]
     assert sum(map(_is_question_row, _rows(paths["sft_train"]))) == 3
     before = _mtimes(paths)
-    assert toy.main(argv) == paths and _mtimes(paths) == before  # rerun: nothing rewritten
-    toy.main([*argv, "--force"])
+    assert toy.main(argv) == 0 and _mtimes(paths) == before  # rerun: nothing rewritten
+    assert toy.main([*argv, "force=true"]) == 0
     assert _mtimes(paths) != before
-    with pytest.raises(SystemExit):
-        toy.main(["--out", str(out), "--n-rl", "0"])
+    assert toy.main([f"out={out}", "n_rl=0"]) == 2
+    assert "n_rl" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ verl

@@ -271,7 +271,8 @@ def test_ensure_dataset_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_cli(tmp_path: Path) -> None:
-    paths = vm.main(["--out", str(tmp_path), "--n-train", "4", "--n-test", "2", "--tasks", "count", "compare"])
+    assert vm.main([f"out={tmp_path}", "n_train=4", "n_test=2", "tasks=[count,compare]"]) == 0
+    paths = {"train": tmp_path / "train.parquet", "test": tmp_path / "test.parquet"}
     assert pq.read_table(paths["train"]).num_rows == 4
     assert pq.read_table(paths["test"]).num_rows == 2
     assert set(pq.read_table(paths["train"]).column("extra_info").combine_chunks().field("task").to_pylist()) == {

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 import logging
 import os
 import sys
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 #: Common EasyR1 keys and the verl keys that mean the same thing.
 EASYR1_KEYS = {
@@ -357,3 +358,47 @@ def settings_from_argv(cls: type, argv: Sequence[str], usage: str) -> Any:
         raise CLIError(f"{str(err).splitlines()[0]} (settings: {known})") from None
     except (TypeError, ValueError) as err:  # a dataclass's own validation
         raise CLIError(first_line(err)) from None
+
+
+def builder_command(
+    argv: Sequence[str] | None,
+    doc: str,
+    prog: str,
+    config_cls: type,
+    build: Callable[..., Any],
+    *,
+    defaults: Any = None,
+    extra: Sequence[tuple[str, type, Any]] = (),
+) -> int:
+    """The command of a cached builder of laptop assets: ``out=DIR [force=true] [key=value ...]``.
+
+    ``prog`` is the command (``python -m verl_ext.toy.visual_math``). The keys are ``config_cls``'s fields (their defaults ``defaults``'s values, a ``config_cls``
+    instance) and ``extra`` (``(name, type, default)``). ``build(out, config, force=..., **extra)``
+    returns a path or ``{name: path}``, printed one per line. Exit status 0, or 2 with one line
+    for a bad setting.
+    """
+    usage = f"usage: {prog} out=DIR [force=true] [key=value ...]"
+    argv = start_command(argv, doc, usage)
+    if argv is None:
+        return 0
+    base = defaults if defaults is not None else config_cls()
+    hints = typing.get_type_hints(config_cls)
+    fields = [("out", str, dataclasses.field(default=MISSING)), ("force", bool, dataclasses.field(default=False))]
+    fields += [(name, kind, dataclasses.field(default=default)) for name, kind, default in extra]
+    for f in dataclasses.fields(config_cls):
+        value = getattr(base, f.name)
+        fields.append((f.name, hints[f.name], dataclasses.field(default_factory=lambda v=value: v)))
+    command = dataclasses.make_dataclass(f"{config_cls.__name__}Command", fields)
+    try:
+        settings = settings_from_argv(command, argv, usage)
+        config = config_cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(config_cls)})
+    except CLIError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except (TypeError, ValueError) as err:
+        sys.stderr.write(f"error: {first_line(err)}\n")
+        return 2
+    made = build(Path(settings.out), config, force=settings.force, **{name: getattr(settings, name) for name, _, _ in extra})
+    for name, path in (made.items() if isinstance(made, dict) else [("out", made)]):
+        print(f"{name}: {path}")
+    return 0

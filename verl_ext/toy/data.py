@@ -12,7 +12,7 @@ that never overlap between the files::
 SFT rows come in two kinds, shuffled together:
 
 * answer rows, exactly as :mod:`verl_ext.toy.sft_data` writes them (it writes them: ``OUT/sft/answers``);
-* question-writing rows (``--question-fraction`` of the rows, default 0.3): the user turn is the
+* question-writing rows (``question_fraction`` of the rows, default 0.3): the user turn is the
   ``synth_in_context`` prompt rendered for the scene as in-context synthesis (``verl_ext.data.synthesize``)
   renders it for a seed row (image, seed question, seed answer), and the assistant's target is
   ``<question>Q</question>`` where Q is another question about the same image
@@ -23,28 +23,28 @@ SFT rows come in two kinds, shuffled together:
 
 The RL and test files are visual-math data written in the hub layout of the public sets (``images``,
 ``problem``, ``answer``: ``OUT/rl/source``) and passed through :mod:`verl_ext.data.prepare` as local files,
-once with the labels hidden (plus the labelled ``--val-split`` test file) and once with ``--keep-labels``;
+once with the labels hidden (plus the labelled ``val_split`` test file) and once with ``keep_labels``;
 each row then gets its scene's task in ``extra_info.task`` (``prepare`` keeps only a public set's columns).
 
-Scenes: ``--seed S`` draws SFT scenes from visual-math seed ``2S+1`` and RL/test scenes from seed ``2S``
+Scenes: ``seed=S`` draws SFT scenes from visual-math seed ``2S+1`` and RL/test scenes from seed ``2S``
 (RL from its ``train`` split, test from its ``test`` split), so the three sets are disjoint. All files share
-the difficulty flags (``--max-count``, ``--max-number``, ``--min-bar-gap``, ...).
+the difficulty settings (``difficulty.max_count``, ``difficulty.max_number``, ``difficulty.min_bar_gap``, ...).
 
 The output is written atomically and idempotently: a manifest goes last and a rerun with the same settings
-returns at once; other settings (or ``--force``) rewrite everything.
+returns at once; other settings (or ``force=true``) rewrite everything.
 
 Usage::
 
-    python -m verl_ext.toy.data --out data/toy --n-sft 2048 --n-rl 256 --n-test 128 --seed 0
+    python -m verl_ext.toy.data out=data/toy n_sft=2048 n_rl=256 n_test=128 seed=0
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
 import random
+import sys
 import shutil
 import time
 import uuid
@@ -58,7 +58,7 @@ from verl_ext.toy import visual_math as vm
 from verl_ext.data.schema import IMAGE_PLACEHOLDER
 from verl_ext.data.synth_filters import QUESTION_CLOSE, QUESTION_OPEN
 from verl_ext.data.synthesize import Seed, seed_from_row
-from verl_ext.toy.visual_math import TASKS, VisualMathConfig
+from verl_ext.toy.visual_math import VisualMathConfig
 from verl_ext.files import build_once, write_parquet
 from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
 
@@ -85,23 +85,6 @@ FILES: dict[str, str] = {
     "test": "test.parquet",
 }
 """Output name -> path relative to the output directory."""
-
-_DIFFICULTY_FIELDS: dict[str, str] = {
-    "image_size": "side of the square image in pixels (<= 224 for the tiny processor)",
-    "grid": "count: shapes sit in distinct cells of a grid x grid layout",
-    "min_count": "count: fewest target shapes",
-    "max_count": "count: most target shapes",
-    "max_distractors": "count: most shapes of another colour or kind",
-    "min_shape_size": "count: smallest shape side in pixels",
-    "max_shape_size": "count: largest shape side in pixels",
-    "min_terms": "sum: fewest numbers drawn",
-    "max_terms": "sum: most numbers drawn",
-    "min_number": "sum: smallest number drawn",
-    "max_number": "sum: largest number drawn",
-    "font_size": "pixel size of numbers and bar labels",
-    "min_bar_gap": "compare: smallest length difference of the two bars in pixels (smaller is harder)",
-}
-"""The :class:`VisualMathConfig` difficulty fields the CLI exposes, with their help text."""
 
 
 @dataclass(frozen=True)
@@ -363,69 +346,16 @@ def ensure_toy_data(
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def build_parser(d: ToyDataConfig = ToyDataConfig()) -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m verl_ext.toy.data``, with ``d``'s values as defaults."""
-    p = argparse.ArgumentParser(
-        prog="python -m verl_ext.toy.data", description=__doc__.splitlines()[0], allow_abbrev=False
-    )
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--n-sft", type=int, default=d.n_sft, help=f"SFT training rows, both kinds (default: {d.n_sft})")
-    p.add_argument("--n-sft-test", type=int, default=d.n_sft_test, help=f"held-out SFT rows (default: {d.n_sft_test})")
-    p.add_argument("--n-rl", type=int, default=d.n_rl, help=f"RL questions (default: {d.n_rl})")
-    p.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out labelled questions (default: {d.n_test})")
-    p.add_argument(
-        "--question-fraction",
-        type=float,
-        default=d.question_fraction,
-        help=f"share of SFT rows that teach question writing (default: {d.question_fraction})",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="base seed of the scenes (default: 0)")
-    p.add_argument("--data-source", default=d.data_source,
-                   help=f"data_source of RL/test rows (default: {d.data_source})")
-    p.add_argument("--prompt", default=d.prompt,
-                   help=f"synthesis template of the question rows (default: {d.prompt})")
-    p.add_argument("--force", action="store_true", help="rewrite even if complete data exists")
-    g = p.add_argument_group("difficulty (every file)")
-    g.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.difficulty.tasks), help="tasks, round-robin")
-    for name, help_text in _DIFFICULTY_FIELDS.items():
-        default = getattr(d.difficulty, name)
-        flag = f"--{name.replace('_', '-')}"
-        g.add_argument(flag, type=int, default=default, help=f"{help_text} (default: {default})")
-    return p
+def main(argv: list[str] | None = None) -> int:
+    """``python -m verl_ext.toy.data out=DIR [force=true] [n_sft=... difficulty.max_number=...]``: write (or
+    reuse) the toy data; the keys are :class:`ToyDataConfig`'s fields. Prints ``name: path`` per file."""
+    from verl_ext.config.compose import builder_command
 
-
-def config_from_args(args: argparse.Namespace) -> ToyDataConfig:
-    """The :class:`ToyDataConfig` the parsed flags describe."""
-    difficulty = VisualMathConfig(
-        n_train=0, n_test=0, tasks=tuple(args.tasks), **{name: getattr(args, name) for name in _DIFFICULTY_FIELDS}
+    return builder_command(
+        argv, __doc__, "python -m verl_ext.toy.data", ToyDataConfig,
+        lambda out, config, force: ensure_toy_data(out, config, force=force),
     )
-    return ToyDataConfig(
-        n_sft=args.n_sft,
-        n_sft_test=args.n_sft_test,
-        n_rl=args.n_rl,
-        n_test=args.n_test,
-        question_fraction=args.question_fraction,
-        seed=args.seed,
-        difficulty=difficulty,
-        data_source=args.data_source,
-        prompt=args.prompt,
-    )
-
-
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """CLI entry point: write (or reuse) the toy data at ``--out``; prints ``name: path`` per file."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    paths = ensure_toy_data(args.out, config, force=args.force)
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    return paths
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,14 +18,14 @@ versus 0), so the warm start never sees the scenes that RL/UPT train or validate
 
 Usage::
 
-    python -m verl_ext.toy.sft_data --out /tmp/visual_math_sft
+    python -m verl_ext.toy.sft_data out=/tmp/visual_math_sft
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
+import sys
 import os
 import time
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 
 from verl_ext.files import build_once, write_parquet
 from verl_ext.toy import visual_math as vm
-from verl_ext.toy.visual_math import SPLITS, TASKS, Scene, VisualMathConfig
+from verl_ext.toy.visual_math import SPLITS, Scene, VisualMathConfig
 
 logger = logging.getLogger(__name__)
 
@@ -152,47 +152,17 @@ def ensure_sft_dataset(
     return paths
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    d = DEFAULT_SFT_CONFIG
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="directory for train.parquet and test.parquet")
-    parser.add_argument("--n-train", type=int, default=d.n_train)
-    parser.add_argument("--n-test", type=int, default=d.n_test)
-    parser.add_argument("--seed", type=int, default=d.seed, help="0 is the RL data's seed: keep it different")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.tasks))
-    parser.add_argument("--image-size", type=int, default=d.image_size)
-    parser.add_argument("--max-count", type=int, default=d.max_count)
-    parser.add_argument("--max-number", type=int, default=d.max_number)
-    parser.add_argument("--max-terms", type=int, default=d.max_terms)
-    parser.add_argument("--force", action="store_true", help="rewrite even if a complete dataset exists")
-    return parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m verl_ext.toy.sft_data out=DIR [force=true] [n_train=... seed=...]``: write (or reuse) the
+    SFT data set; the keys are :class:`~verl_ext.toy.visual_math.VisualMathConfig`'s fields, with the SFT
+    defaults (:data:`DEFAULT_SFT_CONFIG`; its seed differs from the RL data's: keep it so)."""
+    from verl_ext.config.compose import builder_command
 
-
-def config_from_args(args: argparse.Namespace) -> VisualMathConfig:
-    """The ``VisualMathConfig`` the CLI flags describe (the SFT defaults for flags not given)."""
-    return dataclasses.replace(
-        DEFAULT_SFT_CONFIG,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        seed=args.seed,
-        tasks=tuple(args.tasks),
-        image_size=args.image_size,
-        max_count=args.max_count,
-        max_number=args.max_number,
-        max_terms=args.max_terms,
+    return builder_command(
+        argv, __doc__, "python -m verl_ext.toy.sft_data", VisualMathConfig,
+        lambda out, config, force: ensure_sft_dataset(out, config, force=force), defaults=DEFAULT_SFT_CONFIG,
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """CLI entry point: write (or reuse) the SFT dataset at ``--out``; prints the split paths."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = _parse_args(argv)
-    config = config_from_args(args)
-    paths = ensure_sft_dataset(args.out, config, force=args.force)
-    for split, path in paths.items():
-        print(f"{split}: {path}")
-    return paths
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

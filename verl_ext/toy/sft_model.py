@@ -129,32 +129,26 @@ def ensure_toy_sft_model(
     return root
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """``python -m verl_ext.toy.sft_model --out DIR [--steps N] [toy data flags]``: build (or reuse) the model.
+def main(argv: list[str] | None = None) -> int:
+    """``python -m verl_ext.toy.sft_model out=DIR [steps=N] [force=true] [toy data keys]``: build (or reuse)
+    the model. The toy data keys are :class:`~verl_ext.toy.data.ToyDataConfig`'s; every default is the
+    asset's (the quickstart's model and the toy reproduction's stage 1)."""
+    from verl_ext.config.compose import builder_command
 
-    The defaults are the asset's (the quickstart's model and the toy reproduction's stage 1); the toy data
-    flags are :mod:`verl_ext.toy.data`'s, with the asset's values as defaults.
-    """
-    from verl_ext.toy.data import build_parser, config_from_args
+    def build(out: Path, data: ToyDataConfig, force: bool, steps: int) -> dict[str, Path]:
+        if steps < 1:
+            sys.stderr.write("error: steps must be >= 1\n")
+            raise SystemExit(2)
+        if force:
+            (out / MANIFEST_NAME).unlink(missing_ok=True)
+        root = ensure_toy_sft_model(out, TOY_MODEL, data, steps)
+        return {"model": root / "model", "data": root / "data"}
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = build_parser(TOY_DATA)
-    parser.prog = "python -m verl_ext.toy.sft_model"
-    parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--steps", type=int, default=SFT_STEPS, help=f"SFT optimizer steps (default: {SFT_STEPS})")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error("--steps must be >= 1")
-    try:
-        data = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.force:
-        (args.out / MANIFEST_NAME).unlink(missing_ok=True)
-    root = ensure_toy_sft_model(args.out, TOY_MODEL, data, args.steps)
-    print(f"model: {root / 'model'}\ndata: {root / 'data'}")
-    return root
+    return builder_command(
+        argv, __doc__, "python -m verl_ext.toy.sft_model", ToyDataConfig, build,
+        defaults=TOY_DATA, extra=[("steps", int, SFT_STEPS)],
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,18 +6,18 @@ small enough to run rollouts and training steps on CPU in tests.
 
 Usage::
 
-    python -m verl_ext.toy.tiny_model --out /tmp/tiny-qwen2.5-vl
+    python -m verl_ext.toy.tiny_model out=/tmp/tiny-qwen2.5-vl
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -480,16 +480,19 @@ def build_tiny_model(
     return out_dir
 
 
-def ensure_tiny_model(out_dir: str | os.PathLike[str], config: TinyModelConfig = TinyModelConfig()) -> Path:
-    """Return ``out_dir``, building the checkpoint first unless a complete one for ``config`` is already there.
+def ensure_tiny_model(
+    out_dir: str | os.PathLike[str], config: TinyModelConfig = TinyModelConfig(), *, force: bool = False
+) -> Path:
+    """Return ``out_dir``, building the checkpoint first unless a complete one for ``config`` is already
+    there (or ``force``).
 
     Concurrent callers (processes) serialise on a lock file next to ``out_dir``, so only one of them builds.
     """
     out_dir = Path(out_dir).absolute()
-    if _is_complete(out_dir, config):
+    if not force and _is_complete(out_dir, config):
         return out_dir
     with exclusive_lock(out_dir.parent / f".{out_dir.name}.lock"):
-        if _is_complete(out_dir, config):
+        if not force and _is_complete(out_dir, config):
             return out_dir
         # Holding the lock means no build for this out_dir is running: leftovers are from killed builds.
         for stale in out_dir.parent.glob(f"{_tmp_prefix(out_dir)}*"):
@@ -500,32 +503,16 @@ def ensure_tiny_model(out_dir: str | os.PathLike[str], config: TinyModelConfig =
         return build_tiny_model(out_dir, config, overwrite=True)
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="directory to write the checkpoint to")
-    parser.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint exists")
-    for field in dataclasses.fields(TinyModelConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=field.default)
-        else:
-            parser.add_argument(flag, type=int, default=field.default)
-    return parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m verl_ext.toy.tiny_model out=DIR [force=true] [hidden_size=... ...]``: build (or reuse)
+    the checkpoint; the keys are :class:`TinyModelConfig`'s fields."""
+    from verl_ext.config.compose import builder_command
 
-
-def main(argv: list[str] | None = None) -> Path:
-    """CLI entry point: build (or reuse) the tiny checkpoint at ``--out``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = _parse_args(argv)
-    config = TinyModelConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinyModelConfig)})
-    if args.force:
-        with exclusive_lock(args.out.absolute().parent / f".{args.out.name}.lock"):
-            path = build_tiny_model(args.out, config, overwrite=True)
-    else:
-        path = ensure_tiny_model(args.out, config)
-    logger.info("tiny model ready at %s", path)
-    return path
+    return builder_command(
+        argv, __doc__, "python -m verl_ext.toy.tiny_model", TinyModelConfig,
+        lambda out, config, force: ensure_tiny_model(out, config, force=force),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

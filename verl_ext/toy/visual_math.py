@@ -13,17 +13,17 @@ and the train and test splits come from disjoint seeds. Rows follow verl's geo3k
 
 Usage::
 
-    python -m verl_ext.toy.visual_math --out /tmp/visual_math --n-train 256 --n-test 64
+    python -m verl_ext.toy.visual_math out=/tmp/visual_math n_train=256 n_test=64 [layout=hub]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import logging
 import os
 import random
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -577,35 +577,17 @@ def ensure_dataset(
     return paths
 
 
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    """CLI entry point: write (or reuse) the dataset at ``--out``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="directory for train.parquet and test.parquet")
-    parser.add_argument("--n-train", type=int, default=VisualMathConfig.n_train)
-    parser.add_argument("--n-test", type=int, default=VisualMathConfig.n_test)
-    parser.add_argument("--seed", type=int, default=VisualMathConfig.seed)
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--image-size", type=int, default=VisualMathConfig.image_size)
-    parser.add_argument("--max-count", type=int, default=VisualMathConfig.max_count)
-    parser.add_argument("--max-number", type=int, default=VisualMathConfig.max_number)
-    parser.add_argument("--layout", choices=LAYOUTS, default="verl", help="verl RL rows, or the public sets' hub columns")
-    parser.add_argument("--force", action="store_true", help="rewrite even if a complete dataset exists")
-    args = parser.parse_args(argv)
-    config = VisualMathConfig(
-        n_train=args.n_train,
-        n_test=args.n_test,
-        seed=args.seed,
-        tasks=tuple(args.tasks),
-        image_size=args.image_size,
-        max_count=args.max_count,
-        max_number=args.max_number,
+def main(argv: list[str] | None = None) -> int:
+    """``python -m verl_ext.toy.visual_math out=DIR [layout=hub] [force=true] [n_train=256 ...]``: write
+    (or reuse) the data set; the keys are :class:`VisualMathConfig`'s fields."""
+    from verl_ext.config.compose import builder_command
+
+    return builder_command(
+        argv, __doc__, "python -m verl_ext.toy.visual_math", VisualMathConfig,
+        lambda out, config, force, layout: ensure_dataset(out, config, force=force, layout=layout),
+        extra=[("layout", str, "verl")],
     )
-    paths = ensure_dataset(args.out, config, force=args.force, layout=args.layout)
-    for split, path in paths.items():
-        logger.info("%s: %s", split, path)
-    return paths
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
