@@ -60,6 +60,7 @@ from verl_ext.data.schema import (
     SchemaError,
     build_row,
     compose_prompt,
+    open_verified,
 )
 from verl_ext.data.sources import Columns, ColumnError, SourceSpec
 from verl_ext.files import write_json
@@ -277,7 +278,8 @@ def choice_texts(value: Any) -> list[str]:
     return items
 
 
-def _image_items(value: Any) -> list[Any]:
+def image_items(value: Any) -> list[Any]:
+    """The images of a row's image value: none, one, or a list (None items dropped)."""
     if value is None:
         return []
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):
@@ -289,15 +291,11 @@ def _image_items(value: Any) -> list[Any]:
 
 def normalize_image(data: bytes, max_aspect_ratio: float = 200.0) -> bytes:
     """Check that ``data`` decodes to an image; return it as is if PNG/JPEG, else re-encoded as PNG."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_verified(data) as image:
             fmt = image.format
-            image.verify()
-        # verify() checks the container but not the pixel data, and leaves the object unusable: decode afresh.
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
             width, height = image.size
             if fmt in ("PNG", "JPEG"):
                 out = data
@@ -425,7 +423,7 @@ def convert_row(
     _check_text(question, "question")
     if len(question) > max_question_chars:
         raise RowRejected(QUESTION_TOO_LONG, f"{len(question)} characters (limit {max_question_chars})")
-    items = _image_items(values.get(columns.image))
+    items = image_items(values.get(columns.image))
     if not items:
         raise RowRejected(MISSING_IMAGE, f"no value in column {columns.image!r}")
     try:

@@ -19,11 +19,12 @@ rows happen to be in a file (e.g. ``choices`` is ``list<string>`` even when ever
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -161,18 +162,26 @@ def build_row(
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def _image_problem(data: Any) -> str | None:
+@contextlib.contextmanager
+def open_verified(data: bytes) -> Iterator[Any]:
+    """The PIL image ``data`` encodes, its container verified and its pixels decoded (PIL's ``verify()``
+    checks only the container and leaves the image unusable, so the pixels are decoded from a fresh copy).
+    PIL's errors (many types) propagate."""
     from PIL import Image
 
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        yield image
+
+
+def _image_problem(data: Any) -> str | None:
     if not isinstance(data, bytes | bytearray) or not data:
         return "image bytes are missing"
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_verified(data) as image:
             fmt = image.format
-            image.verify()
-        # verify() leaves the image unusable and does not decode pixel data: load a fresh copy as well.
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad data
         return f"image does not decode: {exc}"
     if fmt not in ("PNG", "JPEG"):

@@ -69,7 +69,15 @@ from typing import Any
 from tqdm import tqdm
 
 from verl_ext.data import prepare
-from verl_ext.data.prepare import RowRejected, UsageError, answer_text, choice_texts, image_bytes, question_text
+from verl_ext.data.prepare import (
+    RowRejected,
+    UsageError,
+    answer_text,
+    choice_texts,
+    image_bytes,
+    image_items,
+    question_text,
+)
 from verl_ext.data.schema import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
 from verl_ext.data.synth_filters import (
     UNANSWERABLE,
@@ -424,16 +432,6 @@ def _clean_question(text: str) -> str:
     return "\n".join(" ".join(line.split()) for line in text.strip().split("\n")).strip()
 
 
-def _image_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        return [item for item in value if item is not None]
-    return [value]
-
-
 def seed_from_row(
     values: Any, *, position: int, file: Path, row: int, needs: frozenset[str], max_aspect_ratio: float = 200.0
 ) -> Seed:
@@ -456,7 +454,7 @@ def seed_from_row(
     answer = answer.replace(IMAGE_PLACEHOLDER, " ").strip()
     if "answer" in needs and not answer:
         raise RowRejected(MISSING_ANSWER, "the prompt template shows the seed's answer")
-    items = _image_list(values.get("images"))
+    items = image_items(values.get("images"))
     if not items:
         raise RowRejected(MISSING_IMAGE, "no images")
     images = tuple(image_bytes(item, file.parent, max_aspect_ratio) for item in items)
