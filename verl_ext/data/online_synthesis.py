@@ -78,9 +78,9 @@ class OnlineSynthesisConfig:
     """Longest answerability answer in tokens."""
     answer_style: str = "boxed"
     """How the answerability vote reads answers: ``boxed``, ``answer_tag`` or ``choice``."""
-    min_question_chars: int = FilterSettings.min_chars
+    min_chars: int = FilterSettings.min_chars
     """Shortest question kept, in characters."""
-    max_question_chars: int = FilterSettings.max_chars
+    max_chars: int = FilterSettings.max_chars
     """Longest question kept, in characters."""
     share: float = 0.5
     """Share of each later batch's prompts taken from the pool (when the pool has questions)."""
@@ -125,7 +125,7 @@ class OnlineSynthesisConfig:
             temperature=self.temperature,
             max_new_tokens=self.max_new_tokens,
             seed=self.seed + step,
-            filters=FilterSettings(min_chars=self.min_question_chars, max_chars=self.max_question_chars),
+            filters=FilterSettings(min_chars=self.min_chars, max_chars=self.max_chars),
             answerability_k=self.answerability_k,
             answerability_threshold=self.answerability_threshold,
             answer_temperature=self.answer_temperature,
