@@ -61,7 +61,7 @@ DATA_DIR=${DATA_DIR:-$WORK_DIR/data}           # prepared training data
 VAL_DATASET=${VAL_DATASET:-geometry3k}         # validation during training: its labelled test split (as the paper)
 EVAL_BENCHMARKS=${EVAL_BENCHMARKS:-mathvision,mathverse,mathvista,wemath}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}         # more key=value overrides for every training run (space-separated)
-PREPARE_ARGS=${PREPARE_ARGS:-}                 # more options of verl_ext.data.prepare (e.g. --max-rows 1000)
+PREPARE_ARGS=${PREPARE_ARGS:-}                 # more options of verl_ext.data.prepare (key=value, e.g. max_rows=1000)
 CPU_NOTE="CPU mode: a tiny random-init Qwen2.5-VL, visual-math stand-ins for the training sets, \
 ${EVAL_MAX_SAMPLES:-all} fixture question(s) per benchmark, ${TRAIN_STEPS:-all} training step(s). \
 Row labels name the runs they stand in for; the numbers prove the chain runs, not the method."
@@ -145,24 +145,24 @@ write_standin() {
   made "$dir/train.parquet"
 }
 
-# prepare_dataset NAME [labels]: DATA_DIR/NAME (labels hidden: MM-UPT) or DATA_DIR/NAME_labels (--keep-labels:
+# prepare_dataset NAME [labels]: DATA_DIR/NAME (labels hidden: MM-UPT) or DATA_DIR/NAME_labels (keep_labels=true:
 # supervised GRPO). The validation set (VAL_DATASET) also gets its labelled test split.
 prepare_dataset() {
   local name=$1 labels=${2:-} out=$DATA_DIR/$1 args=()
-  if [[ $labels == labels ]]; then out=${out}_labels; args+=(--keep-labels); fi
+  if [[ $labels == labels ]]; then out=${out}_labels; args+=(keep_labels=true); fi
   done_already "$out/train.parquet" && return 0
   fresh "$out"
   if cpu_mode; then
     write_standin "$name"
-    args=(--dataset "$WORK_DIR/standin/$name/train.parquet" "${args[@]}")
-    [[ $name == "$VAL_DATASET" ]] && args+=(--val-split "$WORK_DIR/standin/$name/test.parquet")
+    args=("dataset=$WORK_DIR/standin/$name/train.parquet" "${args[@]}")
+    [[ $name == "$VAL_DATASET" ]] && args+=("val_split=$WORK_DIR/standin/$name/test.parquet")
   else
-    args=(--dataset "$name" "${args[@]}")
-    [[ $name == "$VAL_DATASET" ]] && args+=(--val-split test)
+    args=("dataset=$name" "${args[@]}")
+    [[ $name == "$VAL_DATASET" ]] && args+=(val_split=test)
   fi
   local extra=()
   read -r -a extra <<<"$PREPARE_ARGS"
-  run "prepare-$(basename "$out")" "$PYTHON" -m verl_ext.data.prepare "${args[@]}" --out "$out" ${extra[@]+"${extra[@]}"}
+  run "prepare-$(basename "$out")" "$PYTHON" -m verl_ext.data.prepare "${args[@]}" "out=$out" ${extra[@]+"${extra[@]}"}
   made "$out/train.parquet"
 }
 

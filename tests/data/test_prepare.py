@@ -136,7 +136,7 @@ def geometry3k_snapshot(tmp_path: Path) -> Path:
 
 
 def _run(*args: str, tmp_path: Path) -> int:
-    return main([*args, "--cache-dir", str(tmp_path / "hf_cache")])
+    return main([*args, f"cache_dir={tmp_path / 'hf_cache'}"])
 
 
 def _summary(out: Path) -> dict:
@@ -148,8 +148,7 @@ def _summary(out: Path) -> dict:
 
 def test_geometry3k_snapshot(tmp_path: Path, geometry3k_snapshot: Path) -> None:
     out = tmp_path / "out"
-    code = _run("--dataset", "geometry3k", "--data-dir", str(geometry3k_snapshot), "--val-split", "test",
-                "--out", str(out), tmp_path=tmp_path)
+    code = _run("dataset=[geometry3k]", f"data_dir={geometry3k_snapshot}", "val_split=test", f"out={out}", tmp_path=tmp_path)
     assert code == 0
     train = read_rows(out / "train.parquet")
     assert [r["extra_info"]["index"] for r in train] == [0, 1, 2, 9]
@@ -185,8 +184,7 @@ def test_geometry3k_snapshot(tmp_path: Path, geometry3k_snapshot: Path) -> None:
 
 def test_keep_labels_and_max_rows(tmp_path: Path, geometry3k_snapshot: Path) -> None:
     out = tmp_path / "out"
-    code = _run("--dataset", "hiyouga/geometry3k", "--data-dir", str(geometry3k_snapshot), "--keep-labels",
-                "--max-rows", "3", "--data-source", "mine/geo", "--out", str(out), tmp_path=tmp_path)
+    code = _run("dataset=[hiyouga/geometry3k]", f"data_dir={geometry3k_snapshot}", "keep_labels=true", "max_rows=3", "data_source=mine/geo", f"out={out}", tmp_path=tmp_path)
     assert code == 0
     rows = read_rows(out / "train.parquet")
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["3", "4", "5"]
@@ -211,7 +209,7 @@ def test_mmr1_multi_image_rows_and_validation_split(tmp_path: Path) -> None:
         },
     )
     out = tmp_path / "out"
-    assert _run("--dataset", "mmr1", "--data-dir", str(snapshot), "--val-split", "validation", "--out", str(out),
+    assert _run("dataset=[mmr1]", f"data_dir={snapshot}", "val_split=validation", f"out={out}",
                 tmp_path=tmp_path) == 0
     rows = read_rows(out / "train.parquet")
     assert [r["prompt"][0]["content"] for r in rows] == [
@@ -237,7 +235,7 @@ def test_geoqa_layouts(tmp_path: Path, layout: str) -> None:
                  "solution": "<answer> 30 </answer>"}]
     snapshot = write_hub_snapshot(tmp_path / "geoqa", layout, {"train": rows})
     out = tmp_path / "out"
-    assert _run("--dataset", "geoqa", "--data-dir", str(snapshot), "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run("dataset=[geoqa]", f"data_dir={snapshot}", f"out={out}", tmp_path=tmp_path) == 0
     (row,) = read_rows(out / "train.parquet")
     assert row["extra_info"]["answer"] == "30"
     assert row["prompt"][0]["content"] == "<image>As shown in the figure, find the angle." + FORMAT_INSTRUCTION
@@ -247,7 +245,7 @@ def test_geoqa_layouts(tmp_path: Path, layout: str) -> None:
 def test_snapshot_directory_as_dataset(tmp_path: Path, geometry3k_snapshot: Path) -> None:
     """A snapshot directory given directly is read like any hub dataset, with the generic column guesses."""
     out = tmp_path / "out"
-    assert _run("--dataset", str(geometry3k_snapshot), "--max-rows", "2", "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{geometry3k_snapshot}]", "max_rows=2", f"out={out}", tmp_path=tmp_path) == 0
     rows = read_rows(out / "train.parquet")
     assert len(rows) == 2 and rows[0]["extra_info"]["choices"] == ["1", "3", "5", "7"]
     assert rows[0]["data_source"] == "verl_ext/prepared/hiyouga_geometry3k"
@@ -264,7 +262,7 @@ def test_uncached_hub_dataset_offline_is_reported(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="verl_ext.data.prepare"):
-        code = _run("--dataset", "verl-ext-tests/not-in-any-cache", "--out", str(out), tmp_path=tmp_path)
+        code = _run("dataset=[verl-ext-tests/not-in-any-cache]", f"out={out}", tmp_path=tmp_path)
     assert code == 1
     assert not out.exists()
     assert any("unreadable_source" in r.getMessage() for r in caplog.records)
@@ -303,7 +301,7 @@ def test_local_jsonl(tmp_path: Path) -> None:
     path = data / "train.jsonl"
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    assert _run("--dataset", str(path), "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{path}]", f"out={out}", tmp_path=tmp_path) == 0
     rows = read_rows(out / "train.parquet")
     assert [r["extra_info"]["index"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[0]["extra_info"]["answer"] == "7" and rows[0]["extra_info"]["choices"] == ["red", "blue"]
@@ -337,8 +335,7 @@ def test_local_json_parquet_and_unreadable_files(tmp_path: Path) -> None:
     broken.write_bytes(b"PAR1 but not really")
     missing = tmp_path / "missing.jsonl"
     out = tmp_path / "out"
-    code = _run("--dataset", str(as_list), str(broken), str(as_columns), str(missing), str(as_parquet),
-                "--out", str(out), tmp_path=tmp_path)
+    code = _run(f"dataset=[{as_list},{broken},{as_columns},{missing},{as_parquet}]", f"out={out}", tmp_path=tmp_path)
     assert code == 0
     rows = read_rows(out / "train.parquet")
     assert [r["extra_info"]["question"] for r in rows] == [
@@ -358,7 +355,7 @@ def test_local_val_split_file(tmp_path: Path) -> None:
     val = tmp_path / "val.jsonl"
     val.write_text(json.dumps({"image": "images/b.jpg", "question": "V?", "answer": "9"}))
     out = tmp_path / "out"
-    assert _run("--dataset", str(train), "--val-split", str(val), "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{train}]", f"val_split={val}", f"out={out}", tmp_path=tmp_path) == 0
     (test_row,) = read_rows(out / "test.parquet")
     assert test_row["reward_model"]["ground_truth"] == "9" and test_row["extra_info"]["source"] == str(val)
 
@@ -376,7 +373,7 @@ def test_val_fraction(tmp_path: Path) -> None:
 
     def split(name: str, *extra: str) -> tuple[list[int], list[int], list[dict], list[dict]]:
         out = tmp_path / name
-        assert _run("--dataset", str(path), "--val-fraction", "0.25", "--out", str(out), *extra, tmp_path=tmp_path) == 0
+        assert _run(f"dataset=[{path}]", "val_fraction=0.25", f"out={out}", *extra, tmp_path=tmp_path) == 0
         train, test = read_rows(out / "train.parquet"), read_rows(out / "test.parquet")
         return [r["extra_info"]["index"] for r in train], [r["extra_info"]["index"] for r in test], train, test
 
@@ -385,8 +382,8 @@ def test_val_fraction(tmp_path: Path) -> None:
     assert all(r["reward_model"]["ground_truth"] == "" for r in train)
     assert all(r["reward_model"]["ground_truth"] == r["extra_info"]["answer"] != "" for r in test)
     assert split("b")[:2] == (train_ids, test_ids)  # deterministic for a seed
-    assert split("c", "--seed", "1")[1] != test_ids
-    _, _, labelled, _ = split("d", "--keep-labels")
+    assert split("c", "seed=1")[1] != test_ids
+    _, _, labelled, _ = split("d", "keep_labels=true")
     assert all(r["reward_model"]["ground_truth"] == r["extra_info"]["answer"] for r in labelled)
 
 
@@ -394,9 +391,9 @@ def test_nothing_written_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"image": "nowhere.png", "question": "?"}) + "\n")
     out = tmp_path / "out"
-    assert _run("--dataset", str(path), "--out", str(out), tmp_path=tmp_path) == 1
+    assert _run(f"dataset=[{path}]", f"out={out}", tmp_path=tmp_path) == 1
     assert not (out / "train.parquet").exists() and not (out / prep.SUMMARY_NAME).exists()
-    assert _run("--dataset", str(tmp_path / "absent.json"), "--out", str(out), tmp_path=tmp_path) == 1
+    assert _run(f"dataset=[{tmp_path / 'absent.json'}]", f"out={out}", tmp_path=tmp_path) == 1
 
 
 def test_interrupt_keeps_finished_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -413,7 +410,7 @@ def test_interrupt_keeps_finished_rows(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(prep, "convert_row", interrupted)
     out = tmp_path / "out"
     # Non-zero (130, as a shell reports Ctrl-C), and the finished rows are written.
-    assert _run("--dataset", str(path), "--val-fraction", "0.3", "--out", str(out), tmp_path=tmp_path) == 130
+    assert _run(f"dataset=[{path}]", "val_fraction=0.3", f"out={out}", tmp_path=tmp_path) == 130
     assert len(read_rows(out / "train.parquet")) == 3
     assert not (out / "test.parquet").exists()  # the run stopped before the validation split
     assert _summary(out)["interrupted"] is True
@@ -430,7 +427,7 @@ def test_unexpected_row_error_is_counted(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(prep, "convert_row", flaky)
     out = tmp_path / "out"
-    assert _run("--dataset", str(path), "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{path}]", f"out={out}", tmp_path=tmp_path) == 0
     assert [r["extra_info"]["index"] for r in read_rows(out / "train.parquet")] == [0, 1, 3]
     assert _summary(out)["splits"]["train"]["dropped"] == {"error": 1}
 
@@ -447,7 +444,7 @@ def test_write_failure_keeps_the_other_file(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr(prep.RowWriter, "commit", commit)
     out = tmp_path / "out"
-    assert _run("--dataset", str(path), "--val-fraction", "0.2", "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{path}]", "val_fraction=0.2", f"out={out}", tmp_path=tmp_path) == 0
     assert len(read_rows(out / "train.parquet")) == 8
     assert sorted(p.name for p in out.iterdir()) == [prep.SUMMARY_NAME, "train.parquet"]
     summary = _summary(out)
@@ -457,20 +454,20 @@ def test_write_failure_keeps_the_other_file(tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--val-fraction", "0.1", "--val-split", "test"], "not allowed with argument"),
-        (["--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
-        (["--max-rows", "0"], "--max-rows must be >= 1"),
-        (["--question-column", "nope"], "question column 'nope' not found"),
-        (["--val-split", "holdout"], "Unknown split"),
-        (["--data-dir", "/nonexistent/snapshot/dir"], "is not a directory"),
-        (["--bogus"], "unrecognized arguments"),
+        (["val_fraction=0.1", "val_split=test"], "val_fraction and val_split are exclusive"),
+        (["val_fraction=1.5"], "val_fraction must be in [0, 1)"),
+        (["max_rows=0"], "max_rows must be >= 1"),
+        (["question_column=nope"], "question column 'nope' not found"),
+        (["val_split=holdout"], "Unknown split"),
+        (["data_dir=/nonexistent/snapshot/dir"], "is not a directory"),
+        (["bogus=true"], "Key 'bogus' not in 'PrepareConfig'"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, geometry3k_snapshot: Path, caplog: pytest.LogCaptureFixture,
                              args: list[str], message: str) -> None:
-    base = ["--dataset", "geometry3k", "--data-dir", str(geometry3k_snapshot), "--out", str(tmp_path / "out")]
-    if "--data-dir" in args:
-        base = base[:2] + base[4:]
+    base = ["dataset=[geometry3k]", f"data_dir={geometry3k_snapshot}", f"out={tmp_path / 'out'}"]
+    if any(arg.startswith("data_dir=") for arg in args):
+        base = [base[0], base[2]]
     with caplog.at_level(logging.INFO, logger="verl_ext.data.prepare"):
         assert _run(*base, *args, tmp_path=tmp_path) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -480,30 +477,30 @@ def test_usage_errors_exit_2(tmp_path: Path, geometry3k_snapshot: Path, caplog: 
 
 def test_usage_errors_for_local_files(tmp_path: Path) -> None:
     path = _numbered_jsonl(tmp_path, 2)
-    out = ["--out", str(tmp_path / "out")]
-    assert _run("--dataset", str(path), "--val-split", "test", *out, tmp_path=tmp_path) == 2
-    assert _run("--dataset", str(path), "--data-dir", str(tmp_path), *out, tmp_path=tmp_path) == 2
-    assert _run("--dataset", str(path), "--image-column", "question", "--question-column", "question", *out,
+    out = [f"out={tmp_path / 'out'}"]
+    assert _run(f"dataset=[{path}]", "val_split=test", *out, tmp_path=tmp_path) == 2
+    assert _run(f"dataset=[{path}]", f"data_dir={tmp_path}", *out, tmp_path=tmp_path) == 2
+    assert _run(f"dataset=[{path}]", "image_column=question", "question_column=question", *out,
                 tmp_path=tmp_path) == 2
     no_images = tmp_path / "text_only.jsonl"
     no_images.write_text(json.dumps({"question": "2+2?", "answer": "4"}))
-    assert _run("--dataset", str(no_images), *out, tmp_path=tmp_path) == 2
+    assert _run(f"dataset=[{no_images}]", *out, tmp_path=tmp_path) == 2
     (tmp_path / "notes.txt").write_text("hello")
-    assert _run("--dataset", str(tmp_path / "notes.txt"), *out, tmp_path=tmp_path) == 2
-    assert _run("--dataset", "geometry3k", "mmr1", *out, tmp_path=tmp_path) == 2
+    assert _run(f"dataset=[{tmp_path / 'notes.txt'}]", *out, tmp_path=tmp_path) == 2
+    assert _run("dataset=[geometry3k,mmr1]", *out, tmp_path=tmp_path) == 2
 
 
 def test_cli_subprocess(tmp_path: Path) -> None:
     path = _numbered_jsonl(tmp_path, 3)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     done = subprocess.run(
-        [sys.executable, "-m", "verl_ext.data.prepare", "--dataset", str(path), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "verl_ext.data.prepare", f"dataset=[{path}]", f"out={tmp_path / 'out'}"],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "prepare done: read 3 rows, wrote 3, dropped 0" in done.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "verl_ext.data.prepare", "--dataset", str(path), "--val-fraction", "2"],
+        [sys.executable, "-m", "verl_ext.data.prepare", f"dataset=[{path}]", "val_fraction=2"],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     assert bad.returncode == 2
@@ -605,9 +602,9 @@ def test_rlhf_dataset_loads_prepared_data(
     two_images = {"image": ["images/a.png", "images/b.jpg"], "question": "Compare <image> and <image>."}
     jsonl.write_text(json.dumps(two_images))
     out = tmp_path / "out"
-    assert _run("--dataset", "geometry3k", "--data-dir", str(geometry3k_snapshot), "--out", str(out),
+    assert _run("dataset=[geometry3k]", f"data_dir={geometry3k_snapshot}", f"out={out}",
                 tmp_path=tmp_path) == 0
-    assert _run("--dataset", str(jsonl), "--out", str(tmp_path / "out2"), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{jsonl}]", f"out={tmp_path / 'out2'}", tmp_path=tmp_path) == 0
     files = [str(out / "train.parquet"), str(tmp_path / "out2" / "train.parquet")]
 
     tokenizer = hf_tokenizer(str(tiny_model_dir))
@@ -646,7 +643,7 @@ def test_an_already_converted_verl_parquet_keeps_its_nested_answers(tmp_path):
     from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 
     files = write_dataset(tmp_path / "vm", VisualMathConfig(n_train=6, n_test=2))
-    assert prepare_main(["--dataset", str(files["train"]), "--out", str(tmp_path / "out")]) == 0
+    assert prepare_main([f"dataset=[{files['train']}]", f"out={tmp_path / 'out'}"]) == 0
     source = pq.read_table(files["train"]).to_pylist()
     rows = pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()
     assert [r["extra_info"]["answer"] for r in rows] == [s["reward_model"]["ground_truth"] for s in source]
@@ -679,7 +676,7 @@ def test_a_bad_line_or_value_drops_only_its_row(tmp_path: Path) -> None:
         _row("x" * 9000 + "?"),  # over the question length cap
     ]
     out = tmp_path / "out"
-    assert _run("--dataset", str(_rows_jsonl(tmp_path, lines)), "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{_rows_jsonl(tmp_path, lines)}]", f"out={out}", tmp_path=tmp_path) == 0
     questions = [r["extra_info"]["question"] for r in read_rows(out / "train.parquet")]
     assert questions == ["Good question 1?", "Good question 2?"]
     assert _summary(out)["splits"]["train"]["dropped"] == {"invalid_text": 2, "question_too_long": 1}
@@ -700,7 +697,7 @@ def test_image_paths_that_are_not_regular_files_or_too_large_are_refused_unread(
 def test_duplicates_are_counted_and_never_in_both_splits(tmp_path: Path) -> None:
     lines = [_row(f"Question {i % 10}?") for i in range(20)]  # 10 distinct questions, 2 copies each
     out = tmp_path / "out"
-    assert _run("--dataset", str(_rows_jsonl(tmp_path, lines)), "--val-fraction", "0.5", "--out", str(out),
+    assert _run(f"dataset=[{_rows_jsonl(tmp_path, lines)}]", "val_fraction=0.5", f"out={out}",
                 tmp_path=tmp_path) == 0
     train = {r["extra_info"]["question"] for r in read_rows(out / "train.parquet")}
     test = {r["extra_info"]["question"] for r in read_rows(out / "test.parquet")}
@@ -715,7 +712,7 @@ def test_duplicates_are_counted_and_never_in_both_splits(tmp_path: Path) -> None
 )
 def test_an_unknown_dataset_name_answers_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture, name, message):
     with caplog.at_level(logging.ERROR):
-        assert _run("--dataset", name, "--out", str(tmp_path / "out"), tmp_path=tmp_path) == 2
+        assert _run(f"dataset=[{name}]", f"out={tmp_path / 'out'}", tmp_path=tmp_path) == 2
     assert message in caplog.text and not (tmp_path / "hf_cache").exists()
 
 
@@ -723,9 +720,9 @@ def test_rerun_into_a_folder_of_another_dataset_warns(tmp_path: Path, caplog: py
     first = _numbered_jsonl(tmp_path, 3)
     other = _rows_jsonl(tmp_path, [_row("Other?")])
     out = tmp_path / "out"
-    assert _run("--dataset", str(first), "--out", str(out), tmp_path=tmp_path) == 0
+    assert _run(f"dataset=[{first}]", f"out={out}", tmp_path=tmp_path) == 0
     with caplog.at_level(logging.WARNING):
-        assert _run("--dataset", str(other), "--out", str(out), tmp_path=tmp_path) == 0
+        assert _run(f"dataset=[{other}]", f"out={out}", tmp_path=tmp_path) == 0
     assert "holds files prepared from" in caplog.text
 
 
@@ -742,7 +739,7 @@ def slow(*args, **kwargs):
     time.sleep(0.01)
     return real(*args, **kwargs)
 prep.convert_row = slow
-sys.exit(prep.main(["--dataset", {str(path)!r}, "--out", {str(out)!r}]))
+sys.exit(prep.main([{f"dataset=[{path}]"!r}, {f"out={out}"!r}]))
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(20):  # let some rows finish

@@ -128,7 +128,7 @@ def test_table1(tmp_path):
         stdout,
         "-m verl_ext.toy.visual_math",
         "-m verl_ext.data.prepare",
-        "--keep-labels",
+        "keep_labels=true",
         "-m verl.trainer.main config=" + str(REPO / "recipes" / "quickstart.yaml"),
         "-m verl.trainer.main config=" + str(REPO / "recipes" / "grpo_supervised.yaml"),
         "-m verl.model_merger merge --backend fsdp",

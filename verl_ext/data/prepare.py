@@ -9,7 +9,7 @@ cannot sink a file.
 Each kept row becomes one row of :mod:`verl_ext.data.schema`: a chat prompt with one ``<image>`` per image,
 the question and the format instruction, the images as PNG/JPEG bytes, ``data_source``
 ``verl_ext/prepared/<name>``, an empty ``reward_model.ground_truth`` and the original answer only in
-``extra_info["answer"]`` (for monitoring the vote). ``--keep-labels`` fills the ground truth as well
+``extra_info["answer"]`` (for monitoring the vote). ``keep_labels`` fills the ground truth as well
 (the supervised baseline on the same data); a validation split (``test.parquet``) always keeps its labels
 because validation scores against them.
 
@@ -19,14 +19,13 @@ goes on with the rest. Exit status: 0 if any row was written, 1 if none was, 2 f
 
 Usage::
 
-    python -m verl_ext.data.prepare --dataset geometry3k --val-split test --out ~/data/mmupt/geometry3k
-    python -m verl_ext.data.prepare --dataset mmr1 --data-dir ./MMR1-snapshot --val-split validation --out out/
-    python -m verl_ext.data.prepare --dataset my_data.jsonl --question-column query --val-fraction 0.05 --out out/
+    python -m verl_ext.data.prepare dataset=geometry3k val_split=test out=~/data/mmupt/geometry3k
+    python -m verl_ext.data.prepare dataset=mmr1 data_dir=./MMR1-snapshot val_split=validation out=out/
+    python -m verl_ext.data.prepare dataset=my_data.jsonl question_column=query val_fraction=0.05 out=out/
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import base64
 import binascii
@@ -163,17 +162,17 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if not self.dataset:
-            raise UsageError("--dataset is required")
+            raise UsageError("dataset is required")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise UsageError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+            raise UsageError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_fraction > 0 and self.val_split is not None:
-            raise UsageError("--val-fraction and --val-split are exclusive: choose one way to get a validation split")
+            raise UsageError("val_fraction and val_split are exclusive: choose one way to get a validation split")
         if self.max_rows is not None and self.max_rows < 1:
-            raise UsageError(f"--max-rows must be >= 1, got {self.max_rows}")
+            raise UsageError(f"max_rows must be >= 1, got {self.max_rows}")
         if self.max_aspect_ratio < 1:
             raise UsageError("max_aspect_ratio must be >= 1")
         if self.data_source is not None and not self.data_source.strip():
-            raise UsageError("--data-source must not be empty")
+            raise UsageError("data_source must not be empty")
 
 
 @dataclass
@@ -611,7 +610,7 @@ def _local_rows(paths: Sequence[Path], max_rows: int | None, failures: Counter) 
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    """How ``--dataset`` will be read."""
+    """How ``dataset`` will be read."""
 
     kind: str
     """``hub`` (an id or snapshot directory, read with ``datasets``) or ``files`` (local data files)."""
@@ -648,15 +647,15 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
         if bad:
             raise UsageError(f"unsupported data file type: {', '.join(bad)} (use {', '.join(DATA_SUFFIXES)})")
         if config.data_dir is not None:
-            raise UsageError("--data-dir is for hub datasets; local files are read directly")
+            raise UsageError("data_dir is for hub datasets; local files are read directly")
         return ResolvedSource(kind="files", spec=sources.GENERIC, load_from="", label="", files=paths)
     if len(values) > 1:
-        raise UsageError("several --dataset values are only supported for local data files")
+        raise UsageError("several dataset values are only supported for local data files")
     value = values[0]
     spec = sources.lookup(value)
     directory = config.data_dir.expanduser() if config.data_dir is not None else None
     if directory is not None and not directory.is_dir():
-        raise UsageError(f"--data-dir {config.data_dir} is not a directory")
+        raise UsageError(f"data_dir {config.data_dir} is not a directory")
     if directory is None and Path(value).expanduser().is_dir():
         directory = Path(value).expanduser()
     if directory is not None:
@@ -670,7 +669,7 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
         near = difflib.get_close_matches(value.lower(), sorted(sources.KNOWN), n=1, cutoff=0.6)
         hint = f"did you mean {near[0]!r}? " if near else ""
         raise UsageError(
-            f"--dataset {value!r} is not a known dataset, a local path or a hub id (Org/Name): {hint}"
+            f"dataset {value!r} is not a known dataset, a local path or a hub id (Org/Name): {hint}"
             f"known: {', '.join(sorted(sources.KNOWN))}"
         )
     return ResolvedSource("hub", sources.GENERIC, value, value)
@@ -756,7 +755,7 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, result: PrepareResult
         if resolved.kind == "files":
             val_path = Path(config.val_split).expanduser()
             if not val_path.is_file() and not _looks_like_path(config.val_split):
-                raise UsageError("for local data files, --val-split takes the path of a labelled data file")
+                raise UsageError("for local data files, val_split takes the path of a labelled data file")
             test = _load_split(resolved, config.val_split, config, result.failures, files=[val_path])
         else:
             test = _load_split(resolved, config.val_split, config, result.failures)
@@ -873,7 +872,7 @@ def _warn_if_foreign(out: Path, config: PrepareConfig) -> None:
         return
     if list(previous) != list(config.dataset):
         logger.warning(
-            "%s holds files prepared from %s; they are replaced by %s's (use another --out to keep both)",
+            "%s holds files prepared from %s; they are replaced by %s's (use another out to keep both)",
             out, ", ".join(map(str, previous)), ", ".join(config.dataset),
         )
 
@@ -921,80 +920,26 @@ def prepare(config: PrepareConfig) -> PrepareResult:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse would print the whole usage block and exit; we want one clear line and exit status 2.
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m verl_ext.data.prepare``."""
-    parser = _Parser(
-        prog="python -m verl_ext.data.prepare",
-        description="Turn a multimodal math dataset into verl's RL parquet with the labels hidden (MM-UPT data).",
-    )
-    known = ", ".join(sorted(sources.KNOWN))
-    parser.add_argument(
-        "--dataset",
-        required=True,
-        nargs="+",
-        help=f"{known}, a hub id, a local snapshot directory, or local .json/.jsonl/.parquet file(s)",
-    )
-    parser.add_argument("--split", default="train", help="hub split to prepare as training data (default: train)")
-    parser.add_argument("--image-column", help="column with the image(s); default: guessed")
-    parser.add_argument("--question-column", help="column with the question; default: guessed")
-    parser.add_argument("--answer-column", help="column with the answer (kept hidden in extra_info); default: guessed")
-    parser.add_argument("--choices-column", help="column with multiple-choice option texts; default: guessed")
-    parser.add_argument("--data-dir", type=Path, help="read the hub dataset from this local snapshot directory")
-    parser.add_argument(
-        "--out", type=Path, default=Path("data/prepared"), help="output directory (default: data/prepared)"
-    )
-    val = parser.add_mutually_exclusive_group()
-    val.add_argument("--val-fraction", type=float, default=0.0, help="fraction of the rows held out as test.parquet")
-    val.add_argument("--val-split", help="hub split (or local file) written as test.parquet, labels kept")
-    parser.add_argument("--max-rows", type=int, help="read at most N rows per source split")
-    parser.add_argument(
-        "--keep-labels",
-        action="store_true",
-        help="also put the answer in reward_model.ground_truth (supervised baseline)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --val-fraction split (default: 0)")
-    parser.add_argument("--data-source", help="data_source value (default: verl_ext/prepared/<name>)")
-    parser.add_argument("--cache-dir", type=Path, help="datasets cache directory (default: HF_DATASETS_CACHE)")
-    return parser
-
-
-def config_from_args(argv: Sequence[str] | None = None) -> PrepareConfig:
-    """Parse ``argv`` into a config; raises :class:`UsageError`."""
-    args = build_parser().parse_args(argv)
-    return PrepareConfig(
-        dataset=tuple(args.dataset),
-        out=args.out,
-        split=args.split,
-        image_column=args.image_column,
-        question_column=args.question_column,
-        answer_column=args.answer_column,
-        choices_column=args.choices_column,
-        data_dir=args.data_dir,
-        val_fraction=args.val_fraction,
-        val_split=args.val_split,
-        max_rows=args.max_rows,
-        keep_labels=args.keep_labels,
-        seed=args.seed,
-        data_source=args.data_source,
-        cache_dir=args.cache_dir,
-    )
+USAGE = "usage: python -m verl_ext.data.prepare dataset=NAME|HUB_ID|DIR|FILE[,...] out=DIR [key=value ...]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 written, 1 nothing written, 2 usage error, 130 interrupted)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """CLI entry point; returns the exit status (0 written, 1 nothing written, 2 usage error, 130 interrupted).
+
+    The settings are :class:`PrepareConfig`'s fields as ``key=value`` (``dataset`` takes one value or a
+    list: ``dataset=[a.jsonl,b.jsonl]``).
+    """
+    from verl_ext.config.compose import CLIError, settings_from_argv, start_command
+
+    argv = start_command(argv, __doc__, USAGE)
+    if argv is None:
+        return 0
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        config = config_from_args(argv)
+        config = settings_from_argv(PrepareConfig, argv, USAGE)
         result = prepare(config)
-    except UsageError as exc:
-        logger.error("usage error: %s (see --help)", exc)
+    except (CLIError, UsageError) as exc:
+        logger.error("usage error: %s", exc)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

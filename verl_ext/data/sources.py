@@ -18,7 +18,7 @@ class SourceSpec:
     """Where a dataset lives and which columns hold its fields."""
 
     name: str
-    """Short name accepted by ``--dataset``."""
+    """Short name accepted by ``dataset=``."""
     hub_name: str
     """Hugging Face hub id passed to ``datasets.load_dataset``; empty for :data:`GENERIC`."""
     image_columns: tuple[str, ...]
@@ -32,7 +32,7 @@ class SourceSpec:
     splits: tuple[str, ...] = ("train",)
     """The splits the dataset has (for messages; ``datasets`` is the authority)."""
     eval_split: str | None = None
-    """The labelled held-out split to pass as ``--val-split``, if the dataset has one."""
+    """The labelled held-out split to pass as ``val_split=``, if the dataset has one."""
 
 
 GEOMETRY3K = SourceSpec(

@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m verl_ext.toy.fixtures``."""
     p = argparse.ArgumentParser(
         prog="python -m verl_ext.toy.fixtures",
-        description="Write small local benchmark files in the real hub schemas (for --data-dir of verl_ext.eval).",
+        description="Write small local benchmark files in the real hub schemas (for eval.data_dir of verl_ext.eval).",
     )
     p.add_argument("--out", type=Path, required=True, help="output directory (DIR/<benchmark>/<split>.<format>)")
     p.add_argument("--per-benchmark", type=int, default=None, help="rows per benchmark (default: the 3-4 written)")
