@@ -226,8 +226,8 @@ evaluate() {
   done_already "$out/results.json" && return 0
   fresh "$out"
   if cpu_mode && [[ ! -d $BENCH_DATA_DIR ]]; then
-    run "benchmark-fixtures" "$PYTHON" -m verl_ext.toy.fixtures --out "$BENCH_DATA_DIR" \
-      --per-benchmark "${EVAL_MAX_SAMPLES:-4}"
+    run "benchmark-fixtures" "$PYTHON" -m verl_ext.toy.fixtures "out=$BENCH_DATA_DIR" \
+      "per_benchmark=${EVAL_MAX_SAMPLES:-4}"
   fi
   args=("config=$REPO_DIR/recipes/eval/paper.yaml" "actor_rollout_ref.model.path=$model" "eval.benchmarks=[$EVAL_BENCHMARKS]"
         "eval.output_dir=$out" "eval.label=$label" "trainer.n_gpus_per_node=$N_GPUS" "trainer.nnodes=$NNODES")

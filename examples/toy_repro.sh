@@ -139,4 +139,4 @@ if [[ "$LONG_STEPS" -gt 0 ]]; then
 fi
 
 log "report"
-run python -m verl_ext.toy.report --runs "$WORK_DIR/runs" --diag "$WORK_DIR/diag" --n "$ROLLOUT_N" --out "$WORK_DIR/report"
+run python -m verl_ext.toy.report runs="$WORK_DIR/runs" diag="$WORK_DIR/diag" n="$ROLLOUT_N" out="$WORK_DIR/report"

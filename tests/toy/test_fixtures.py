@@ -53,18 +53,18 @@ def test_fewer_rows_are_the_first_ones():
 
 def test_cli_writes_a_subset_as_jsonl(tmp_path, cache_dir, capsys):
     out = tmp_path / "bench"
-    assert main(["--out", str(out), "--per-benchmark", "1", "--format", "jsonl", "--benchmarks", "wemath,mathvista"]) == 0
+    assert main([f"out={out}", "per_benchmark=1", "format=jsonl", "benchmarks=[wemath,mathvista]"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["mathvista", "wemath"]
     (sample,) = load_benchmark("mathvista", data_dir=out, cache_dir=cache_dir)
     assert Path(sample.images[0]).is_file() and load_image(sample.images[0]).getpixel((0, 0)) == (200, 0, 0)
-    assert main(["--out", str(out), "--per-benchmark", "0"]) == 2
+    assert main([f"out={out}", "per_benchmark=0"]) == 2
 
 
 def test_python_dash_m(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "verl_ext.toy.fixtures", "--out", str(out), "--per-benchmark", "2"],
+        [sys.executable, "-m", "verl_ext.toy.fixtures", f"out={out}", "per_benchmark=2"],
         cwd=REPO,
         capture_output=True,
         text=True,

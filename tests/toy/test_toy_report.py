@@ -71,13 +71,13 @@ def test_cli_writes_table_and_plot(tmp_path):
     diag = tmp_path / "diag"
     diag.mkdir()
     write_diag(diag / "sft.json", greedy=0.3, mean=0.25, maj=0.4)
-    assert main(["--runs", str(runs), "--diag", str(diag), "--out", str(tmp_path / "out")]) == 0
+    assert main([f"runs={runs}", f"diag={diag}", f"out={tmp_path / 'out'}"]) == 0
     assert (tmp_path / "out" / "table.md").read_text().startswith("| model |")
     assert (tmp_path / "out" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_without_runs_fails(tmp_path):
-    assert main(["--runs", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert main([f"runs={tmp_path}", f"out={tmp_path / 'out'}"]) == 1
 
 
 def test_stopping_table_puts_the_collapse_signal_beside_the_peak(tmp_path):

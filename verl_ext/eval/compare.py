@@ -219,7 +219,9 @@ def compare_markdown(rows: Sequence[Row], table: int | PaperTable, note: Optiona
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
+    """The command line. The one verl-ext command with ``--flags`` instead of ``key=value``: a row is
+    ``--row "LABEL=DIR"`` and the paper's labels hold commas and parentheses ("GRPO, supervised (MMR1)"),
+    which a ``key=value`` list would split."""
     p = argparse.ArgumentParser(
         prog="python -m verl_ext.eval.compare",
         description="Several verl_ext.eval results side by side, laid out like a table of the MM-UPT paper.",

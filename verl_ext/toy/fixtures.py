@@ -16,18 +16,19 @@ MathVista, MathVerse, We-Math and MathVision, and prints ``DIR``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
 import logging
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import datasets
 from datasets import Features, Image, List, Value
+from omegaconf import MISSING
 from PIL import Image as PILImage
 
 from verl_ext.eval.benchmarks import BENCHMARKS, parse_benchmarks
@@ -430,30 +431,37 @@ def write_benchmark_files(
     return data_dir
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m verl_ext.toy.fixtures``."""
-    p = argparse.ArgumentParser(
-        prog="python -m verl_ext.toy.fixtures",
-        description="Write small local benchmark files in the real hub schemas (for eval.data_dir of verl_ext.eval).",
-    )
-    p.add_argument("--out", type=Path, required=True, help="output directory (DIR/<benchmark>/<split>.<format>)")
-    p.add_argument("--per-benchmark", type=int, default=None, help="rows per benchmark (default: the 3-4 written)")
-    p.add_argument("--format", choices=KINDS, default="parquet", help="parquet, or jsonl with image files")
-    p.add_argument("--benchmarks", default=",".join(ROWS), help="comma-separated subset (default: all four)")
-    return p
+@dataclass
+class FixturesCommand:
+    """``python -m verl_ext.toy.fixtures out=DIR [key=value ...]``: small local benchmark files in the
+    real hub schemas (for ``eval.data_dir`` of ``python -m verl_ext.eval``)."""
+
+    out: str = MISSING
+    """Output directory (``DIR/<benchmark>/<split>.<format>``)."""
+    per_benchmark: Optional[int] = None
+    """Rows per benchmark (None: the 3-4 written)."""
+    format: str = "parquet"
+    """``parquet``, or ``jsonl`` with image files."""
+    benchmarks: list[str] = field(default_factory=lambda: list(ROWS))
+    """The benchmarks to write (default: all four)."""
+
+
+USAGE = "usage: python -m verl_ext.toy.fixtures out=DIR [per_benchmark=N] [format=jsonl] [benchmarks=[wemath,...]]"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; prints the output directory and returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    """Entry point; prints the output directory and returns the exit status (2: a bad setting)."""
+    from verl_ext.config.compose import CLIError, settings_from_argv, start_command
+
+    argv = start_command(argv, FixturesCommand.__doc__, USAGE)
+    if argv is None:
+        return 0
     try:
+        args = settings_from_argv(FixturesCommand, argv, USAGE)
         if args.per_benchmark is not None and args.per_benchmark < 1:
-            raise ValueError(f"--per-benchmark must be >= 1, got {args.per_benchmark}")
-        out = write_benchmark_files(
-            args.out, args.format, per_benchmark=args.per_benchmark, benchmarks=args.benchmarks.split(",")
-        )
-    except ValueError as err:
+            raise ValueError(f"per_benchmark must be >= 1, got {args.per_benchmark}")
+        out = write_benchmark_files(Path(args.out), args.format, per_benchmark=args.per_benchmark, benchmarks=args.benchmarks)
+    except (CLIError, ValueError) as err:
         logger.error("%s", err)
         return 2
     print(out)

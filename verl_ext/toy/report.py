@@ -23,7 +23,6 @@ step where held-out accuracy peaked (validated every ``trainer.test_freq`` steps
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -33,6 +32,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from omegaconf import MISSING
 
 from verl_ext.voting.collapse import CollapseMonitor
 
@@ -243,26 +244,48 @@ def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) ->
     plt.close(fig)
 
 
+@dataclass
+class ReportCommand:
+    """``python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [n=8]``: the toy run's table and curves."""
+
+    runs: str = MISSING
+    """Directory of ``<variant>-seed<k>.jsonl`` metric logs."""
+    out: str = MISSING
+    """Where ``table.md``, ``stopping.md`` and ``curves.png`` go."""
+    diag: Optional[str] = None
+    """Directory of diagnosis reports (``sft.json``, ``<variant>-seed<k>.json``)."""
+    n: int = 8
+    """Samples per question of the diagnoses."""
+
+
+USAGE = "usage: python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [n=8]"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, required=True, help="directory of <variant>-seed<k>.jsonl metric logs")
-    parser.add_argument("--diag", type=Path, help="directory of diagnosis reports (sft.json, <variant>-seed<k>.json)")
-    parser.add_argument("--n", type=int, default=8, help="samples per question of the diagnoses (default: 8)")
-    parser.add_argument("--out", type=Path, required=True, help="where table.md and curves.png go")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    runs = load_runs(args.runs)
+    """Entry point; returns the exit status (1: no metric logs, 2: a bad setting)."""
+    from verl_ext.config.compose import CLIError, settings_from_argv, start_command
+
+    argv = start_command(argv, __doc__, USAGE)
+    if argv is None:
+        return 0
+    try:
+        args = settings_from_argv(ReportCommand, argv, USAGE)
+    except CLIError as err:
+        logger.error("%s", err)
+        return 2
+    runs = load_runs(Path(args.runs))
     if not runs:
         logger.error("no <variant>-seed<k>.jsonl metric logs in %s", args.runs)
         return 1
-    sft = attach_diagnoses(runs, args.diag)
-    args.out.mkdir(parents=True, exist_ok=True)
+    sft = attach_diagnoses(runs, Path(args.diag) if args.diag else None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     text = table(runs, sft, args.n)
-    (args.out / "table.md").write_text(text + "\n")
+    (out / "table.md").write_text(text + "\n")
     stopping = stopping_table(runs)
-    (args.out / "stopping.md").write_text(stopping + "\n")
-    plot(runs, args.out / "curves.png", sft)
-    logger.info("%s\n\n%s\n\nwrote table.md, stopping.md and curves.png to %s", text, stopping, args.out)
+    (out / "stopping.md").write_text(stopping + "\n")
+    plot(runs, out / "curves.png", sft)
+    logger.info("%s\n\n%s\n\nwrote table.md, stopping.md and curves.png to %s", text, stopping, out)
     return 0
 
 
