@@ -44,3 +44,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from verl_ext.toy.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_qwen2_5_vl")
+
+
+@pytest.fixture
+def rl_dataset_config(tmp_path: Path):
+    """verl's ``RLHFDataset`` settings for the test data files: ``rl_dataset_config(**overrides)``."""
+    from omegaconf import OmegaConf
+
+    def make(**overrides):
+        cfg = {
+            "cache_dir": str(tmp_path / "verl_cache"),
+            "prompt_key": "prompt",
+            "image_key": "images",
+            "max_prompt_length": 1024,
+            "truncation": "error",
+            "filter_overlong_prompts": True,
+            # None = filter in-process. datasets>=5 runs an mp.Pool even for num_proc=1 (verl's default), and a
+            # forked worker deadlocks once this process has used torch's thread pool (as the model tests have).
+            "filter_overlong_prompts_workers": None,
+            "return_raw_chat": True,
+        }
+        cfg.update(overrides)
+        return OmegaConf.create(cfg)
+
+    return make

@@ -568,25 +568,8 @@ def test_sources() -> None:
 # ------------------------------------------------------------------------------------------------ verl
 
 
-def _rl_config(tmp_path: Path):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create(
-        {
-            "cache_dir": str(tmp_path / "verl_cache"),
-            "prompt_key": "prompt",
-            "image_key": "images",
-            "max_prompt_length": 1024,
-            "truncation": "error",
-            "filter_overlong_prompts": True,
-            "filter_overlong_prompts_workers": 1,
-            "return_raw_chat": True,
-        }
-    )
-
-
 def test_rlhf_dataset_loads_prepared_data(
-    tmp_path: Path, geometry3k_snapshot: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, geometry3k_snapshot: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, rl_dataset_config
 ) -> None:
     import datasets
     from verl.utils import hf_processor, hf_tokenizer
@@ -609,7 +592,7 @@ def test_rlhf_dataset_loads_prepared_data(
 
     tokenizer = hf_tokenizer(str(tiny_model_dir))
     processor = hf_processor(str(tiny_model_dir))
-    dataset = RLHFDataset(files, tokenizer, _rl_config(tmp_path), processor=processor)
+    dataset = RLHFDataset(files, tokenizer, rl_dataset_config(), processor=processor)
     assert len(dataset) == 5  # the length filter ran the processor on every row and kept all of them
 
     item = dataset[0]

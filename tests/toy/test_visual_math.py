@@ -290,26 +290,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_qwen2_5_vl")
 
 
-def _rl_config(tmp_path: Path, **overrides):
-    from omegaconf import OmegaConf
-
-    cfg = {
-        "cache_dir": str(tmp_path / "verl_cache"),
-        "prompt_key": "prompt",
-        "image_key": "images",
-        "max_prompt_length": 1024,
-        "truncation": "error",
-        "filter_overlong_prompts": True,
-        # None = filter in-process. datasets>=5 runs an mp.Pool even for num_proc=1 (verl's default), and a
-        # forked worker deadlocks once this process has used torch's thread pool (as the model tests have).
-        "filter_overlong_prompts_workers": None,
-        "return_raw_chat": True,
-    }
-    cfg.update(overrides)
-    return OmegaConf.create(cfg)
-
-
-def test_rlhf_dataset_loads(tmp_path: Path, tiny_dir: Path) -> None:
+def test_rlhf_dataset_loads(tmp_path: Path, tiny_dir: Path, rl_dataset_config) -> None:
     import torch
     from verl.utils import hf_processor, hf_tokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
@@ -318,7 +299,7 @@ def test_rlhf_dataset_loads(tmp_path: Path, tiny_dir: Path) -> None:
     paths = write_dataset(tmp_path / "data", SMALL)
     tokenizer = hf_tokenizer(str(tiny_dir))
     processor = hf_processor(str(tiny_dir))
-    dataset = RLHFDataset(str(paths["train"]), tokenizer, _rl_config(tmp_path), processor=processor)
+    dataset = RLHFDataset(str(paths["train"]), tokenizer, rl_dataset_config(), processor=processor)
     # The length filter ran the processor on every row; a failure there would have dropped the row.
     assert len(dataset) == SMALL.n_train
 
@@ -345,7 +326,7 @@ def test_rlhf_dataset_loads(tmp_path: Path, tiny_dir: Path) -> None:
     assert len(batch["raw_prompt"]) == 4
 
 
-def test_rlhf_dataset_length_filter_counts_image_tokens(tmp_path: Path, tiny_dir: Path) -> None:
+def test_rlhf_dataset_length_filter_counts_image_tokens(tmp_path: Path, tiny_dir: Path, rl_dataset_config) -> None:
     """With a limit between the text-only and the with-image prompt length, every row is filtered out."""
     from verl.utils import hf_processor, hf_tokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset
@@ -363,9 +344,9 @@ def test_rlhf_dataset_length_filter_counts_image_tokens(tmp_path: Path, tiny_dir
         lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     # Prompt with image = text + <|vision_start|> + 16 * <|image_pad|> + <|vision_end|>.
     limit = max(lengths) + 5
-    kept = RLHFDataset(str(paths["train"]), tokenizer, _rl_config(tmp_path, max_prompt_length=limit), processor)
+    kept = RLHFDataset(str(paths["train"]), tokenizer, rl_dataset_config(max_prompt_length=limit), processor)
     assert len(kept) == 0
-    kept = RLHFDataset(str(paths["train"]), tokenizer, _rl_config(tmp_path, max_prompt_length=limit + 20), processor)
+    kept = RLHFDataset(str(paths["train"]), tokenizer, rl_dataset_config(max_prompt_length=limit + 20), processor)
     assert len(kept) == SMALL.n_train
 
 
