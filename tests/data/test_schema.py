@@ -50,10 +50,6 @@ def _row(index: int = 0, **overrides) -> dict:
     return build_row(**fields)
 
 
-def test_format_instruction_is_the_papers() -> None:
-    assert FORMAT_INSTRUCTION == " Please reason step by step, and put your final answer within \\boxed{}."
-
-
 @pytest.mark.parametrize(
     ("question", "n_images", "content", "clean"),
     [

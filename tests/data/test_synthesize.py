@@ -33,13 +33,7 @@ from verl_ext.data.synthesize import MANIFEST_NAME, MERGED_NAME, SynthesizeConfi
 from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
 from verl_ext.files import exclusive_lock
 from verl_ext.generation import BackendConfig, GenerationRequest, Generator, SamplingSettings
-from verl_ext.prompts import (
-    FIELDS,
-    PromptError,
-    available_prompts,
-    format_choices,
-    load_prompt,
-)
+from verl_ext.prompts import load_prompt
 
 PROVENANCE = [name for name, _ in synth.extra_info_fields()]
 
@@ -166,49 +160,6 @@ def shared_images(tmp_path: Path) -> Path:
     rows = [seed_row("How many red things?", red, 0), seed_row("What colour?", blue, 1),
             seed_row("Is the image red?", red, 2), seed_row("What is shown?", green, 3)]
     return write_raw(tmp_path / "shared.parquet", rows)
-
-
-# ------------------------------------------------------------------------------------------------ prompts
-
-
-def test_builtin_prompts() -> None:
-    assert {"synth_in_context", "synth_direct"} <= set(available_prompts())
-    in_context = load_prompt("synth_in_context")
-    assert in_context.name == "synth_in_context" and in_context.path.is_file()
-    assert in_context.fields == {"question", "answer", "choices"}
-    direct = load_prompt("synth_direct.txt")
-    assert direct.name == "synth_direct" and direct.fields == frozenset()
-    for template in (in_context, direct):
-        assert "<question>" in template.text and "</question>" in template.text
-        assert "<image>" not in template.text  # the images go first
-
-
-def test_prompt_by_path_render_and_errors(tmp_path: Path) -> None:
-    path = tmp_path / "mine.txt"
-    path.write_text("Q: {{ question }} A: {{answer}}{{choices}} in \\boxed{}\n")
-    template = load_prompt(path)
-    assert template.name == str(path.absolute()) and template.fields == {"question", "answer", "choices"}
-    # Braces inside values are never read as markers, LaTeX braces in the template are left alone.
-    assert template.render({"question": "{{answer}}?", "answer": "\\frac{1}{2}", "choices": ""}) == (
-        "Q: {{answer}}? A: \\frac{1}{2} in \\boxed{}"
-    )
-    with pytest.raises(PromptError, match="no value for answer"):
-        template.render({"question": "x", "choices": ""})
-    assert format_choices(["3", "4"]) == "\n(A) 3\n(B) 4" and format_choices([]) == ""
-
-    with pytest.raises(PromptError, match="synth_direct.*synth_in_context"):
-        load_prompt("no_such_prompt")
-    with pytest.raises(PromptError, match="does not exist"):
-        load_prompt(str(tmp_path / "missing.txt"))
-    (tmp_path / "bad.txt").write_text("Look at {{image_caption}}")
-    with pytest.raises(PromptError, match=f"unknown field.*image_caption.*{', '.join(FIELDS)}"):
-        load_prompt(tmp_path / "bad.txt")
-    (tmp_path / "empty.txt").write_text("  \n")
-    with pytest.raises(PromptError, match="empty"):
-        load_prompt(tmp_path / "empty.txt")
-    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(PromptError, match="cannot read"):
-        load_prompt(tmp_path / "binary.txt")
 
 
 # ------------------------------------------------------------------------------------------------ scripted runs

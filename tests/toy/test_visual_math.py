@@ -206,7 +206,6 @@ def test_schema(tmp_path: Path) -> None:
             assert info["split"] == split and info["index"] == index
             assert info["task"] in vm.TASKS
             assert message["content"] == "<image>" + info["question"] + FORMAT_INSTRUCTION
-    assert FORMAT_INSTRUCTION == " Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def test_deterministic_and_splits_disjoint(tmp_path: Path) -> None:
