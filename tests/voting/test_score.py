@@ -47,6 +47,11 @@ def test_is_correct_on_multiple_choice(answer, label, right):
     assert is_correct(answer, label, choices=OPTIONS) is right
 
 
+def test_multiple_choice_without_options_compares_single_letters_only():
+    assert is_correct("B", "B", answer_type="choice")
+    assert not is_correct("A", "B", answer_type="choice")
+
+
 def test_is_correct_free_form_float_and_list():
     assert is_correct("0.50", "1/2")
     assert not is_correct("0.51", "1/2")

@@ -90,7 +90,7 @@ def is_correct(
     answer = _strip_currency(answer)
     options = option_map(choices)
     if options is not None or answer_type == "choice":
-        gold_letter = to_letter(label, options) if options else (label if label in LETTERS else None)
+        gold_letter = to_letter(label, options) if options else (label if len(label) == 1 and label in LETTERS else None)
         if len(answer) == 1 and answer in (options or LETTERS) and gold_letter is not None:
             return answer == gold_letter
         gold_text = options.get(gold_letter, label) if options and gold_letter else label
