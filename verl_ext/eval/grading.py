@@ -6,7 +6,7 @@ also "the answer is (B)" phrases and a bare last line) and grades it with the vo
 
 The judge is any OpenAI-compatible chat endpoint (:class:`ApiJudge`) or a local model through a
 generation backend (:class:`GeneratorJudge`); its prompt lives in ``judge_prompt.txt`` next to this
-module (``--judge-prompt`` points at another file) and must end the reply with ``Judgement: 1|0``.
+module (``eval.judge_prompt`` points at another file) and must end the reply with ``Judgement: 1|0``.
 """
 
 from __future__ import annotations

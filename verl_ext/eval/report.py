@@ -108,7 +108,7 @@ def wemath_four_dimensional(prompts: Mapping[str, Mapping[str, Any]]) -> Optiona
         n_sub = int(steps[0])
         subs = [f"{steps}_{i}" for i in range(1, n_sub + 1)]
         if f"{steps}_multi" not in solved or any(s not in solved for s in subs):
-            continue  # an incomplete problem (a --max-samples cut) cannot be diagnosed
+            continue  # an incomplete problem (an eval.max_samples cut) cannot be diagnosed
         n += 1
         sub = [solved[s] for s in subs]
         multi = solved[f"{steps}_multi"]

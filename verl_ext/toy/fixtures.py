@@ -8,7 +8,7 @@ but no model is expected to get them right from these pictures.
 
 Usage::
 
-    python -m verl_ext.toy.fixtures --out DIR [--per-benchmark N] [--format parquet|jsonl]
+    python -m verl_ext.toy.fixtures out=DIR [per_benchmark=N] [format=parquet|jsonl]
 
 writes ``DIR/<benchmark>/<split>.parquet`` (or ``.jsonl`` with images as files next to it) for
 MathVista, MathVerse, We-Math and MathVision, and prints ``DIR``.

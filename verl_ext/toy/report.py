@@ -18,7 +18,7 @@ The "when to stop" table replays the label-free collapse rule (``verl_ext.voting
 settings) over each label-free run's logged majority ratio, and puts the step it fires on beside the
 step where held-out accuracy peaked (validated every ``trainer.test_freq`` steps).
 
-    python -m verl_ext.toy.report --runs RUNS_DIR --diag DIAG_DIR --out REPORT_DIR
+    python -m verl_ext.toy.report runs=RUNS_DIR diag=DIAG_DIR out=REPORT_DIR
 """
 
 from __future__ import annotations
