@@ -32,20 +32,22 @@ def device_count() -> int:
     return 1
 
 
-def set_device(device=None) -> None:
-    return None
-
-
 def get_device_name(device=None) -> str:
     return "cpu"
+
+
+def _noop(*args, **kwargs) -> None:
+    """Device selection, cache and peak-statistics calls have nothing to do on a CPU."""
+
+
+set_device = empty_cache = ipc_collect = set_per_process_memory_fraction = reset_peak_memory_stats = _noop
 
 
 def manual_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def manual_seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
+manual_seed_all = manual_seed
 
 
 def get_rng_state(device=None) -> torch.Tensor:
@@ -56,19 +58,8 @@ def set_rng_state(state: torch.Tensor, device=None) -> None:
     torch.set_rng_state(state)
 
 
-def empty_cache() -> None:
-    return None
-
-
-def ipc_collect() -> None:
-    return None
-
-
-def set_per_process_memory_fraction(fraction: float, device=None) -> None:
-    return None
-
-
-def _rss_bytes() -> int:
+def memory_allocated(device=None) -> int:
+    """The process's resident set in bytes: what a CPU run has allocated, reserved and peaked at."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -76,24 +67,7 @@ def _rss_bytes() -> int:
         return 0
 
 
-def memory_allocated(device=None) -> int:
-    return _rss_bytes()
-
-
-def memory_reserved(device=None) -> int:
-    return _rss_bytes()
-
-
-def max_memory_allocated(device=None) -> int:
-    return _rss_bytes()
-
-
-def max_memory_reserved(device=None) -> int:
-    return _rss_bytes()
-
-
-def reset_peak_memory_stats(device=None) -> None:
-    return None
+memory_reserved = max_memory_allocated = max_memory_reserved = memory_allocated
 
 
 def mem_get_info(device=None) -> tuple[int, int]:
