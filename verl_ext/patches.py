@@ -65,45 +65,45 @@ DUPLICATE_CPU_BACKEND = "cpu:gloo,cpu:gloo"
 _PATCH_MARKER = "__verl_ext_cpu_backend_patch__"
 
 
+def _wrap(owner, name: str, wrap) -> bool:
+    """Replace ``owner.<name>`` by ``wrap(original)``, marked so that installing twice is a no-op; False if done."""
+    original = getattr(owner, name)
+    if getattr(original, _PATCH_MARKER, False):
+        return False
+    wrapper = functools.wraps(original)(wrap(original))
+    setattr(wrapper, _PATCH_MARKER, True)
+    setattr(owner, name, wrapper)
+    return True
+
+
 def install_cpu_gloo_backend_patch() -> bool:
     """Wrap ``torch.distributed.init_process_group``; returns False if it was already wrapped."""
     import torch.distributed as dist
 
-    original = dist.init_process_group
-    if getattr(original, _PATCH_MARKER, False):
-        return False
+    def wrap(original):
+        def init_process_group(*args, **kwargs):
+            if kwargs.get("backend") == DUPLICATE_CPU_BACKEND:
+                kwargs["backend"] = "gloo"
+            elif args and args[0] == DUPLICATE_CPU_BACKEND:
+                args = ("gloo", *args[1:])
+            return original(*args, **kwargs)
 
-    @functools.wraps(original)
-    def init_process_group(*args, **kwargs):
-        if kwargs.get("backend") == DUPLICATE_CPU_BACKEND:
-            kwargs["backend"] = "gloo"
-        elif args and args[0] == DUPLICATE_CPU_BACKEND:
-            args = ("gloo", *args[1:])
-        return original(*args, **kwargs)
+        return init_process_group
 
-    setattr(init_process_group, _PATCH_MARKER, True)
-    dist.init_process_group = init_process_group
-    logger.debug("verl_ext: torch.distributed.init_process_group wrapped for the CPU gloo backend")
-    return True
+    return _wrap(dist, "init_process_group", wrap)
 
 
 def install_cpu_pin_memory_patch() -> bool:
     """Make ``Tensor.pin_memory`` the identity while CUDA is unavailable; False if already done."""
     import torch
 
-    original = torch.Tensor.pin_memory
-    if getattr(original, _PATCH_MARKER, False):
-        return False
+    def wrap(original):
+        def pin_memory(self, *args, **kwargs):
+            return original(self, *args, **kwargs) if torch.cuda.is_available() else self
 
-    @functools.wraps(original)
-    def pin_memory(self, *args, **kwargs):
-        if torch.cuda.is_available():
-            return original(self, *args, **kwargs)
-        return self
+        return pin_memory
 
-    setattr(pin_memory, _PATCH_MARKER, True)
-    torch.Tensor.pin_memory = pin_memory
-    return True
+    return _wrap(torch.Tensor, "pin_memory", wrap)
 
 
 FSDP_ENGINE_MODULE = "verl.workers.engine.fsdp.transformer_impl"
@@ -121,22 +121,17 @@ def freeze_vision_parameters(module) -> int:
 
 
 def _patch_fsdp_engine(engine_module) -> bool:
-    engine_cls = engine_module.FSDPEngine
-    original = engine_cls._build_module
-    if getattr(original, _PATCH_MARKER, False):
-        return False
+    def wrap(original):
+        def _build_module(self, *args, **kwargs):
+            module = original(self, *args, **kwargs)
+            if getattr(self.model_config.hf_config, "freeze_vision_tower", False):
+                count = freeze_vision_parameters(module)
+                logger.info("verl_ext: vision tower frozen (%d parameter tensors)", count)
+            return module
 
-    @functools.wraps(original)
-    def _build_module(self, *args, **kwargs):
-        module = original(self, *args, **kwargs)
-        if getattr(self.model_config.hf_config, "freeze_vision_tower", False):
-            count = freeze_vision_parameters(module)
-            logger.info("verl_ext: vision tower frozen (%d parameter tensors)", count)
-        return module
+        return _build_module
 
-    setattr(_build_module, _PATCH_MARKER, True)
-    engine_cls._build_module = _build_module
-    return True
+    return _wrap(engine_module.FSDPEngine, "_build_module", wrap)
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
@@ -185,29 +180,12 @@ def trainer_of_sampler(refill_fn):
 
 def run_before_advantages(trainer, hook) -> bool:
     """Call ``hook(batch, metrics)`` on ``trainer`` right before it computes advantages; False if already done."""
-    original = trainer._compute_advantage
-    if getattr(original, _PATCH_MARKER, False):
-        return False
+    def wrap(original):
+        return lambda batch, metrics: original(hook(batch, metrics), metrics)
 
-    @functools.wraps(original)
-    def _compute_advantage(batch, metrics):
-        return original(hook(batch, metrics), metrics)
-
-    setattr(_compute_advantage, _PATCH_MARKER, True)
-    trainer._compute_advantage = _compute_advantage
-    return True
+    return _wrap(trainer, "_compute_advantage", wrap)
 
 
 def run_around_next_batch(trainer, hook) -> bool:
     """Route ``trainer._next_train_batch(n)`` through ``hook(original, n)``; False if already done."""
-    original = trainer._next_train_batch
-    if getattr(original, _PATCH_MARKER, False):
-        return False
-
-    @functools.wraps(original)
-    def _next_train_batch(num_prompts=None):
-        return hook(original, num_prompts)
-
-    setattr(_next_train_batch, _PATCH_MARKER, True)
-    trainer._next_train_batch = _next_train_batch
-    return True
+    return _wrap(trainer, "_next_train_batch", lambda original: lambda num_prompts=None: hook(original, num_prompts))

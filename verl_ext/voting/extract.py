@@ -6,7 +6,7 @@ import bisect
 import re
 from collections.abc import Mapping, Sequence
 
-from verl_ext.voting.normalize import normalize
+from verl_ext.voting.normalize import normalize, partners
 
 __all__ = ["STYLES", "extract_answer", "option_map", "to_letter"]
 
@@ -22,24 +22,6 @@ _MARKUP = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}|[$*]")
 _LETTER = re.compile(r"^(?:\(([A-Za-z])\)|([A-Z])[.:)]?)$|^(?:\(([A-Za-z])\)|([A-Z])[.:)])\s+\S")
 
 
-def _brace_partners(text: str) -> dict[int, int]:
-    """Map each ``{`` index to its matching ``}`` index, in one pass; ``\\{``/``\\}`` are literals."""
-    partners: dict[int, int] = {}
-    stack: list[int] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            partners[stack.pop()] = i
-        i += 1
-    return partners
-
-
 def _boxed(text: str) -> str | None:
     """Content of the last complete ``\\boxed{}``/``\\fbox{}``; a truncated box is skipped.
 
@@ -49,10 +31,10 @@ def _boxed(text: str) -> str | None:
     boxes = list(_BOX.finditer(text))
     if not boxes:
         return None
-    partners = _brace_partners(text)
+    pairs = partners(text)
     for m in reversed(boxes):
         start = _skip_blanks(text, m.end())
-        end = partners.get(start)
+        end = pairs.get(start)
         if end is not None:
             return text[start + 1 : end]
     for m in reversed(boxes):

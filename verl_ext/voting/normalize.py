@@ -113,20 +113,26 @@ def _strip_outer_parens(s: str) -> str:
     return _strip_enclosing(s, "(", ")")
 
 
-def _strip_enclosing(s: str, opening: str, closing: str) -> str:
-    partner: dict[int, int] = {}
+def partners(text: str, opening: str = "{", closing: str = "}") -> dict[int, int]:
+    """Map each ``opening`` index to its matching ``closing`` index, in one pass; backslash-escaped ones are literals."""
+    found: dict[int, int] = {}
     stack: list[int] = []
     i = 0
-    while i < len(s):
-        ch = s[i]
+    while i < len(text):
+        ch = text[i]
         if ch == "\\":
             i += 2
             continue
         if ch == opening:
             stack.append(i)
         elif ch == closing and stack:
-            partner[stack.pop()] = i
+            found[stack.pop()] = i
         i += 1
+    return found
+
+
+def _strip_enclosing(s: str, opening: str, closing: str) -> str:
+    partner = partners(s, opening, closing)
     lo, hi = 0, len(s) - 1
     while lo < hi and partner.get(lo) == hi:
         lo += 1
