@@ -51,6 +51,16 @@ def _nested_rows(tensor) -> list[torch.Tensor]:
     return list(tensor.unbind()) if tensor.is_nested else list(tensor)
 
 
+def _put_rewards(keys: list[str], partition_id: str, scores: list[torch.Tensor], rewards: list[float]) -> KVBatchMeta:
+    """Write one reward per response as its ``rm_scores``: on the last token, where verl puts a response's score."""
+    fresh = [torch.zeros_like(score) for score in scores]
+    for row, reward in zip(fresh, rewards):
+        if row.numel():
+            row[-1] = reward
+    fields = TensorDict({"rm_scores": torch.nested.as_nested_tensor(fresh, layout=torch.jagged)}, batch_size=len(keys))
+    return tq.kv_batch_put(keys=keys, partition_id=partition_id, fields=fields)
+
+
 def given_label(reward_model: Any) -> Optional[str]:
     """The ground truth a row offers for training (``reward_model.ground_truth``), if any."""
     if isinstance(reward_model, dict) and reward_model.get("ground_truth") is not None:
@@ -173,17 +183,7 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
                 keep.extend(sorted(rng.sample(members, cfg.n_train)))
         self._votes += 1
 
-        new_scores = []
-        for score, reward in zip(scores, rewards):
-            # verl puts a response's score on its last token; the vote's reward goes where the score was.
-            fresh = torch.zeros_like(score)
-            if fresh.numel():
-                fresh[-1] = reward
-            new_scores.append(fresh)
-        fields = TensorDict(
-            {"rm_scores": torch.nested.as_nested_tensor(new_scores, layout=torch.jagged)}, batch_size=len(uids)
-        )
-        batch = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+        batch = _put_rewards(batch.keys, batch.partition_id, scores, rewards)
         if len(keep) < len(uids):
             batch = self._keep(batch, sorted(keep))
         metrics = summarize(outcomes, vote_seconds=time.perf_counter() - start)
@@ -205,21 +205,11 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         data = tq.kv_batch_get(
             keys=keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask", "rm_scores"]
         )
-        new_scores, values = [], []
-        for entropy, mask, score in zip(
-            _nested_rows(data["entropy"]), _nested_rows(data["response_mask"]), _nested_rows(data["rm_scores"])
-        ):
+        values = []
+        for entropy, mask in zip(_nested_rows(data["entropy"]), _nested_rows(data["response_mask"])):
             mask = mask.to(entropy.dtype)
-            value = -float((entropy * mask).sum() / mask.sum().clamp(min=1.0))
-            fresh = torch.zeros_like(score)
-            if fresh.numel():
-                fresh[-1] = value
-            new_scores.append(fresh)
-            values.append(value)
-        fields = TensorDict(
-            {"rm_scores": torch.nested.as_nested_tensor(new_scores, layout=torch.jagged)}, batch_size=len(keys)
-        )
-        tq.kv_batch_put(keys=keys, partition_id=batch.partition_id, fields=fields)
+            values.append(-float((entropy * mask).sum() / mask.sum().clamp(min=1.0)))
+        _put_rewards(keys, batch.partition_id, _nested_rows(data["rm_scores"]), values)
         metrics[f"{PREFIX}/entropy_reward"] = sum(values) / len(values)
         return batch
 
