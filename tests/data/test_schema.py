@@ -26,7 +26,6 @@ from verl_ext.data.schema import (
     read_rows,
     validate_file,
     validate_row,
-    write_rows,
 )
 
 
@@ -34,6 +33,13 @@ def _png(color: str = "red", size: tuple[int, int] = (24, 16)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def write_rows(path: Path, rows, *, extra_info_fields=()) -> Path | None:
+    with RowWriter(path, extra_info_fields=extra_info_fields) as writer:
+        for row in rows:
+            writer.add(row)
+        return writer.commit()
 
 
 def _row(index: int = 0, **overrides) -> dict:

@@ -1,20 +1,14 @@
 """The row schema of unlabeled multimodal RL data, shared by ``verl_ext.data.prepare`` and the synthesis pipeline.
 
 A row is what verl's ``RLHFDataset`` reads (the layout of verl's ``examples/data_preprocess/geo3k.py``):
-
-* ``data_source`` (str): names the dataset; verl routes reward functions on it;
-* ``prompt`` (list of ``{"role", "content"}``): one user message holding one ``<image>`` per image, the
-  question and :data:`FORMAT_INSTRUCTION`;
-* ``images`` (list of ``{"bytes", "path"}``): PNG or JPEG bytes, ``path`` always ``None``;
-* ``ability`` (str): ``"math"``;
-* ``reward_model`` (``{"style": "rule", "ground_truth"}``): ``ground_truth`` is ``""`` for unlabeled data;
-* ``extra_info``: ``split``, ``index``, ``answer`` (the hidden original answer, ``""`` if none, read only for
-  monitoring), ``question`` (without placeholders or instruction), ``choices`` (option texts of a
-  multiple-choice question, else ``[]``) and ``source`` (hub name or file path), plus any extra fields a writer
-  declares.
-
-Files are written with one fixed Arrow schema (:func:`arrow_schema`), so column types never depend on which
-rows happen to be in a file (e.g. ``choices`` is ``list<string>`` even when every list is empty).
+``data_source`` (verl routes reward functions on it); ``prompt``, one user message holding one ``<image>`` per
+image, the question and :data:`FORMAT_INSTRUCTION`; ``images``, ``{"bytes": PNG or JPEG, "path": None}``;
+``ability`` ``"math"``; ``reward_model`` ``{"style": "rule", "ground_truth": ""}`` (empty for unlabeled data);
+``extra_info`` with ``split``, ``index``, ``answer`` (the hidden original answer, read only for monitoring),
+``question`` (without placeholders or instruction), ``choices`` (option texts, else ``[]``), ``source`` (hub
+name or file path) and any extra fields a writer declares. Files are written with one fixed Arrow schema
+(:func:`arrow_schema`), so column types never depend on which rows are in a file (``choices`` is
+``list<string>`` even when every list is empty).
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER  # noqa: F401 - part of the row format
@@ -38,9 +31,6 @@ COLUMNS: tuple[str, ...] = ("data_source", "prompt", "images", "ability", "rewar
 EXTRA_INFO_FIELDS: tuple[str, ...] = ("split", "index", "answer", "question", "choices", "source")
 MAX_CHOICES = 26
 """Options are lettered A-Z by the answer extractor, so a question cannot have more."""
-
-_LEADING_PLACEHOLDERS = re.compile(r"^(?:\s*<image>)+\s*")
-_PLACEHOLDER_WITH_SPACE = re.compile(r"\s*<image>\s*")
 
 
 class SchemaError(ValueError):
@@ -58,22 +48,23 @@ def arrow_schema(extra_info_fields: Sequence[tuple[str, Any]] = ()) -> Any:
     clash = {name for name, _ in extra_info_fields} & set(EXTRA_INFO_FIELDS)
     if clash:
         raise ValueError(f"extra_info fields {sorted(clash)} are already part of the schema")
+    text = pa.string()
     extra_info = [
-        ("split", pa.string()),
+        ("split", text),
         ("index", pa.int64()),
-        ("answer", pa.string()),
-        ("question", pa.string()),
-        ("choices", pa.list_(pa.string())),
-        ("source", pa.string()),
+        ("answer", text),
+        ("question", text),
+        ("choices", pa.list_(text)),
+        ("source", text),
         *extra_info_fields,
     ]
     return pa.schema(
         [
-            ("data_source", pa.string()),
-            ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-            ("ability", pa.string()),
-            ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+            ("data_source", text),
+            ("prompt", pa.list_(pa.struct([("role", text), ("content", text)]))),
+            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", text)]))),
+            ("ability", text),
+            ("reward_model", pa.struct([("style", text), ("ground_truth", text)])),
             ("extra_info", pa.struct(extra_info)),
         ]
     )
@@ -86,29 +77,20 @@ def compose_prompt(question: str, n_images: int) -> tuple[str, str]:
     ``n_images`` keeps them: leading ones are normalised to the front, inner ones stay where they are (they
     tell the model which image the text refers to). Any other count raises :class:`ImageCountMismatch`.
     A trailing :data:`FORMAT_INSTRUCTION` is not repeated, so already-prepared questions can be fed back in.
-    The clean question has no placeholders and no instruction.
     """
     if n_images < 1:
         raise SchemaError("a multimodal row needs at least one image")
-    text = question.strip()
-    instruction = FORMAT_INSTRUCTION.strip()
-    if text.endswith(instruction):
-        text = text[: -len(instruction)].rstrip()
+    text = question.strip().removesuffix(FORMAT_INSTRUCTION.strip()).rstrip()
     count = text.count(IMAGE_PLACEHOLDER)
-    clean = _PLACEHOLDER_WITH_SPACE.sub(" ", text).strip()
+    clean = re.sub(r"\s*<image>\s*", " ", text).strip()
     if not clean:
         raise SchemaError("the question is empty")
-    if count == 0:
-        body = IMAGE_PLACEHOLDER * n_images + text
-    elif count == n_images:
-        lead = _LEADING_PLACEHOLDERS.match(text)
-        if lead is not None and lead.group(0).count(IMAGE_PLACEHOLDER) == count:
-            body = IMAGE_PLACEHOLDER * n_images + text[lead.end() :]
-        else:
-            body = text
-    else:
+    if count not in (0, n_images):
         raise ImageCountMismatch(f"the question has {count} {IMAGE_PLACEHOLDER} placeholders for {n_images} images")
-    return body + FORMAT_INSTRUCTION, clean
+    lead = re.match(r"(?:\s*<image>)*\s*", text)
+    if lead.group(0).count(IMAGE_PLACEHOLDER) == count:  # none, or all of them leading: put them in front
+        text = IMAGE_PLACEHOLDER * n_images + text[lead.end() :]
+    return text + FORMAT_INSTRUCTION, clean
 
 
 def build_row(
@@ -135,27 +117,25 @@ def build_row(
         raise SchemaError("images must be non-empty bytes")
     if len(choices) > MAX_CHOICES:
         raise SchemaError(f"at most {MAX_CHOICES} choices are supported, got {len(choices)}")
+    clash = set(extra_info or ()) & set(EXTRA_INFO_FIELDS)
+    if clash:
+        raise SchemaError(f"extra_info fields {sorted(clash)} are set by build_row")
     content, clean = compose_prompt(question, len(images))
-    info: dict[str, Any] = {
-        "split": split,
-        "index": int(index),
-        "answer": answer,
-        "question": clean,
-        "choices": [str(choice) for choice in choices],
-        "source": source,
-    }
-    if extra_info:
-        clash = set(extra_info) & set(EXTRA_INFO_FIELDS)
-        if clash:
-            raise SchemaError(f"extra_info fields {sorted(clash)} are set by build_row")
-        info.update(extra_info)
     return {
         "data_source": data_source,
         "prompt": [{"role": "user", "content": content}],
         "images": [{"bytes": bytes(image), "path": None} for image in images],
         "ability": ABILITY,
         "reward_model": {"style": REWARD_STYLE, "ground_truth": answer if keep_label else ""},
-        "extra_info": info,
+        "extra_info": {
+            "split": split,
+            "index": int(index),
+            "answer": answer,
+            "question": clean,
+            "choices": [str(choice) for choice in choices],
+            "source": source,
+            **(extra_info or {}),
+        },
     }
 
 
@@ -184,9 +164,7 @@ def _image_problem(data: Any) -> str | None:
             fmt = image.format
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad data
         return f"image does not decode: {exc}"
-    if fmt not in ("PNG", "JPEG"):
-        return f"image format is {fmt}, expected PNG or JPEG"
-    return None
+    return None if fmt in ("PNG", "JPEG") else f"image format is {fmt}, expected PNG or JPEG"
 
 
 def validate_row(
@@ -197,10 +175,9 @@ def validate_row(
     extra_info_fields: Iterable[str] = (),
 ) -> list[str]:
     """Problems with ``row`` as human-readable strings; an empty list means the row is valid."""
+    if set(row) != set(COLUMNS):
+        return [f"columns are {sorted(row)}, expected {sorted(COLUMNS)}"]
     problems: list[str] = []
-    expected = set(COLUMNS)
-    if set(row) != expected:
-        return [f"columns are {sorted(row)}, expected {sorted(expected)}"]
     if not isinstance(row["data_source"], str) or not row["data_source"]:
         problems.append("data_source must be a non-empty string")
     if row["ability"] != ABILITY:
@@ -209,21 +186,17 @@ def validate_row(
     users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
     if len(users) != 1 or not all(isinstance(m, Mapping) and isinstance(m.get("content"), str) for m in prompt):
         problems.append("prompt must hold exactly one user message, every content a string")
-    images = row["images"]
-    if not isinstance(images, list | tuple) or not images:
+    images = row["images"] if isinstance(row["images"], list | tuple) else []
+    if not images:
         problems.append("images must be a non-empty list")
-        images = []
     placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in users if isinstance(m.get("content"), str))
     if placeholders != len(images):
         problems.append(f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for {len(images)} images")
     for i, image in enumerate(images):
         if not isinstance(image, Mapping) or set(image) != {"bytes", "path"}:
             problems.append(f"image {i} must be a {{'bytes', 'path'}} dict")
-            continue
-        if check_images:
-            problem = _image_problem(image["bytes"])
-            if problem:
-                problems.append(f"image {i}: {problem}")
+        elif check_images and (problem := _image_problem(image["bytes"])):
+            problems.append(f"image {i}: {problem}")
     reward = row["reward_model"]
     if not isinstance(reward, Mapping) or reward.get("style") != REWARD_STYLE or not isinstance(
         reward.get("ground_truth"), str
@@ -234,20 +207,18 @@ def validate_row(
     info = row["extra_info"]
     wanted = set(EXTRA_INFO_FIELDS) | set(extra_info_fields)
     if not isinstance(info, Mapping) or not wanted <= set(info):
-        problems.append(f"extra_info must have the fields {sorted(wanted)}")
-    else:
-        for key in ("split", "answer", "question", "source"):
-            if not isinstance(info[key], str):
-                problems.append(f"extra_info.{key} must be a string")
-        if not isinstance(info["index"], int) or isinstance(info["index"], bool):
-            problems.append("extra_info.index must be an integer")
-        choices = info["choices"]
-        if not isinstance(choices, list | tuple) or not all(isinstance(c, str) for c in choices):
-            problems.append("extra_info.choices must be a list of strings")
-        elif len(choices) > MAX_CHOICES:
-            problems.append(f"extra_info.choices has more than {MAX_CHOICES} options")
-        if not info["question"]:
-            problems.append("extra_info.question is empty")
+        return [*problems, f"extra_info must have the fields {sorted(wanted)}"]
+    problems += [f"extra_info.{key} must be a string" for key in ("split", "answer", "question", "source")
+                 if not isinstance(info[key], str)]
+    if not isinstance(info["index"], int) or isinstance(info["index"], bool):
+        problems.append("extra_info.index must be an integer")
+    choices = info["choices"]
+    if not isinstance(choices, list | tuple) or not all(isinstance(c, str) for c in choices):
+        problems.append("extra_info.choices must be a list of strings")
+    elif len(choices) > MAX_CHOICES:
+        problems.append(f"extra_info.choices has more than {MAX_CHOICES} options")
+    if not info["question"]:
+        problems.append("extra_info.question is empty")
     return problems
 
 
@@ -275,24 +246,11 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
-def validate_file(
-    path: str | os.PathLike[str],
-    *,
-    check_images: bool = True,
-    require_label: bool = False,
-    extra_info_fields: Iterable[str] = (),
-) -> FileReport:
-    """Check every row of a row file (see :func:`validate_row`)."""
-    extra_info_fields = tuple(extra_info_fields)
-    report = FileReport(path=Path(path))
-    for number, row in enumerate(read_rows(path)):
-        report.rows += 1
-        problems = validate_row(
-            row, check_images=check_images, require_label=require_label, extra_info_fields=extra_info_fields
-        )
-        if problems:
-            report.problems[number] = problems
-    return report
+def validate_file(path: str | os.PathLike[str], **checks: Any) -> FileReport:
+    """Check every row of a row file; ``checks`` are :func:`validate_row`'s keyword arguments."""
+    rows = read_rows(path)
+    problems = {number: found for number, row in enumerate(rows) if (found := validate_row(row, **checks))}
+    return FileReport(path=Path(path), rows=len(rows), problems=problems)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -308,22 +266,15 @@ class RowWriter:
     """
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        extra_info_fields: Sequence[tuple[str, Any]] = (),
-        batch_size: int = 64,
-        check_images: bool = False,
+        self, path: str | os.PathLike[str], *, extra_info_fields: Sequence[tuple[str, Any]] = (), batch_size: int = 64
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
         self.path = Path(path).absolute()
         self.schema = arrow_schema(extra_info_fields)
         self._extra_names = tuple(name for name, _ in extra_info_fields)
         self._batch_size = batch_size
-        self._check_images = check_images
         self._batch: list[dict[str, Any]] = []
-        self._tmp: Path | None = None
+        # Same directory as the target, so os.replace stays a rename on one file system.
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self._writer: Any = None
         self._closed = False
         self.rows_written = 0
@@ -333,7 +284,7 @@ class RowWriter:
         """Append one row; raises :class:`SchemaError` (and writes nothing) if it is invalid."""
         if self._closed:
             raise RuntimeError("the writer is closed")
-        problems = validate_row(row, check_images=self._check_images, extra_info_fields=self._extra_names)
+        problems = validate_row(row, check_images=False, extra_info_fields=self._extra_names)
         if problems:
             raise SchemaError("; ".join(problems))
         self._batch.append(dict(row))
@@ -347,13 +298,10 @@ class RowWriter:
 
         if not self._batch:
             return
-        table = pa.Table.from_pylist(self._batch, schema=self.schema)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Same directory as the target, so os.replace stays a rename on one file system.
-            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             self._writer = pq.ParquetWriter(self._tmp, self.schema)
-        self._writer.write_table(table)
+        self._writer.write_table(pa.Table.from_pylist(self._batch, schema=self.schema))
         self._batch = []
 
     def commit(self) -> Path | None:
@@ -362,55 +310,34 @@ class RowWriter:
             raise RuntimeError("the writer is closed")
         try:
             self._flush()
-            if self._writer is None:
-                self._closed = True
-                return None
-            self._writer.close()
-            self._writer = None
-            os.replace(self._tmp, self.path)
-            self._tmp = None
+            written = self._writer is not None
+            if written:
+                self._writer.close()
+                self._writer = None
+                os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
         self._closed = True
-        return self.path
+        return self.path if written else None
 
     def abort(self) -> None:
         """Drop everything written so far; ``path`` is left as it was."""
         self._closed = True
         self._batch = []
         if self._writer is not None:
-            try:
+            with contextlib.suppress(Exception):  # the temp file goes anyway; a close error must not hide the cause
                 self._writer.close()
-            except Exception:  # the temp file is deleted anyway; a close error must not hide the original one
-                pass
             self._writer = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> RowWriter:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: Any) -> None:
         if self._closed:
             return
         if exc_type is None:
             self.commit()
         else:
             self.abort()
-
-
-def write_rows(
-    path: str | os.PathLike[str],
-    rows: Iterable[Mapping[str, Any]],
-    *,
-    extra_info_fields: Sequence[tuple[str, Any]] = (),
-) -> Path | None:
-    """Write ``rows`` atomically to ``path`` (see :class:`RowWriter`); returns ``None`` if there were none."""
-    with RowWriter(path, extra_info_fields=extra_info_fields) as writer:
-        for row in rows:
-            writer.add(row)
-        return writer.commit()
