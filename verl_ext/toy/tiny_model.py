@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,32 +36,15 @@ MARKER_NAME = ".verl_ext_tiny_model.json"
 """File written last inside a finished checkpoint; its presence means the build completed."""
 
 ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-VISION_START = "<|vision_start|>"
-VISION_END = "<|vision_end|>"
-IMAGE_PAD = "<|image_pad|>"
-VIDEO_PAD = "<|video_pad|>"
-
 # Same order as in Qwen2.5-VL, so the ids keep the same relative layout (appended after the BPE vocab).
-SPECIAL_TOKENS: tuple[str, ...] = (
-    ENDOFTEXT,
-    IM_START,
-    IM_END,
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    VISION_START,
-    VISION_END,
-    "<|vision_pad|>",
-    IMAGE_PAD,
-    VIDEO_PAD,
+SPECIAL_TOKENS: tuple[str, ...] = tuple(
+    f"<|{name}|>"
+    for name in (
+        "endoftext im_start im_end object_ref_start object_ref_end box_start box_end quad_start quad_end"
+        " vision_start vision_end vision_pad image_pad video_pad"
+    ).split()
 )
-
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 # Written for this project; renders exactly the Qwen2-VL chat format: a default system turn unless the
 # conversation starts with one, <|im_start|>role\n...<|im_end|>\n turns, and vision placeholders for images/videos.
@@ -99,8 +83,7 @@ class TinyModelConfig:
     """Sizes of the tiny Qwen2.5-VL checkpoint and of its tokenizer."""
 
     vocab_size: int = 3072
-    """Target size of the trained BPE vocabulary (256 byte symbols + merges); special tokens are appended after it.
-    The trainer may stop earlier if the corpus has no more frequent pairs."""
+    """Target size of the BPE vocabulary (256 bytes + merges; fewer if pairs run out), before the special tokens."""
     hidden_size: int = 64
     """Hidden size of the language model."""
     num_hidden_layers: int = 2
@@ -168,129 +151,34 @@ class TinyModelConfig:
         return [temporal, height, half - temporal - height]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Tokenizer corpus
-# --------------------------------------------------------------------------------------------------------------------
-
-_WORDS = """
-the be to of and a in that have it for not on with he as you do at this but his by from they we say her she or an
-will my one all would there their what so up out if about who get which go me when make can like time no just him
-know take people into year your good some could them see other than then now look only come its over think also
-back after use two how our work first well way even new want because any these give day most us is are was were
-has had been being did does done said says made makes find found tell told ask asked seem feel try leave call keep
-let put mean show hear play run move live believe hold bring happen write provide sit stand lose pay meet include
-continue set learn change lead understand watch follow stop create speak read allow add spend grow open walk win
-offer remember love consider appear buy wait serve die send expect build stay fall cut reach kill remain suggest
-raise pass sell require report decide pull answer question number numbers count counts counting total sum add adds
-adding plus minus times divided equal equals result results step steps reason reasoning solve solution problem
-problems image images picture pictures figure shown show shows see seen look looking there here each every both
-many much more most less least few several all none zero one two three four five six seven eight nine ten eleven
-twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty hundred thousand
-first second third fourth last next final finally therefore thus hence so since because given let us we need find
-compute calculate check verify value values variable variables expression equation equations left right top bottom
-middle center above below between inside outside near far large small big little long short tall wide narrow
-longer shorter larger smaller bigger more less greater fewer same different other another color colors colour
-red blue green yellow purple orange black white gray grey pink brown cyan shape shapes circle circles square squares
-triangle triangles rectangle rectangles bar bars line lines point points angle angles side sides area perimeter
-length width height radius diameter degree degrees graph chart table row rows column columns label labels labeled
-object objects item items thing things part parts whole half quarter double triple pair pairs group groups set sets
-answer answers correct wrong true false yes no maybe option options choice choices letter letters word words text
-please put your final within boxed box think thinking carefully careful careful clearly clear simple simply easy hard
-helpful assistant system user model human agent response responses prompt prompts instruction instructions task
-tasks example examples data dataset train test training testing score reward rewards vote votes majority policy
-world life hand part child eye woman man place week case point government company system program question work
-night home water room mother area money story fact month lot right study book job word business issue side kind head
-house service friend father power hour game line end member law car city community name president team minute idea
-kid body information back parent face others level office door health person art war history party result morning
-reason research girl guy moment air teacher force education foot boy age policy music market sense nation plan college
-interest death experience effect class control care field development role effort rate heart drug show leader light
-voice wife police mind price report decision son view relationship town road arm difference value building action
-model season society tax director position player record paper space ground form event official matter center couple
-site project activity star table need court oil situation cost industry figure street image phone data picture
-""".split()
-
-_NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Ivy", "Jack", "Kate", "Leo"]
-
-_LATEX = [
-    r"\boxed{{{a}}}",
-    r"\frac{{{a}}}{{{b}}}",
-    r"{a} \times {b} = {c}",
-    r"{a} \cdot {b}",
-    r"\sqrt{{{a}}}",
-    r"x^{{{a}}} + y^{{{b}}}",
-    r"a_{{{a}}} + a_{{{b}}}",
-    r"\left( {a} + {b} \right)",
-    r"\( {a} + {b} = {c} \)",
-    r"\[ {a} - {b} = {c} \]",
-    r"$ {a} + {b} = {c} $",
-    r"{a} \le {b} \ge {c}",
-    r"\pi r^2",
-    r"\text{{answer}} = {a}",
-]
-
-_SENTENCE_TEMPLATES = [
-    "There are {a} {color} {shape}s in the image.",
-    "I can see {a} {shape}s and {b} {shape2}s.",
-    "The numbers shown are {a} and {b}, so the sum is {a} + {b} = {c}.",
-    "First, count the {color} {shape}s: there are {a}.",
-    "Let's think step by step. {a} + {b} = {c}.",
-    "Therefore, the final answer is \\boxed{{{c}}}.",
-    "The answer is \\boxed{{{a}}}.",
-    "So the answer is {a}.",
-    "<think> We need to count the {color} {shape}s carefully. </think> \\boxed{{{a}}}",
-    "Bar {letter} is longer than bar {letter2}.",
-    "Which bar is longer, A or B? The longer bar is {letter}.",
-    "{name} has {a} apples and {name2} gives {b} more, so {name} has {c} apples.",
-    "What is {a} plus {b}? It is {c}.",
-    "The total is {c}, because {a} + {b} = {c}.",
-]
-
-
 def _tokenizer_corpus(config: TinyModelConfig) -> list[str]:
-    """Generate the training text for the tokenizer: task prompts, reasoning phrases, LaTeX and English words."""
+    """The tokenizer's training text: task prompts, reasoning phrases, LaTeX and English words
+    (``tokenizer_corpus.json``: the words, names, templates, colours and shapes the lines are made of)."""
+    data = json.loads(resources.files(__package__).joinpath("tokenizer_corpus.json").read_text(encoding="utf-8"))
+    words = " ".join(data["words"]).split()
     rng = random.Random(f"verl_ext.tiny_model.corpus:{config.seed}")
-    colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
-    shapes = ["circle", "square", "triangle", "rectangle", "star"]
-    lines: list[str] = [
-        DEFAULT_SYSTEM_PROMPT,
-        FORMAT_INSTRUCTION.strip(),
-        "system\nuser\nassistant\n",
-    ]
+    lines = ["You are a helpful assistant.", FORMAT_INSTRUCTION.strip(), "system\nuser\nassistant\n"]
     # Each word in several surface forms so frequent words get whole-word tokens in all positions.
-    for word in _WORDS:
-        lines.append(f"{word} {word.capitalize()} {word}s {word}.")
-    lines.extend(sample_question_texts(max(1, config.corpus_lines // 4), seed=config.seed, config=VisualMathConfig()))
+    lines += [f"{word} {word.capitalize()} {word}s {word}." for word in words]
+    lines += sample_question_texts(max(1, config.corpus_lines // 4), seed=config.seed, config=VisualMathConfig())
     for _ in range(config.corpus_lines):
         a, b = rng.randint(0, 99), rng.randint(1, 99)
-        fields = {
-            "a": a,
-            "b": b,
-            "c": a + b,
-            "color": rng.choice(colors),
-            "shape": rng.choice(shapes),
-            "shape2": rng.choice(shapes),
-            "letter": rng.choice("AB"),
-            "letter2": rng.choice("AB"),
-            "name": rng.choice(_NAMES),
-            "name2": rng.choice(_NAMES),
-        }
+        fields = {"a": a, "b": b, "c": a + b}
+        for key, choices in (("color", "colors"), ("shape", "shapes"), ("shape2", "shapes"), ("letter", None),
+                             ("letter2", None), ("name", "names"), ("name2", "names")):
+            fields[key] = rng.choice(data[choices] if choices else "AB")
         kind = rng.random()
         if kind < 0.4:
-            lines.append(rng.choice(_SENTENCE_TEMPLATES).format(**fields))
+            lines.append(rng.choice(data["sentences"]).format(**fields))
         elif kind < 0.5:
             # Multi-line reasoning, so newline runs (one pre-token under Qwen2's regex) get merged tokens too.
-            steps = [rng.choice(_SENTENCE_TEMPLATES).format(**fields) for _ in range(rng.randint(2, 4))]
+            steps = [rng.choice(data["sentences"]).format(**fields) for _ in range(rng.randint(2, 4))]
             lines.append(rng.choice(["\n", "\n\n"]).join(steps))
         elif kind < 0.7:
-            lines.append(rng.choice(_LATEX).format(**fields))
+            lines.append(rng.choice(data["latex"]).format(**fields))
         else:
-            lines.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14))) + rng.choice(".?!,:;"))
+            lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + rng.choice(".?!,:;"))
     return lines
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Builders
-# --------------------------------------------------------------------------------------------------------------------
 
 
 def _train_tokenizer(config: TinyModelConfig) -> Any:
@@ -354,17 +242,12 @@ def _build_processor(config: TinyModelConfig, tokenizer: Any) -> Any:
     # Pass fresh `size` dicts: these constructors mutate the class-level default dict when given only
     # min_pixels/max_pixels, which would leak our tiny bounds into every later processor in the process.
     size = {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
-    common = {
-        "patch_size": config.patch_size,
-        "temporal_patch_size": config.temporal_patch_size,
-        "merge_size": config.spatial_merge_size,
-    }
-    image_processor = Qwen2VLImageProcessor(size=dict(size), **common)
-    video_processor = Qwen2VLVideoProcessor(size=dict(size), **common)
+    common = dict(patch_size=config.patch_size, temporal_patch_size=config.temporal_patch_size,
+                  merge_size=config.spatial_merge_size)
     return Qwen2_5_VLProcessor(
-        image_processor=image_processor,
+        image_processor=Qwen2VLImageProcessor(size=dict(size), **common),
         tokenizer=tokenizer,
-        video_processor=video_processor,
+        video_processor=Qwen2VLVideoProcessor(size=dict(size), **common),
         chat_template=CHAT_TEMPLATE,
     )
 
@@ -374,8 +257,7 @@ def _build_model(config: TinyModelConfig, tokenizer: Any) -> Any:
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    window_size = config.patch_size * config.spatial_merge_size * 4
+    ids = {token[2:-2]: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}  # "<|im_end|>": im_end
     model_config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -392,9 +274,9 @@ def _build_model(config: TinyModelConfig, tokenizer: Any) -> Any:
                 "rope_theta": 1000000.0,
                 "mrope_section": config.mrope_section,
             },
-            "bos_token_id": ids[ENDOFTEXT],
-            "eos_token_id": ids[IM_END],
-            "pad_token_id": ids[ENDOFTEXT],
+            "bos_token_id": ids["endoftext"],
+            "eos_token_id": ids["im_end"],
+            "pad_token_id": ids["endoftext"],
             "tie_word_embeddings": config.tie_word_embeddings,
             "dtype": "float32",
         },
@@ -406,38 +288,28 @@ def _build_model(config: TinyModelConfig, tokenizer: Any) -> Any:
             "patch_size": config.patch_size,
             "spatial_merge_size": config.spatial_merge_size,
             "temporal_patch_size": config.temporal_patch_size,
-            "window_size": window_size,
+            "window_size": config.patch_size * config.spatial_merge_size * 4,
             "out_hidden_size": config.hidden_size,
             "fullatt_block_indexes": [config.vision_depth - 1],
             "tokens_per_second": 2,
         },
-        image_token_id=ids[IMAGE_PAD],
-        video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START],
-        vision_end_token_id=ids[VISION_END],
+        image_token_id=ids["image_pad"],
+        video_token_id=ids["video_pad"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
         tie_word_embeddings=config.tie_word_embeddings,
         dtype="float32",
     )
     torch.manual_seed(config.seed)
     model = Qwen2_5_VLForConditionalGeneration(model_config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
-        bos_token_id=ids[ENDOFTEXT],
-        eos_token_id=[ids[IM_END], ids[ENDOFTEXT]],
-        pad_token_id=ids[ENDOFTEXT],
+        bos_token_id=ids["endoftext"], eos_token_id=[ids["im_end"], ids["endoftext"]], pad_token_id=ids["endoftext"]
     )
     return model
 
 
-def _marker_payload(config: TinyModelConfig) -> dict[str, Any]:
+def _marker(config: TinyModelConfig) -> dict[str, Any]:
     return {"build_version": BUILD_VERSION, "config": dataclasses.asdict(config)}
-
-
-def _is_complete(out_dir: Path, config: TinyModelConfig) -> bool:
-    return manifest_matches(out_dir / MARKER_NAME, _marker_payload(config))
-
-
-def _tmp_prefix(out_dir: Path) -> str:
-    return f".{out_dir.name}.tmp-"  # verl_ext.files.temp_sibling's names
 
 
 def build_tiny_model(
@@ -468,15 +340,9 @@ def build_tiny_model(
         # safetensors writes its file 0600; make the checkpoint readable by other users of a shared cache.
         for path in tmp_dir.iterdir():
             path.chmod(0o644)
-        (tmp_dir / MARKER_NAME).write_text(json.dumps(_marker_payload(config), indent=2, sort_keys=True))
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info(
-        "built tiny Qwen2.5-VL at %s: %d params, vocab %d, %.1fs",
-        out_dir,
-        n_params,
-        len(tokenizer),
-        time.perf_counter() - start,
-    )
+        (tmp_dir / MARKER_NAME).write_text(json.dumps(_marker(config), indent=2, sort_keys=True))
+    logger.info("built tiny Qwen2.5-VL at %s: %d params, vocab %d, %.1fs", out_dir,
+                sum(p.numel() for p in model.parameters()), len(tokenizer), time.perf_counter() - start)
     return out_dir
 
 
@@ -484,18 +350,16 @@ def ensure_tiny_model(
     out_dir: str | os.PathLike[str], config: TinyModelConfig = TinyModelConfig(), *, force: bool = False
 ) -> Path:
     """Return ``out_dir``, building the checkpoint first unless a complete one for ``config`` is already
-    there (or ``force``).
-
-    Concurrent callers (processes) serialise on a lock file next to ``out_dir``, so only one of them builds.
-    """
+    there (or ``force``). Concurrent callers serialise on a lock file next to ``out_dir``: one builds."""
     out_dir = Path(out_dir).absolute()
-    if not force and _is_complete(out_dir, config):
+    if not force and manifest_matches(out_dir / MARKER_NAME, _marker(config)):
         return out_dir
     with exclusive_lock(out_dir.parent / f".{out_dir.name}.lock"):
-        if not force and _is_complete(out_dir, config):
+        if not force and manifest_matches(out_dir / MARKER_NAME, _marker(config)):
             return out_dir
-        # Holding the lock means no build for this out_dir is running: leftovers are from killed builds.
-        for stale in out_dir.parent.glob(f"{_tmp_prefix(out_dir)}*"):
+        # Holding the lock means no build for this out_dir is running: leftovers (verl_ext.files.temp_sibling's
+        # names) are from killed builds.
+        for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             logger.warning("removing leftover of an interrupted build: %s", stale)
             shutil.rmtree(stale, ignore_errors=True)
         if out_dir.exists():
