@@ -163,7 +163,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         args = settings_from_argv(FixturesCommand, argv, USAGE)
-        out = write_benchmark_files(Path(args.out), args.format, per_benchmark=args.per_benchmark, benchmarks=args.benchmarks)
+        out = write_benchmark_files(
+            Path(args.out), args.format, per_benchmark=args.per_benchmark, benchmarks=args.benchmarks
+        )
     except (CLIError, ValueError) as err:
         logger.error("%s", err)
         return 2

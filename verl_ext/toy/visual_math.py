@@ -6,10 +6,9 @@ Three tasks, each answerable only by looking at the image:
 * ``sum``: add the 2-3 numbers printed at random places;
 * ``compare``: which of two labelled bars (A or B) is longer.
 
-Every example is generated from a seed derived from ``(config.seed, split, index)``, so the data is deterministic
-and the train and test splits come from disjoint seeds. Rows follow verl's geo3k layout: ``data_source``,
-``prompt`` (chat messages with an ``<image>`` placeholder), ``images`` (``{"bytes", "path"}``), ``ability``,
-``reward_model`` (``{"style": "rule", "ground_truth"}``) and ``extra_info``.
+Example ``index`` of ``split`` is drawn from a seed derived from ``(config.seed, split, index)``: deterministic,
+with disjoint train and test splits. Rows follow verl's geo3k layout (``data_source``, ``prompt`` with an
+``<image>`` placeholder, ``images``, ``ability``, ``reward_model``, ``extra_info``).
 
 Usage::
 
@@ -24,7 +23,6 @@ import logging
 import os
 import random
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,23 +113,21 @@ class VisualMathConfig:
     """Value of the ``data_source`` column (verl routes reward functions on it)."""
 
     def __post_init__(self) -> None:
-        unknown = set(self.tasks) - set(TASKS)
-        if not self.tasks or unknown:
-            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
-        if self.n_train < 0 or self.n_test < 0:
-            raise ValueError("split sizes must be >= 0")
-        if not 1 <= self.min_count <= self.max_count:
-            raise ValueError("need 1 <= min_count <= max_count")
-        if self.max_count + self.max_distractors > self.grid * self.grid:
-            raise ValueError("max_count + max_distractors must fit in the grid cells")
-        if not 4 <= self.min_shape_size <= self.max_shape_size <= self.cell_size - 4:
-            raise ValueError("need 4 <= min_shape_size <= max_shape_size <= cell size - 4")
-        if not 1 <= self.min_terms <= self.max_terms:
-            raise ValueError("need 1 <= min_terms <= max_terms")
-        if not 0 <= self.min_number <= self.max_number:
-            raise ValueError("need 0 <= min_number <= max_number")
-        if not 16 <= self.image_size <= 1024:
-            raise ValueError("image_size must be in [16, 1024]")
+        for ok, message in (
+            (self.tasks and set(self.tasks) <= set(TASKS),
+             f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}"),
+            (self.n_train >= 0 and self.n_test >= 0, "split sizes must be >= 0"),
+            (1 <= self.min_count <= self.max_count, "need 1 <= min_count <= max_count"),
+            (self.max_count + self.max_distractors <= self.grid**2,
+             "max_count + max_distractors must fit in the grid cells"),
+            (4 <= self.min_shape_size <= self.max_shape_size <= self.cell_size - 4,
+             "need 4 <= min_shape_size <= max_shape_size <= cell size - 4"),
+            (1 <= self.min_terms <= self.max_terms, "need 1 <= min_terms <= max_terms"),
+            (0 <= self.min_number <= self.max_number, "need 0 <= min_number <= max_number"),
+            (16 <= self.image_size <= 1024, "image_size must be in [16, 1024]"),
+        ):
+            if not ok:
+                raise ValueError(message)
 
     @property
     def cell_size(self) -> int:
@@ -202,11 +198,6 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _pick_cells(rng: random.Random, config: VisualMathConfig, n: int) -> list[tuple[int, int]]:
-    cells = [(r, c) for r in range(config.grid) for c in range(config.grid)]
-    return rng.sample(cells, n)
-
-
 def _shape_in_cell(rng: random.Random, config: VisualMathConfig, cell: tuple[int, int], kind: str, color: str) -> Shape:
     size = rng.randint(config.min_shape_size, config.max_shape_size)
     cs = config.cell_size
@@ -228,19 +219,12 @@ def _count_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
         rng.choice(near) if rng.random() < 0.6 else rng.choice(others) for _ in range(n_distract)
     ]
     rng.shuffle(specs)
-    cells = _pick_cells(rng, config, len(specs))
+    cells = rng.sample([(r, c) for r in range(config.grid) for c in range(config.grid)], len(specs))
     shapes = tuple(_shape_in_cell(rng, config, cell, k, c) for cell, (k, c) in zip(cells, specs, strict=True))
     question = rng.choice(_COUNT_QUESTIONS).format(color=color, kind=kind)
     answer = sum(1 for s in shapes if s.kind == kind and s.color == color)
-    return Scene(
-        task="count",
-        question=question,
-        answer=str(answer),
-        image_size=config.image_size,
-        font_size=config.font_size,
-        shapes=shapes,
-        target={"kind": kind, "color": color},
-    )
+    return Scene("count", question, str(answer), config.image_size, config.font_size, shapes=shapes,
+                 target={"kind": kind, "color": color})
 
 
 def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
@@ -268,14 +252,7 @@ def _sum_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
         else:
             raise RuntimeError("could not place the numbers without overlap; lower font_size or max_terms")
     question = rng.choice(_SUM_QUESTIONS)
-    return Scene(
-        task="sum",
-        question=question,
-        answer=str(sum(values)),
-        image_size=config.image_size,
-        font_size=config.font_size,
-        labels=tuple(labels),
-    )
+    return Scene("sum", question, str(sum(values)), config.image_size, config.font_size, labels=tuple(labels))
 
 
 def _compare_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
@@ -302,15 +279,8 @@ def _compare_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
         xy = (2 - left, center - (top + bottom) // 2)
         labels.append(Label(text=name, xy=xy, box=(xy[0] + left, xy[1] + top, xy[0] + right - 1, xy[1] + bottom - 1)))
     question = rng.choice(_COMPARE_QUESTIONS)
-    return Scene(
-        task="compare",
-        question=question,
-        answer="A" if len_a > len_b else "B",
-        image_size=size,
-        font_size=config.font_size,
-        labels=tuple(labels),
-        bars=tuple(bars),
-    )
+    answer = "A" if len_a > len_b else "B"
+    return Scene("compare", question, answer, size, config.font_size, labels=tuple(labels), bars=tuple(bars))
 
 
 _SCENE_BUILDERS = {"count": _count_scene, "sum": _sum_scene, "compare": _compare_scene}
@@ -352,16 +322,12 @@ def render_scene(scene: Scene) -> Image.Image:
     return image
 
 
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
-
-
 def make_example(split: str, index: int, config: VisualMathConfig = VisualMathConfig()) -> VisualMathExample:
     """Generate example ``index`` of ``split``: its scene and the PNG encoding of the rendered image."""
     scene = sample_scene(split, index, config)
-    return VisualMathExample(split=split, index=index, scene=scene, png=_png_bytes(render_scene(scene)))
+    buffer = io.BytesIO()
+    render_scene(scene).save(buffer, format="PNG", optimize=False)
+    return VisualMathExample(split=split, index=index, scene=scene, png=buffer.getvalue())
 
 
 def example_to_row(example: VisualMathExample, config: VisualMathConfig = VisualMathConfig()) -> dict[str, Any]:
@@ -399,10 +365,6 @@ def sample_question_texts(n: int, seed: int = 0, config: VisualMathConfig = Visu
     return texts
 
 
-def _plural(kind: str) -> str:
-    return f"{kind}s"
-
-
 def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
     kinds = Counter(s.kind for s in scene.shapes)
     colors = Counter(s.color for s in scene.shapes)
@@ -412,12 +374,12 @@ def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
     # Another kind/colour combination that is drawn (sorted: the list is deterministic).
     for kind, color in sorted(pairs):
         if (kind, color) != asked:
-            out.append((f"How many {color} {_plural(kind)} are in the image?", str(pairs[(kind, color)])))
+            out.append((f"How many {color} {kind}s are in the image?", str(pairs[(kind, color)])))
     # Every shape of one colour, whatever its kind; every shape of one kind, whatever its colour.
     for color in sorted(colors):
         out.append((f"How many {color} shapes are in the image?", str(colors[color])))
     for kind in sorted(kinds):
-        out.append((f"How many {_plural(kind)} of any color are in the image?", str(kinds[kind])))
+        out.append((f"How many {kind}s of any color are in the image?", str(kinds[kind])))
     out.append(("How many shapes are in the image in total?", str(len(scene.shapes))))
     return out
 
@@ -430,12 +392,8 @@ def _sum_alternatives(scene: Scene) -> list[tuple[str, str]]:
         ("How many numbers are written in the image?", str(len(values))),
     ]
     if len(values) >= 2:
-        out.append(
-            (
-                "What is the difference between the largest and the smallest number in the image?",
-                str(max(values) - min(values)),
-            )
-        )
+        out.append(("What is the difference between the largest and the smallest number in the image?",
+                    str(max(values) - min(values))))
     return out
 
 
@@ -456,14 +414,9 @@ _ALTERNATIVES = {"count": _count_alternatives, "sum": _sum_alternatives, "compar
 
 
 def alternative_questions(scene: Scene) -> list[tuple[str, str]]:
-    """Other questions about ``scene``'s image, each with its correct answer, as ``(question, answer)`` pairs.
-
-    Every question differs from ``scene.question`` (it asks for another quantity, not a rewording) and is
-    answerable from the image alone: for ``count``, another kind/colour combination that is drawn, all shapes
-    of a colour, all shapes of a kind, or all shapes; for ``sum``, the largest or smallest number, how many
-    numbers there are, or the difference between the largest and the smallest; for ``compare``, the shorter
-    bar or a bar's colour. The list is never empty and its order is deterministic. Used to teach a model to
-    write new questions (MM-UPT's in-context synthesis) with known answers, so the labels can be monitored.
+    """Other questions about ``scene``'s image with their correct answers, as ``(question, answer)`` pairs: never
+    empty, in a fixed order, each asking for another quantity than ``scene.question`` (not a rewording). They teach
+    a model to write new questions (MM-UPT's in-context synthesis) whose labels are known, so they can be monitored.
     """
     if scene.task not in _ALTERNATIVES:
         raise ValueError(f"unknown task {scene.task!r}")
@@ -496,33 +449,17 @@ def _arrow_schema() -> Any:
     )
 
 
-def _manifest(config: VisualMathConfig) -> dict[str, Any]:
-    return {"build_version": BUILD_VERSION, "config": dataclasses.asdict(config)}
-
-
 def _paths(out_dir: Path) -> dict[str, Path]:
     return {split: out_dir / f"{split}.parquet" for split in SPLITS}
 
 
-def hub_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in the public sets' hub layout (``images``, ``problem``, ``answer``, plus ``task``): what
-    ``verl_ext.data.prepare`` reads from Geometry3K, GeoQA or MMR1."""
-    return [
-        {
-            "images": row["images"],
-            "problem": row["extra_info"]["question"],
-            "answer": row["reward_model"]["ground_truth"],
-            "task": row["extra_info"]["task"],
-        }
-        for row in rows
-    ]
-
-
 def _hub_schema() -> Any:
+    # The public sets' hub layout (what verl_ext.data.prepare reads from Geometry3K, GeoQA or MMR1), plus the task.
     import pyarrow as pa
 
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    return pa.schema([("images", pa.list_(image)), ("problem", pa.string()), ("answer", pa.string()), ("task", pa.string())])
+    return pa.schema([("images", pa.list_(image)), ("problem", pa.string()), ("answer", pa.string()),
+                      ("task", pa.string())])
 
 
 def write_dataset(
@@ -531,27 +468,20 @@ def write_dataset(
     """Write ``train.parquet`` and ``test.parquet`` into ``out_dir`` (each atomically; no manifest: see
     :func:`ensure_dataset`); returns ``{"train": path, "test": path}``.
 
-    ``layout``: ``verl`` (verl's RL rows, the label in ``reward_model``) or ``hub`` (:func:`hub_rows`).
+    ``layout``: ``verl`` (verl's RL rows, the label in ``reward_model``) or ``hub`` (the public sets' columns
+    ``images``, ``problem``, ``answer``, plus ``task``).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    out_dir = Path(out_dir).absolute()
-    start = time.perf_counter()
-    paths = _paths(out_dir)
+    paths = _paths(Path(out_dir).absolute())
     for split, path in paths.items():
         rows = build_rows(split, config)
         if layout == "hub":
-            write_parquet(path, hub_rows(rows), _hub_schema())
-        else:
-            write_parquet(path, rows, _arrow_schema())
-    logger.info(
-        "wrote visual-math dataset to %s (%d train, %d test, %s layout) in %.1fs",
-        out_dir,
-        config.n_train,
-        config.n_test,
-        layout,
-        time.perf_counter() - start,
-    )
+            rows = [{"images": row["images"], "problem": row["extra_info"]["question"],
+                     "answer": row["reward_model"]["ground_truth"], "task": row["extra_info"]["task"]} for row in rows]
+        write_parquet(path, rows, _hub_schema() if layout == "hub" else _arrow_schema())
+    logger.info("wrote visual-math dataset to %s (%d train, %d test, %s layout)", out_dir, config.n_train,
+                config.n_test, layout)
     return paths
 
 
@@ -562,14 +492,13 @@ def ensure_dataset(
     force: bool = False,
     layout: str = "verl",
 ) -> dict[str, Path]:
-    """The split paths under ``out_dir``, written first unless complete for ``config`` (or ``force``).
-
-    A cached build (:func:`verl_ext.files.build_once`): concurrent callers serialise, one writes.
-    """
+    """The split paths under ``out_dir``, written first unless complete for ``config`` (or ``force``); a cached
+    build (:func:`verl_ext.files.build_once`)."""
     out_dir = Path(out_dir).absolute()
     paths = _paths(out_dir)
-    # The verl layout's manifest has no layout key, so data sets built before the hub layout stay valid.
-    manifest = _manifest(config) if layout == "verl" else {**_manifest(config), "layout": layout}
+    manifest = {"build_version": BUILD_VERSION, "config": dataclasses.asdict(config)}
+    if layout != "verl":  # no layout key for verl's, so data sets built before the hub layout stay valid
+        manifest["layout"] = layout
     build_once(
         out_dir, manifest, lambda: write_dataset(out_dir, config, layout=layout),
         expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
