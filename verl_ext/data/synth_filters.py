@@ -11,32 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from verl_ext.data.schema import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER
 from verl_ext.voting import extract_answer, vote
-
-__all__ = [
-    "DROP_REASONS",
-    "DUPLICATE",
-    "EMPTY",
-    "QUESTION_CLOSE",
-    "QUESTION_OPEN",
-    "SAME_AS_SEED",
-    "TOO_LONG",
-    "TOO_SHORT",
-    "UNANSWERABLE",
-    "UNPARSEABLE",
-    "FilterSettings",
-    "Verdict",
-    "answerability_ratio",
-    "image_key",
-    "is_answerable",
-    "normalize_question",
-    "parse_question",
-    "screen",
-]
 
 QUESTION_OPEN = "<question>"
 """Opening marker the prompts ask the model to put before its question."""
@@ -56,7 +35,6 @@ DUPLICATE = "duplicate"
 """Equal to a question already kept for the same image(s)."""
 UNANSWERABLE = "unanswerable"
 """The model's own sampled answers do not agree enough (:func:`is_answerable`)."""
-DROP_REASONS: tuple[str, ...] = (UNPARSEABLE, EMPTY, TOO_SHORT, TOO_LONG, SAME_AS_SEED, DUPLICATE, UNANSWERABLE)
 
 _OPEN = re.compile(r"<\s*question\s*>", re.IGNORECASE)
 _CLOSE = re.compile(r"<\s*/\s*question\s*>", re.IGNORECASE)
@@ -64,9 +42,7 @@ _CLOSE = re.compile(r"<\s*/\s*question\s*>", re.IGNORECASE)
 _LABEL = re.compile(r"^(?:\*\*)?(?:new\s+)?(?:math\s+)?(?:question|problem)\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*", re.I)
 _QUOTES = (('"', '"'), ("“", "”"), ("'", "'"), ("`", "`"), ("**", "**"))
 _PLACEHOLDER = re.compile(r"\s*" + re.escape(IMAGE_PLACEHOLDER) + r"\s*")
-_INLINE_SPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
-_SPACE = re.compile(r"\s+")
 _SPACE_AROUND_SYMBOL = re.compile(r"\s*([^\w\s])\s*")
 _EDGE_PUNCTUATION = ".?!,;:'\"“”` "
 _RATIO_EPS = 1e-9  # 7/10 computed as a float must still pass a threshold typed as 0.7
@@ -119,33 +95,21 @@ def parse_question(text: str | None) -> str | None:
     whitespace, but keeps line breaks (options on their own lines). ``""`` means the markers were there but
     held nothing.
     """
-    if not text:
-        return None
-    closes = list(_CLOSE.finditer(text))
-    if not closes:
-        return None
-    close = closes[-1]
-    opens = [m for m in _OPEN.finditer(text, 0, close.start())]
+    closes = list(_CLOSE.finditer(text or ""))
+    opens = list(_OPEN.finditer(text, 0, closes[-1].start())) if closes else []
     if not opens:
         return None
-    body = text[opens[-1].end() : close.start()]
-    body = body.replace("\r\n", "\n").replace("\r", "\n")
-    body = _PLACEHOLDER.sub(" ", body)
-    body = "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in body.split("\n"))
-    body = _BLANK_LINES.sub("\n\n", body).strip()
-    body = _unwrap(_LABEL.sub("", body, count=1).strip())
-    return body
+    body = _PLACEHOLDER.sub(" ", text[opens[-1].end() : closes[-1].start()])
+    body = _BLANK_LINES.sub("\n\n", "\n".join(" ".join(line.split()) for line in body.splitlines())).strip()
+    return _unwrap(_LABEL.sub("", body, count=1).strip())
 
 
 def normalize_question(text: str) -> str:
     """The comparison key of a question: case, spacing, placeholders, the format instruction and edge
     punctuation do not matter; everything else (numbers, symbols, word order) does."""
     key = unicodedata.normalize("NFKC", text)
-    key = _PLACEHOLDER.sub(" ", key).strip()
-    instruction = FORMAT_INSTRUCTION.strip()
-    if key.endswith(instruction):
-        key = key[: -len(instruction)]
-    key = _SPACE.sub(" ", key.casefold())
+    key = _PLACEHOLDER.sub(" ", key).strip().removesuffix(FORMAT_INSTRUCTION.strip())
+    key = " ".join(key.casefold().split())
     # "x + 1" and "x+1" are the same question; a space only separates words.
     key = _SPACE_AROUND_SYMBOL.sub(r"\1", key)
     return key.strip(_EDGE_PUNCTUATION)
@@ -191,12 +155,7 @@ def screen(
     return Verdict(question, None)
 
 
-def answerability_ratio(
-    responses: Sequence[str | None],
-    *,
-    style: str = "boxed",
-    choices: Sequence[str] | Mapping[str, str] | None = None,
-) -> float:
+def answerability_ratio(responses: Sequence[str | None], *, style: str = "boxed") -> float:
     """Share of ``responses`` whose final answer agrees with the most common one (0.0 if none answers).
 
     Responses without an extractable answer count in the denominator: a question the model cannot answer
@@ -204,7 +163,7 @@ def answerability_ratio(
     """
     if not responses:
         raise ValueError("answerability needs at least one response")
-    answers = [extract_answer(response, style, choices) for response in responses]
+    answers = [extract_answer(response, style) for response in responses]
     return vote(answers).ratio
 
 
