@@ -1,21 +1,13 @@
 """Turn a multimodal math dataset into verl's RL parquet with the labels hidden: MM-UPT's training data.
 
 Sources: the paper's datasets by short name (``geometry3k``, ``geoqa``, ``mmr1``; see
-:mod:`verl_ext.data.sources`), any Hugging Face hub dataset by id (or a local snapshot of one, e.g. from
-``hf download``), or local ``.json`` / ``.jsonl`` / ``.parquet`` files with an image column and a question
-column. Hub data is loaded with ``datasets.load_dataset``; local files are read row by row so one bad line
-cannot sink a file.
-
-Each kept row becomes one row of :mod:`verl_ext.data.schema`: a chat prompt with one ``<image>`` per image,
-the question and the format instruction, the images as PNG/JPEG bytes, ``data_source``
-``verl_ext/prepared/<name>``, an empty ``reward_model.ground_truth`` and the original answer only in
-``extra_info["answer"]`` (for monitoring the vote). ``keep_labels`` fills the ground truth as well
-(the supervised baseline on the same data); a validation split (``test.parquet``) always keeps its labels
-because validation scores against them.
-
-Rows that cannot be used are dropped and counted per reason (``missing_question``, ``missing_image``,
-``corrupt_image``, ``image_count_mismatch``, ...); unreadable files and sources are counted too, and the run
-goes on with the rest. Exit status: 0 if any row was written, 1 if none was, 2 for usage errors.
+:mod:`verl_ext.data.sources`), any Hugging Face hub dataset by id (or a local snapshot of one), or local
+``.json`` / ``.jsonl`` / ``.parquet`` files with an image column and a question column. Each kept row is a row
+of :mod:`verl_ext.data.schema` with the original answer only in ``extra_info["answer"]``; ``keep_labels`` also
+makes it the ground truth (the supervised baseline), and the validation split (``test.parquet``) always keeps
+it. Bad rows are dropped and counted per reason (README.md, "Data", lists them), unreadable files and sources
+too, and the run goes on with the rest. Exit status: 0 if any row was written, 1 if none was, 2 for usage
+errors, 130 when interrupted.
 
 Usage::
 
@@ -61,18 +53,14 @@ from verl_ext.data.schema import (
     compose_prompt,
     open_verified,
 )
-from verl_ext.data.sources import Columns, ColumnError, SourceSpec
+from verl_ext.data.sources import DATA_SUFFIXES, ColumnError, Columns, SourceSpec
 from verl_ext.files import write_json
 from verl_ext.model_path import is_hub_id
 
 logger = logging.getLogger(__name__)
 
-DATA_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".parquet")
-"""Local file types that can be prepared."""
 SUMMARY_NAME = "prepare_summary.json"
 """Written next to the parquet files: the configuration and the counts of the run."""
-TRAIN_FILE = "train.parquet"
-TEST_FILE = "test.parquet"
 
 # Drop reasons, as reported in the summary.
 MISSING_QUESTION = "missing_question"
@@ -80,30 +68,22 @@ MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
 IMAGE_COUNT_MISMATCH = "image_count_mismatch"
 EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
-MISSING_ANSWER = "missing_answer"
-"""Only for the validation split, which is scored against its labels."""
+MISSING_ANSWER = "missing_answer"  # only in the validation split, which is scored against its labels
 UNREADABLE_ROW = "unreadable_row"
 UNREADABLE_FILE = "unreadable_file"
 UNREADABLE_SOURCE = "unreadable_source"
-ERROR = "error"
-"""An unexpected exception while converting a row (logged with its traceback)."""
-WRITE_ERROR = "write_error"
-"""An output file could not be written (counted per file)."""
-NOT_A_FILE = "image_not_a_file"
-"""An image path names a FIFO, device or directory: refused without reading it."""
-IMAGE_TOO_LARGE = "image_too_large"
-"""An image over ``max_image_bytes``: refused without decoding (or, for a path, reading) it."""
-BAD_IMAGE_VALUE = "bad_image_value"
-"""The image column holds a value of a type that cannot be an image (a number, a list of numbers...)."""
-INVALID_TEXT = "invalid_text"
-"""A text field is not valid Unicode (a lone surrogate from a JSON escape or undecodable bytes)."""
-QUESTION_TOO_LONG = "question_too_long"
-"""A question over ``max_question_chars``."""
-DUPLICATE = "duplicate"
-"""The same question and images as a row already written (to either split): kept once."""
+ERROR = "error"  # an unexpected exception while converting a row (logged with its traceback)
+WRITE_ERROR = "write_error"  # an output file could not be written (counted per file)
+NOT_A_FILE = "image_not_a_file"  # an image path names a FIFO, device or directory: refused without reading it
+IMAGE_TOO_LARGE = "image_too_large"  # over max_image_bytes: refused without decoding (or, for a path, reading) it
+BAD_IMAGE_VALUE = "bad_image_value"  # a value that cannot be an image (a number, a list of numbers...)
+INVALID_TEXT = "invalid_text"  # not valid Unicode (a lone surrogate from a JSON escape, or undecodable bytes)
+QUESTION_TOO_LONG = "question_too_long"  # over max_question_chars
+DUPLICATE = "duplicate"  # the same question and images as a row already written (to either split): kept once
 
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"})
 _WARN_PER_REASON = 3  # individual warnings per drop reason before only the summary counts them
+_BAD_LINE = object()  # a JSON Lines line that does not parse
 
 
 class UsageError(Exception):
@@ -239,8 +219,7 @@ def answer_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, Sequence) and not isinstance(value, str):
-        parts = [answer_text(item) for item in value]
-        return ", ".join(part for part in parts if part)
+        return ", ".join(part for part in map(answer_text, value) if part)
     text = str(value).strip()
     start, end = text.find("<answer>"), text.rfind("</answer>")
     if start != -1 and end > start:
@@ -271,10 +250,7 @@ def choice_texts(value: Any) -> list[str]:
         items = [str(v) for v in value if v is not None]
     else:
         return []
-    if len(items) > MAX_CHOICES:
-        logger.debug("ignoring %d choices (more than %d)", len(items), MAX_CHOICES)
-        return []
-    return items
+    return items if len(items) <= MAX_CHOICES else []
 
 
 def image_items(value: Any) -> list[Any]:
@@ -288,37 +264,16 @@ def image_items(value: Any) -> list[Any]:
     return [value]
 
 
-def normalize_image(data: bytes, max_aspect_ratio: float = 200.0) -> bytes:
-    """Check that ``data`` decodes to an image; return it as is if PNG/JPEG, else re-encoded as PNG."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        with open_verified(data) as image:
-            fmt = image.format
-            width, height = image.size
-            if fmt in ("PNG", "JPEG"):
-                out = data
-            else:
-                if image.mode not in _PNG_MODES:
-                    image = image.convert("RGBA" if "A" in image.mode else "RGB")
-                buffer = io.BytesIO()
-                image.save(buffer, format="PNG")
-                out = buffer.getvalue()
-    except UnidentifiedImageError:
-        raise RowRejected(CORRUPT_IMAGE, "not a recognised image format") from None
-    except Exception as exc:  # PIL signals bad data with many exception types (OSError, SyntaxError, ...)
-        raise RowRejected(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
-    if min(width, height) < 1:
-        raise RowRejected(CORRUPT_IMAGE, f"image is {width}x{height}")
-    if max(width, height) / min(width, height) > max_aspect_ratio:
-        raise RowRejected(EXTREME_ASPECT_RATIO, f"image is {width}x{height}")
-    return out
+def _png(image: Any) -> bytes:
+    if image.mode not in _PNG_MODES:
+        image = image.convert("RGBA" if "A" in image.mode else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None, max_bytes: int = 64 << 20) -> bytes:
-    text = os.fspath(value)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
+def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None, max_bytes: int) -> bytes:
+    text = os.fspath(value).removeprefix("file://")
     path = Path(text).expanduser()
     if not path.is_absolute():
         if base_dir is None:
@@ -338,29 +293,25 @@ def _read_image_path(value: str | os.PathLike[str], base_dir: Path | None, max_b
 def image_bytes(
     item: Any, base_dir: Path | None = None, max_aspect_ratio: float = 200.0, max_bytes: int = 64 << 20
 ) -> bytes:
-    """One image of a source row as checked PNG/JPEG bytes.
+    """One image of a source row as checked PNG/JPEG bytes (other formats are re-encoded as PNG).
 
     Accepts a PIL image, raw bytes, a ``{"bytes", "path"}`` dict (``datasets``' Image storage), a file path
     (relative paths are resolved against ``base_dir``, the directory of the data file) or a base64 data URI.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if isinstance(item, Image.Image):
-        buffer = io.BytesIO()
-        image = item if item.mode in _PNG_MODES else item.convert("RGBA" if "A" in item.mode else "RGB")
         try:
-            image.save(buffer, format="PNG")
+            data = _png(item)
         except Exception as exc:  # a lazily loaded image can fail only now, when its pixels are read
             raise RowRejected(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
-        data = buffer.getvalue()
     elif isinstance(item, bytes | bytearray | memoryview):
         data = bytes(item)
     elif isinstance(item, Mapping):
-        raw, path = item.get("bytes"), item.get("path")
-        if raw:
-            data = bytes(raw)
-        elif path:
-            data = _read_image_path(path, base_dir, max_bytes)
+        if item.get("bytes"):
+            data = bytes(item["bytes"])
+        elif item.get("path"):
+            data = _read_image_path(item["path"], base_dir, max_bytes)
         else:
             raise RowRejected(MISSING_IMAGE, "image dict has neither bytes nor path")
     elif isinstance(item, str) and item.startswith("data:image/"):
@@ -378,15 +329,26 @@ def image_bytes(
         raise RowRejected(MISSING_IMAGE, "image has no bytes")
     if len(data) > max_bytes:
         raise RowRejected(IMAGE_TOO_LARGE, f"{len(data)} bytes (limit {max_bytes})")
-    return normalize_image(data, max_aspect_ratio)
+    try:
+        with open_verified(data) as image:
+            width, height = image.size
+            if image.format not in ("PNG", "JPEG"):
+                data = _png(image)
+    except UnidentifiedImageError:
+        raise RowRejected(CORRUPT_IMAGE, "not a recognised image format") from None
+    except Exception as exc:  # PIL signals bad data with many exception types (OSError, SyntaxError, ...)
+        raise RowRejected(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
+    if min(width, height) < 1:
+        raise RowRejected(CORRUPT_IMAGE, f"image is {width}x{height}")
+    if max(width, height) / min(width, height) > max_aspect_ratio:
+        raise RowRejected(EXTREME_ASPECT_RATIO, f"image is {width}x{height}")
+    return data
 
 
 @dataclass(frozen=True)
 class RowContext:
-    """Everything about a source row's origin that the conversion needs."""
+    """Where a source row comes from."""
 
-    split: str
-    """Output split (``train`` or ``test``)."""
     index: int
     """Position of the row in its source split or file."""
     source: str
@@ -404,24 +366,19 @@ def _check_text(text: str, what: str) -> None:
 
 
 def convert_row(
-    values: Mapping[str, Any],
-    columns: Columns,
-    context: RowContext,
-    *,
-    data_source: str,
-    keep_label: bool,
-    require_answer: bool,
-    max_aspect_ratio: float = 200.0,
-    max_image_bytes: int = 64 << 20,
-    max_question_chars: int = 8000,
+    values: Mapping[str, Any], columns: Columns, context: RowContext, *, split: str, data_source: str,
+    config: PrepareConfig,
 ) -> dict[str, Any]:
-    """Turn one source row into a schema row, or raise :class:`RowRejected` with the drop reason."""
+    """Turn one source row into a schema row for ``split``, or raise :class:`RowRejected` with the drop reason.
+
+    The validation split (``test``) keeps its labels and drops rows without one, as it is scored against them.
+    """
     question = question_text(values.get(columns.question))
     if question is None or not question.replace(IMAGE_PLACEHOLDER, "").strip():
         raise RowRejected(MISSING_QUESTION)
     _check_text(question, "question")
-    if len(question) > max_question_chars:
-        raise RowRejected(QUESTION_TOO_LONG, f"{len(question)} characters (limit {max_question_chars})")
+    if len(question) > config.max_question_chars:
+        raise RowRejected(QUESTION_TOO_LONG, f"{len(question)} characters (limit {config.max_question_chars})")
     items = image_items(values.get(columns.image))
     if not items:
         raise RowRejected(MISSING_IMAGE, f"no value in column {columns.image!r}")
@@ -432,10 +389,10 @@ def convert_row(
         raise RowRejected(IMAGE_COUNT_MISMATCH, str(exc)) from None
     except SchemaError as exc:  # e.g. nothing but the format instruction
         raise RowRejected(MISSING_QUESTION, str(exc)) from None
-    images = [image_bytes(item, context.base_dir, max_aspect_ratio, max_image_bytes) for item in items]
+    images = [image_bytes(item, context.base_dir, config.max_aspect_ratio, config.max_image_bytes) for item in items]
     answer = answer_text(values.get(columns.answer)) if columns.answer else ""
     _check_text(answer, "answer")
-    if require_answer and not answer:
+    if split == "test" and not answer:
         raise RowRejected(MISSING_ANSWER, "the validation split is scored against labels")
     choices = choice_texts(values.get(columns.choices)) if columns.choices else []
     for choice in choices:
@@ -445,12 +402,12 @@ def convert_row(
             data_source=data_source,
             question=question,
             images=images,
-            split=context.split,
+            split=split,
             index=context.index,
             answer=answer,
             choices=choices,
             source=context.source,
-            keep_label=keep_label,
+            keep_label=config.keep_labels or split == "test",
         )
     except SchemaError as exc:
         raise RowRejected(ERROR, str(exc)) from None
@@ -459,47 +416,26 @@ def convert_row(
 # ------------------------------------------------------------------------------------------------ sources
 
 
-class SourceUnreadable(Exception):
-    """A whole file or hub source could not be read; ``reason`` is ``unreadable_file`` or ``unreadable_source``."""
-
-    def __init__(self, reason: str, what: str, detail: str) -> None:
-        super().__init__(f"{what}: {detail}")
-        self.reason = reason
-
-
 @dataclass
 class SourceRows:
     """The rows of one source split, addressable by position."""
 
     name: str
     """Hub name or file path(s), for messages."""
-    length: int
-    """Number of rows."""
     columns: list[str]
     """Column names present in the data."""
-    get: Callable[[int], tuple[Mapping[str, Any] | None, RowContext | None, str]]
-    """Row ``i`` -> (values or ``None`` if unreadable, partial context (index, source, base_dir), error detail)."""
-
-
-def _undecoded(feature: Any) -> Any:
-    """``feature`` with every ``datasets.Image`` set to ``decode=False``, so rows carry the original bytes."""
-    import datasets
-
-    if isinstance(feature, datasets.Image):
-        return datasets.Image(decode=False)
-    if isinstance(feature, datasets.List | datasets.LargeList):
-        return dataclasses.replace(feature, feature=_undecoded(feature.feature))
-    if isinstance(feature, dict):
-        return {key: _undecoded(value) for key, value in feature.items()}
-    return feature
+    length: int
+    """Number of rows."""
+    get: Callable[[int], tuple[Any, RowContext]]
+    """Row ``i`` -> (its values, not a dict when the line could not be read; where it comes from)."""
 
 
 def load_hub_split(name_or_dir: str, split: str, *, cache_dir: Path | None = None) -> Any:
     """Load ``split`` of a hub dataset (an id, or a local snapshot directory) with ``datasets.load_dataset``.
 
-    Image columns are cast to ``decode=False`` so the original encoded bytes are kept instead of being decoded
-    to PIL and re-encoded. Raises :class:`UsageError` for a split the dataset does not have and
-    :class:`SourceUnreadable` when the dataset cannot be loaded at all.
+    Raises :class:`UsageError` for a split the dataset does not have; any other error means the dataset cannot
+    be read. The rows come in Arrow format, so images keep their original encoded bytes instead of being decoded
+    to PIL and re-encoded.
     """
     import datasets
 
@@ -508,23 +444,8 @@ def load_hub_split(name_or_dir: str, split: str, *, cache_dir: Path | None = Non
     except ValueError as exc:
         if "unknown split" in str(exc).lower():
             raise UsageError(f"{name_or_dir}: {exc}") from None
-        raise SourceUnreadable(UNREADABLE_SOURCE, name_or_dir, f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # hub, network, cache and format errors all mean the same thing here
-        raise SourceUnreadable(UNREADABLE_SOURCE, name_or_dir, f"{type(exc).__name__}: {exc}") from None
-    for column, feature in ds.features.items():
-        plain = _undecoded(feature)
-        if plain != feature:
-            ds = ds.cast_column(column, plain)
-    return ds
-
-
-def _hub_rows(ds: Any, name: str, source: str, base_dir: Path | None, max_rows: int | None) -> SourceRows:
-    length = len(ds) if max_rows is None else min(len(ds), max_rows)
-
-    def get(i: int) -> tuple[Mapping[str, Any] | None, RowContext | None, str]:
-        return ds[i], RowContext(split="", index=i, source=source, base_dir=base_dir), ""
-
-    return SourceRows(name=name, length=length, columns=list(ds.column_names), get=get)
+        raise
+    return ds.with_format("arrow")
 
 
 def _json_rows(text: str) -> list[Any]:
@@ -537,24 +458,18 @@ def _json_rows(text: str) -> list[Any]:
         raise
     if isinstance(data, list):
         return data
-    if isinstance(data, dict):
-        lists = {k: v for k, v in data.items() if isinstance(v, list)}
-        if lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
-            if len(lists) == 1 and all(isinstance(row, dict) for row in next(iter(lists.values()))):
-                return next(iter(lists.values()))  # {"data": [{...}, ...]}
-            n = len(next(iter(lists.values())))
-            return [{k: v[i] for k, v in lists.items()} for i in range(n)]  # {"col": [...], ...}
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lists = list(data.values())
+        if len(lists) == 1 and all(isinstance(row, dict) for row in lists[0]):
+            return lists[0]  # {"data": [{...}, ...]}
+        if len({len(v) for v in lists}) == 1:
+            return [dict(zip(data, values)) for values in zip(*lists)]  # {"col": [...], ...}
     raise ValueError("expected a list of rows, or a dict of equal-length column lists")
-
-
-_BAD_LINE = object()
 
 
 def _jsonl_rows(text: str) -> list[Any]:
     rows: list[Any] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
+    for line in filter(str.strip, text.splitlines()):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
@@ -563,7 +478,7 @@ def _jsonl_rows(text: str) -> list[Any]:
 
 
 def read_local_file(path: Path) -> list[Any]:
-    """The rows of one local data file (dicts; unreadable JSON lines as a sentinel); raises SourceUnreadable.
+    """The rows of one local data file (dicts; unreadable JSON lines as a sentinel).
 
     Hub sets and snapshot directories go through ``datasets.load_dataset`` (:func:`load_hub_split`);
     local JSON/JSONL files do not, for a measured reason: ``datasets`` 5.2.0's json builder rejects the
@@ -571,63 +486,45 @@ def read_local_file(path: Path) -> list[Any]:
     (``UnicodeDecodeError``), measured 2026-12-04 on three-line files, where this reader drops that one
     row and counts it (``unreadable_row``/``invalid_text``), as the drop report promises.
     """
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
-        # Undecodable bytes become lone surrogates: only the rows holding them are dropped (invalid_text).
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-        return _jsonl_rows(text) if suffix == ".jsonl" else _json_rows(text)
-    except Exception as exc:  # OSError, UnicodeDecodeError, JSON and Arrow errors: the file cannot be used
-        raise SourceUnreadable(UNREADABLE_FILE, str(path), f"{type(exc).__name__}: {exc}") from None
+        return pq.read_table(path).to_pylist()
+    # Undecodable bytes become lone surrogates: only the rows holding them are dropped (invalid_text).
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    return _jsonl_rows(text) if path.suffix.lower() == ".jsonl" else _json_rows(text)
 
 
 def _local_rows(paths: Sequence[Path], max_rows: int | None, failures: Counter) -> SourceRows:
-    records: list[tuple[Any, Path, int]] = []
+    records: list[tuple[Any, RowContext]] = []
     for path in paths:
         try:
             rows = read_local_file(path)
-        except SourceUnreadable as exc:
-            failures[exc.reason] += 1
-            logger.warning("%s: %s", exc.reason, exc)
+        except Exception as exc:  # OSError, UnicodeDecodeError, JSON and Arrow errors: the file cannot be used
+            failures[UNREADABLE_FILE] += 1
+            logger.warning("%s: %s: %s: %s", UNREADABLE_FILE, path, type(exc).__name__, exc)
             continue
         if max_rows is not None:
             rows = rows[: max(0, max_rows - len(records))]
-        records.extend((row, path, i) for i, row in enumerate(rows))
-    columns = sorted({key for row, _, _ in records if isinstance(row, dict) for key in row})
-
-    def get(i: int) -> tuple[Mapping[str, Any] | None, RowContext | None, str]:
-        row, path, index = records[i]
-        context = RowContext(split="", index=index, source=str(path), base_dir=path.parent.absolute())
-        if not isinstance(row, dict):
-            return None, context, "not a JSON object" if row is not _BAD_LINE else "invalid JSON line"
-        return row, context, ""
-
-    return SourceRows(name=", ".join(map(str, paths)), length=len(records), columns=columns, get=get)
+        records += [(row, RowContext(i, str(path), path.parent.absolute())) for i, row in enumerate(rows)]
+    columns = sorted({key for row, _ in records if isinstance(row, dict) for key in row})
+    return SourceRows(", ".join(map(str, paths)), columns, len(records), records.__getitem__)
 
 
 @dataclass(frozen=True)
 class ResolvedSource:
     """How ``dataset`` will be read."""
 
-    kind: str
-    """``hub`` (an id or snapshot directory, read with ``datasets``) or ``files`` (local data files)."""
     spec: SourceSpec
     """Column candidates (a known dataset's, or the generic ones)."""
-    load_from: str
+    load_from: str = ""
     """What is passed to ``datasets.load_dataset`` (hub id or directory); empty for files."""
-    label: str
-    """Stored in ``extra_info["source"]``: the hub name, snapshot directory or file path."""
+    label: str = ""
+    """Stored in ``extra_info["source"]``: the hub name or snapshot directory (files name themselves)."""
     files: tuple[Path, ...] = ()
-    """The local data files, for ``files``."""
+    """The local data files; empty for a hub dataset."""
     base_dir: Path | None = None
     """Directory for relative image paths in hub snapshots."""
-
-
-def _looks_like_path(value: str) -> bool:
-    return value.startswith((".", "/", "~")) or value.lower().endswith(DATA_SUFFIXES)
 
 
 def _is_local_file(value: str) -> bool:
@@ -635,7 +532,7 @@ def _is_local_file(value: str) -> bool:
     if path.exists():
         return path.is_file()
     # A path that does not exist is a missing local file (counted as unreadable), unless it names a known dataset.
-    return _looks_like_path(value) and sources.lookup(value) is None
+    return sources.looks_like_path(value) and sources.lookup(value) is None
 
 
 def resolve_source(config: PrepareConfig) -> ResolvedSource:
@@ -648,7 +545,7 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
             raise UsageError(f"unsupported data file type: {', '.join(bad)} (use {', '.join(DATA_SUFFIXES)})")
         if config.data_dir is not None:
             raise UsageError("data_dir is for hub datasets; local files are read directly")
-        return ResolvedSource(kind="files", spec=sources.GENERIC, load_from="", label="", files=paths)
+        return ResolvedSource(sources.GENERIC, files=paths)
     if len(values) > 1:
         raise UsageError("several dataset values are only supported for local data files")
     value = values[0]
@@ -662,9 +559,9 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
         load_from = str(directory.absolute())
         # A snapshot of a known dataset is still that dataset; any other directory is named by its path.
         label = spec.hub_name if spec else (value if config.data_dir is not None else load_from)
-        return ResolvedSource("hub", spec or sources.GENERIC, load_from, label, base_dir=Path(load_from))
+        return ResolvedSource(spec or sources.GENERIC, load_from, label, base_dir=Path(load_from))
     if spec is not None:
-        return ResolvedSource("hub", spec, spec.hub_name, spec.hub_name)
+        return ResolvedSource(spec, spec.hub_name, spec.hub_name)
     if not is_hub_id(value):
         near = difflib.get_close_matches(value.lower(), sorted(sources.KNOWN), n=1, cutoff=0.6)
         hint = f"did you mean {near[0]!r}? " if near else ""
@@ -672,155 +569,117 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
             f"dataset {value!r} is not a known dataset, a local path or a hub id (Org/Name): {hint}"
             f"known: {', '.join(sorted(sources.KNOWN))}"
         )
-    return ResolvedSource("hub", sources.GENERIC, value, value)
+    return ResolvedSource(sources.GENERIC, value, value)
 
 
 # ------------------------------------------------------------------------------------------------ run
 
 
-@dataclass
-class _Job:
-    split: str
-    rows: SourceRows
-    indices: Sequence[int]
-    keep_label: bool
-    require_answer: bool
-
-
-class _DropLog:
-    """Warn about the first few drops of each reason; the rest only show up in the summary counts."""
-
-    def __init__(self) -> None:
-        self.seen: Counter = Counter()
-
-    def __call__(self, split: str, context: RowContext | None, reason: str, detail: str) -> None:
-        self.seen[reason] += 1
-        where = f"{context.source} row {context.index}" if context else "a row"
-        message = "%s: dropped %s: %s%s"
-        args = (split, where, reason, f" ({detail})" if detail else "")
-        if self.seen[reason] <= _WARN_PER_REASON:
-            logger.warning(message, *args)
-            return
-        if self.seen[reason] == _WARN_PER_REASON + 1:
-            logger.warning("%s: more %s drops; from now on they are only counted in the summary", split, reason)
-        logger.debug(message, *args)
-
-
-def _load_split(
-    resolved: ResolvedSource, split: str, config: PrepareConfig, failures: Counter, files: Sequence[Path] = ()
-) -> SourceRows | None:
-    if resolved.kind == "files":
-        return _local_rows(files or resolved.files, config.max_rows, failures)
+def _load_split(resolved: ResolvedSource, split: str, config: PrepareConfig, failures: Counter) -> SourceRows | None:
+    if resolved.files:
+        return _local_rows(resolved.files, config.max_rows, failures)
     try:
         ds = load_hub_split(resolved.load_from, split, cache_dir=config.cache_dir)
-    except SourceUnreadable as exc:
-        failures[exc.reason] += 1
-        logger.error("%s: %s", exc.reason, exc)
+    except UsageError:
+        raise
+    except Exception as exc:  # hub, network, cache and format errors all mean the same thing here
+        failures[UNREADABLE_SOURCE] += 1
+        logger.error("%s: %s: %s: %s", UNREADABLE_SOURCE, resolved.load_from, type(exc).__name__, exc)
         return None
-    name = f"{resolved.label}@{split}"
-    return _hub_rows(ds, name, resolved.label, resolved.base_dir, config.max_rows)
+
+    def get(i: int) -> tuple[Any, RowContext]:
+        return ds[i].to_pylist()[0], RowContext(i, resolved.label, resolved.base_dir)
+
+    length = len(ds) if config.max_rows is None else min(len(ds), config.max_rows)
+    return SourceRows(f"{resolved.label}@{split}", list(ds.column_names), length, get)
 
 
-def _columns_for(rows: SourceRows, spec: SourceSpec, config: PrepareConfig) -> Columns:
-    try:
-        return sources.resolve_columns(
-            rows.columns,
-            spec,
-            image=config.image_column,
-            question=config.question_column,
-            answer=config.answer_column,
-            choices=config.choices_column,
-        )
-    except ColumnError as exc:
-        raise UsageError(f"{rows.name}: {exc}") from None
-
-
-def _plan(config: PrepareConfig, resolved: ResolvedSource, result: PrepareResult) -> list[_Job]:
-    train = _load_split(resolved, config.split, config, result.failures)
+def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) -> list[tuple[str, SourceRows, Any]]:
+    """The output splits to write: (split, source rows, the positions to read)."""
+    train = _load_split(resolved, config.split, config, failures)
     if train is None or train.length == 0:
         return []
-    jobs: list[_Job] = []
-    train_indices: Sequence[int] = range(train.length)
     if config.val_fraction > 0:
         n_val = round(train.length * config.val_fraction)
         if n_val == 0 and train.length >= 2:
             n_val = 1  # a requested validation split should never silently come out empty
         val = set(random.Random(config.seed).sample(range(train.length), n_val))
-        train_indices = [i for i in range(train.length) if i not in val]
-        jobs.append(_Job("train", train, train_indices, config.keep_labels, False))
-        jobs.append(_Job("test", train, sorted(val), True, True))
-        return jobs
-    jobs.append(_Job("train", train, train_indices, config.keep_labels, False))
+        return [("train", train, [i for i in range(train.length) if i not in val]), ("test", train, sorted(val))]
+    jobs = [("train", train, range(train.length))]
     if config.val_split is not None:
-        if resolved.kind == "files":
+        if resolved.files:
             val_path = Path(config.val_split).expanduser()
-            if not val_path.is_file() and not _looks_like_path(config.val_split):
+            if not val_path.is_file() and not sources.looks_like_path(config.val_split):
                 raise UsageError("for local data files, val_split takes the path of a labelled data file")
-            test = _load_split(resolved, config.val_split, config, result.failures, files=[val_path])
+            test = _local_rows([val_path], config.max_rows, failures)
         else:
-            test = _load_split(resolved, config.val_split, config, result.failures)
+            test = _load_split(resolved, config.val_split, config, failures)
         if test is not None and test.length:
-            jobs.append(_Job("test", test, range(test.length), True, True))
+            jobs.append(("test", test, range(test.length)))
     return jobs
 
 
-def _content_key(row: Mapping[str, Any]) -> str:
+def _columns_for(rows: SourceRows, spec: SourceSpec, config: PrepareConfig) -> Columns:
+    names = {what: getattr(config, f"{what}_column") for what in ("image", "question", "answer", "choices")}
+    try:
+        return sources.resolve_columns(rows.columns, spec, **names)
+    except ColumnError as exc:
+        raise UsageError(f"{rows.name}: {exc}") from None
+
+
+def _log_drop(seen: Counter, split: str, context: RowContext, reason: str, detail: str) -> None:
+    """Warn about the first few drops of each reason; the rest only show up in the summary counts."""
+    seen[reason] += 1
+    if seen[reason] == _WARN_PER_REASON + 1:
+        logger.warning("%s: more %s drops; from now on they are only counted in the summary", split, reason)
+    level = logging.WARNING if seen[reason] <= _WARN_PER_REASON else logging.DEBUG
+    details = f" ({detail})" if detail else ""
+    logger.log(level, "%s: dropped %s row %s: %s%s", split, context.source, context.index, reason, details)
+
+
+def _content_key(row: Mapping[str, Any]) -> bytes:
     """What makes two rows the same question: the prompt text and the image bytes."""
-    digest = hashlib.sha256(json.dumps(row["prompt"], sort_keys=True, default=str).encode("utf-8", "surrogatepass"))
-    for image in row.get("images") or []:
-        digest.update(image.get("bytes") or b"" if isinstance(image, Mapping) else bytes(image))
-    return digest.hexdigest()
+    digest = hashlib.sha256(row["prompt"][0]["content"].encode())
+    for image in row["images"]:
+        digest.update(image["bytes"])
+    return digest.digest()
 
 
 def _run_job(
-    job: _Job,
-    columns: Columns,
-    path: Path,
-    data_source: str,
-    config: PrepareConfig,
-    stats: SplitStats,
-    drop_log: _DropLog,
-    seen: set[str],
+    split: str, rows: SourceRows, indices: Sequence[int], columns: Columns, data_source: str,
+    config: PrepareConfig, stats: SplitStats, keys: set[bytes], drops: Counter,
 ) -> bool:
-    """Convert and write one output split; returns False if interrupted (the finished rows are still written)."""
+    """Convert and write ``split``; returns False if interrupted (the finished rows are still written).
+
+    ``keys`` are the content keys written so far, ``drops`` the drops so far (for the log).
+    """
     interrupted = False
-    with RowWriter(path) as writer:
-        progress = tqdm(job.indices, desc=f"prepare {job.split}", unit="row", disable=None, dynamic_ncols=True)
+    with RowWriter(config.out / f"{split}.parquet") as writer:
+        progress = tqdm(indices, desc=f"prepare {split}", unit="row", disable=None, dynamic_ncols=True)
         try:
             for i in progress:
                 stats.read += 1
-                context: RowContext | None = None
                 try:
-                    values, context, detail = job.rows.get(i)
-                    context = dataclasses.replace(context, split=job.split) if context else None
-                    if values is None:
+                    values, context = rows.get(i)
+                    if not isinstance(values, Mapping):
+                        detail = "invalid JSON line" if values is _BAD_LINE else "not a JSON object"
                         raise RowRejected(UNREADABLE_ROW, detail)
-                    row = convert_row(
-                        values,
-                        columns,
-                        context,
-                        data_source=data_source,
-                        keep_label=job.keep_label,
-                        require_answer=job.require_answer,
-                        max_aspect_ratio=config.max_aspect_ratio,
-                        max_image_bytes=config.max_image_bytes,
-                        max_question_chars=config.max_question_chars,
-                    )
+                    row = convert_row(values, columns, context, split=split, data_source=data_source, config=config)
                     key = _content_key(row)
-                    if key in seen:
+                    if key in keys:
                         raise RowRejected(DUPLICATE, "same question and images as a row already written")
-                    seen.add(key)
+                    keys.add(key)
                     writer.add(row)
                     stats.written += 1
                 except RowRejected as exc:
                     stats.dropped[exc.reason] += 1
-                    drop_log(job.split, context, exc.reason, exc.detail)
+                    _log_drop(drops, split, context, exc.reason, exc.detail)
                 except Exception as exc:  # one broken row must not end the run; the traceback goes to the log
                     stats.dropped[ERROR] += 1
-                    logger.warning("%s: row %s failed", job.split, i, exc_info=exc)
+                    logger.warning("%s: row %s failed", split, i, exc_info=exc)
         except KeyboardInterrupt:
             interrupted = True
-            logger.warning("%s: interrupted; writing the %d rows finished so far", job.split, stats.written)
+            logger.warning("%s: interrupted; writing the %d rows finished so far", split, stats.written)
         finally:
             progress.close()
     return not interrupted
@@ -839,41 +698,37 @@ def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: st
         "interrupted": result.interrupted,
         "seconds": round(seconds, 2),
     }
-    path = config.out / SUMMARY_NAME
-    write_json(path, summary, default=list)
+    write_json(config.out / SUMMARY_NAME, summary, default=list)
 
 
 def _log_summary(result: PrepareResult) -> None:
+    def counts(counter: Counter) -> str:
+        return ", ".join(f"{reason}={n}" for reason, n in sorted(counter.items()))
+
     for split, s in result.stats.items():
-        dropped = ", ".join(f"{reason}={n}" for reason, n in sorted(s.dropped.items())) or "none"
         n_dropped = sum(s.dropped.values())
-        logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, n_dropped, dropped)
+        logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, n_dropped,
+                    counts(s.dropped) or "none")
     if result.failures:
-        logger.info("unreadable: %s", ", ".join(f"{reason}={n}" for reason, n in sorted(result.failures.items())))
+        logger.info("unreadable: %s", counts(result.failures))
     read = sum(s.read for s in result.stats.values())
     dropped = sum(sum(s.dropped.values()) for s in result.stats.values())
     files = ", ".join(f"{split}={path}" for split, path in result.paths.items()) or "nothing"
-    logger.info(
-        "prepare %s: read %d rows, wrote %d, dropped %d%s -> %s",
-        "interrupted" if result.interrupted else "done",
-        read,
-        result.written,
-        dropped,
-        f", {sum(result.failures.values())} unreadable file(s)/source(s)" if result.failures else "",
-        files,
-    )
+    unreadable = f", {sum(result.failures.values())} unreadable file(s)/source(s)" if result.failures else ""
+    logger.info("prepare %s: read %d rows, wrote %d, dropped %d%s -> %s",
+                "interrupted" if result.interrupted else "done", read, result.written, dropped, unreadable, files)
 
 
-def _warn_if_foreign(out: Path, config: PrepareConfig) -> None:
+def _warn_if_foreign(config: PrepareConfig) -> None:
     """A rerun into a folder prepared from another dataset replaces its files: say so."""
     try:
-        previous = json.loads((out / SUMMARY_NAME).read_text())["config"]["dataset"]
+        previous = json.loads((config.out / SUMMARY_NAME).read_text())["config"]["dataset"]
     except (OSError, ValueError, KeyError, TypeError):
         return
     if list(previous) != list(config.dataset):
         logger.warning(
             "%s holds files prepared from %s; they are replaced by %s's (use another out to keep both)",
-            out, ", ".join(map(str, previous)), ", ".join(config.dataset),
+            config.out, ", ".join(map(str, previous)), ", ".join(config.dataset),
         )
 
 
@@ -883,28 +738,27 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     resolved = resolve_source(config)
     data_source = config.data_source or sources.data_source_name(config.dataset[0])
     result = PrepareResult()
-    jobs = _plan(config, resolved, result)
+    jobs = _plan(config, resolved, result.failures)
     # Columns are resolved for every job before anything is written, so a wrong name fails fast (exit 2).
-    columns = {id(job.rows): _columns_for(job.rows, resolved.spec, config) for job in jobs}
-    drop_log = _DropLog()
-    seen: set[str] = set()  # content keys over both splits: a duplicate is kept once, never in train and test
-    out = config.out.expanduser().absolute()
-    config = dataclasses.replace(config, out=out)
-    _warn_if_foreign(out, config)
-    for job in jobs:
-        stats = result.stats.setdefault(job.split, SplitStats())
-        path = out / (TRAIN_FILE if job.split == "train" else TEST_FILE)
+    columns = [_columns_for(rows, resolved.spec, config) for _, rows, _ in jobs]
+    keys: set[bytes] = set()  # content keys over both splits: a duplicate is kept once, never in train and test
+    drops: Counter = Counter()
+    config = dataclasses.replace(config, out=config.out.expanduser().absolute())
+    _warn_if_foreign(config)
+    for (split, rows, indices), split_columns in zip(jobs, columns):
+        stats = result.stats.setdefault(split, SplitStats())
+        path = config.out / f"{split}.parquet"
         try:
-            finished = _run_job(job, columns[id(job.rows)], path, data_source, config, stats, drop_log, seen)
+            finished = _run_job(split, rows, indices, split_columns, data_source, config, stats, keys, drops)
         except OSError as exc:  # e.g. a full disk: this file is lost, but files already written stay valid
             result.failures[WRITE_ERROR] += 1
-            logger.error("%s: could not write %s: %s", job.split, path, exc)
+            logger.error("%s: could not write %s: %s", split, path, exc)
             stats.written = 0
             continue
         if stats.written:
-            result.paths[job.split] = path
+            result.paths[split] = path
         elif path.exists():
-            logger.warning("%s: no rows written; %s from an earlier run is left as it was", job.split, path)
+            logger.warning("%s: no rows written; %s from an earlier run is left as it was", split, path)
         if not finished:
             result.interrupted = True
             break
@@ -912,7 +766,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         try:
             _write_summary(config, result, data_source, time.perf_counter() - start)
         except OSError as exc:  # the data files are complete; a missing summary must not fail the run
-            logger.warning("could not write %s: %s", out / SUMMARY_NAME, exc)
+            logger.warning("could not write %s: %s", config.out / SUMMARY_NAME, exc)
     _log_summary(result)
     return result
 
@@ -936,8 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        config = settings_from_argv(PrepareConfig, argv, USAGE)
-        result = prepare(config)
+        result = prepare(settings_from_argv(PrepareConfig, argv, USAGE))
     except (CLIError, UsageError) as exc:
         logger.error("usage error: %s", exc)
         return 2

@@ -1,9 +1,9 @@
 """The datasets MM-UPT trains on, by hub name, and where their image, question and answer fields are.
 
 The paper (arXiv 2505.22453) and its code (github.com/waltonfuture/MM-UPT, built on EasyR1) train on three
-public datasets. All three use EasyR1's layout: an ``images`` column (a list of images), a ``problem`` column
-whose text may carry ``<image>`` placeholders, and an ``answer`` column. Where each fact comes from is noted
-next to it. Any other dataset is read with :data:`GENERIC`, which tries common column names in order.
+public datasets in EasyR1's layout: ``images`` (a list), ``problem`` (may carry ``<image>`` placeholders) and
+``answer``. Where each fact comes from is noted next to it. Any other dataset is read with :data:`GENERIC`,
+which tries common column names in order.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+DATA_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".parquet")
+"""Local file types that can be prepared."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,6 @@ class SourceSpec:
     """Candidate answer columns, in order; the answer is optional."""
     choices_columns: tuple[str, ...] = ()
     """Candidate columns with the option texts of multiple-choice questions."""
-    splits: tuple[str, ...] = ("train",)
-    """The splits the dataset has (for messages; ``datasets`` is the authority)."""
-    eval_split: str | None = None
-    """The labelled held-out split to pass as ``val_split=``, if the dataset has one."""
 
 
 GEOMETRY3K = SourceSpec(
@@ -48,9 +47,7 @@ GEOMETRY3K = SourceSpec(
     answer_columns=("answer",),
     choices_columns=("choices",),
     # Same card: splits train (2101 rows), validation (300), test (601). MM-UPT's
-    # examples/qwen2_5_vl_7b_mmr1.sh validates on hiyouga/geometry3k@test, as verl's geo3k.py does.
-    splits=("train", "validation", "test"),
-    eval_split="test",
+    # examples/qwen2_5_vl_7b_mmr1.sh validates on hiyouga/geometry3k@test (val_split=test), as verl's geo3k.py does.
 )
 
 GEOQA = SourceSpec(
@@ -66,9 +63,7 @@ GEOQA = SourceSpec(
     image_columns=("images", "image"),
     question_columns=("problem",),
     answer_columns=("answer", "solution"),
-    # "Train_8K": the dataset is a training set only; no held-out split is published with it.
-    splits=("train",),
-    eval_split=None,
+    # "Train_8K": a training set only; no held-out split is published with it (no val_split).
 )
 
 MMR1 = SourceSpec(
@@ -81,9 +76,7 @@ MMR1 = SourceSpec(
     question_columns=("problem",),
     answer_columns=("answer",),
     # Hub file listing: data/train-00000-of-00001.parquet and data/validation-00000-of-00001.parquet
-    # (5782 train rows, per the hub viewer).
-    splits=("train", "validation"),
-    eval_split="validation",
+    # (5782 train rows, per the hub viewer): val_split=validation.
 )
 
 KNOWN: dict[str, SourceSpec] = {spec.name: spec for spec in (GEOMETRY3K, GEOQA, MMR1)}
@@ -122,10 +115,12 @@ class Columns:
 def lookup(name: str) -> SourceSpec | None:
     """The known dataset called ``name`` (short name or hub id, any case), or ``None``."""
     key = name.strip().lower()
-    for spec in KNOWN.values():
-        if key in (spec.name, spec.hub_name.lower()):
-            return spec
-    return None
+    return next((spec for spec in KNOWN.values() if key in (spec.name, spec.hub_name.lower())), None)
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether ``value`` has the form of a local path (rather than a dataset name or hub id)."""
+    return value.startswith((".", "/", "~")) or value.lower().endswith(DATA_SUFFIXES)
 
 
 def _pick(available: Sequence[str], override: str | None, candidates: Sequence[str], what: str) -> str | None:
@@ -146,28 +141,19 @@ def resolve_columns(
     choices: str | None = None,
 ) -> Columns:
     """Choose the columns to read among ``available``: explicit names win, else ``spec``'s candidates."""
-    image_column = _pick(available, image, spec.image_columns, "image")
-    question_column = _pick(available, question, spec.question_columns, "question")
+    overrides = {"image": image, "question": question, "answer": answer, "choices": choices}
+    picked = {what: _pick(available, name, getattr(spec, f"{what}_columns"), what) for what, name in overrides.items()}
     missing = [
-        f"{what} (tried {', '.join(tried)}; name it with --{what}-column)"
-        for what, column, tried in (
-            ("image", image_column, spec.image_columns),
-            ("question", question_column, spec.question_columns),
-        )
-        if column is None
+        f"{what} (tried {', '.join(getattr(spec, f'{what}_columns'))}; name it with {what}_column=)"
+        for what in ("image", "question")
+        if picked[what] is None
     ]
     if missing:
         raise ColumnError(f"no {' and no '.join(missing)} among the columns {sorted(available)}")
-    answer_column = _pick(available, answer, spec.answer_columns, "answer")
-    choices_column = _pick(available, choices, spec.choices_columns, "choices")
-    if len({image_column, question_column, answer_column, choices_column} - {None}) < sum(
-        c is not None for c in (image_column, question_column, answer_column, choices_column)
-    ):
+    chosen = [column for column in picked.values() if column is not None]
+    if len(set(chosen)) < len(chosen):
         raise ColumnError("the image, question, answer and choices columns must all be different")
-    return Columns(image=image_column, question=question_column, answer=answer_column, choices=choices_column)
-
-
-_SPLIT_STEMS = frozenset({"train", "test", "val", "valid", "validation", "dev", "data"})
+    return Columns(**picked)
 
 
 def data_source_name(dataset: str) -> str:
@@ -177,18 +163,13 @@ def data_source_name(dataset: str) -> str:
     scores ``hiyouga/geometry3k`` with its geo3k reward, for instance).
     """
     spec = lookup(dataset)
-    if spec is not None:
-        name = spec.name
-    else:
-        # Hub ids keep their owner/name; file paths are reduced to the file's stem, or to the directory's name
-        # when the stem only names a split (data/geo/train.jsonl -> geo).
-        stripped = dataset.strip().rstrip("/")
-        looks_like_path = stripped.startswith((".", "/", "~")) or re.search(r"\.(jsonl?|parquet)$", stripped)
-        name = stripped
-        if looks_like_path:
-            parts = [part for part in stripped.split("/") if part not in ("", ".", "..", "~")]
-            name = parts[-1].split(".", 1)[0] if parts else ""
-            if name.lower() in _SPLIT_STEMS and len(parts) > 1:
-                name = parts[-2]
+    name = spec.name if spec else dataset.strip().rstrip("/")
+    # Hub ids keep their owner/name; file paths are reduced to the file's stem, or to the directory's name
+    # when the stem only names a split (data/geo/train.jsonl -> geo).
+    if spec is None and looks_like_path(name):
+        parts = [part for part in name.split("/") if part not in ("", ".", "..", "~")]
+        name = parts[-1].split(".", 1)[0] if parts else ""
+        if name.lower() in {"train", "test", "val", "valid", "validation", "dev", "data"} and len(parts) > 1:
+            name = parts[-2]
     slug = re.sub(r"[^A-Za-z0-9_.\-/]+", "_", name).strip("_") or "dataset"
     return f"verl_ext/prepared/{slug}"
