@@ -9,29 +9,14 @@ that never overlap between the files::
     OUT/rl/labeled.parquet    stage 2 (supervised GRPO): the same questions with their labels
     OUT/test.parquet          held-out questions with labels: validation of every RL run
 
-SFT rows come in two kinds, shuffled together:
-
-* answer rows, exactly as :mod:`verl_ext.toy.sft_data` writes them (it writes them: ``OUT/sft/answers``);
-* question-writing rows (``question_fraction`` of the rows, default 0.3): the user turn is the
-  ``synth_in_context`` prompt rendered for the scene as in-context synthesis (``verl_ext.data.synthesize``)
-  renders it for a seed row (image, seed question, seed answer), and the assistant's target is
-  ``<question>Q</question>`` where Q is another question about the same image
-  (:func:`verl_ext.toy.visual_math.alternative_questions`). A tiny model only writes questions in stage 3 if
-  its SFT taught it to. These rows have an empty ``reward_model.ground_truth``; ``extra_info.task`` is
-  ``write_question/<task>`` and ``extra_info.question`` / ``extra_info.answer`` hold the target question and
-  its correct answer.
-
-The RL and test files are visual-math data written in the hub layout of the public sets (``images``,
-``problem``, ``answer``: ``OUT/rl/source``) and passed through :mod:`verl_ext.data.prepare` as local files,
-once with the labels hidden (plus the labelled ``val_split`` test file) and once with ``keep_labels``;
-each row then gets its scene's task in ``extra_info.task`` (``prepare`` keeps only a public set's columns).
-
-Scenes: ``seed=S`` draws SFT scenes from visual-math seed ``2S+1`` and RL/test scenes from seed ``2S``
-(RL from its ``train`` split, test from its ``test`` split), so the three sets are disjoint. All files share
-the difficulty settings (``difficulty.max_count``, ``difficulty.max_number``, ``difficulty.min_bar_gap``, ...).
-
-The output is written atomically and idempotently: a manifest goes last and a rerun with the same settings
-returns at once; other settings (or ``force=true``) rewrite everything.
+Answer rows are :mod:`verl_ext.toy.sft_data`'s (written to ``OUT/sft/answers``). A question-writing row
+(``question_fraction`` of the SFT rows) sends the ``synth_in_context`` prompt rendered for its scene as in-context
+synthesis (``verl_ext.data.synthesize``) renders it for a seed row, with the target ``<question>Q</question>``,
+Q another question about the image (:func:`verl_ext.toy.visual_math.alternative_questions`): a tiny model only
+writes questions in stage 3 if its SFT taught it to. The RL and test files are visual-math data in the public
+sets' hub layout (``OUT/rl/source``) passed through :mod:`verl_ext.data.prepare`, with each scene's task added
+in ``extra_info.task``. ``seed=S`` draws SFT scenes from visual-math seed ``2S+1``, RL and test scenes from
+seed ``2S`` (its train and test splits), all with the same ``difficulty.*`` settings.
 
 Usage::
 
@@ -239,11 +224,8 @@ def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, 
 
 
 def _with_tasks(prepared: Path, source: Path, out_path: Path) -> None:
-    """Write ``prepared`` to ``out_path`` with each row's task in ``extra_info.task``.
-
-    ``prepare`` keeps only the columns a public set has; the task lets the diagnosis and the reports
-    break figures down per task.
-    """
+    """Write ``prepared`` to ``out_path`` with each row's task in ``extra_info.task`` (``prepare`` keeps only a
+    public set's columns; the task lets the diagnosis and the reports break figures down per task)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -312,26 +294,17 @@ def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyD
     (out_dir / RL_DIR).mkdir(parents=True, exist_ok=True)
     _write_sft(out_dir, config, template)
     _write_rl(out_dir, config)
-    logger.info(
-        "wrote toy data to %s in %.1fs: SFT %d train (%d question-writing) + %d test, RL %d, held-out test %d",
-        out_dir,
-        time.perf_counter() - start,
-        config.n_sft,
-        config.question_rows("train"),
-        config.n_sft_test,
-        config.n_rl,
-        config.n_test,
-    )
+    logger.info("wrote toy data to %s in %.1fs: SFT %d train (%d question-writing) + %d test, RL %d, held-out %d",
+                out_dir, time.perf_counter() - start, config.n_sft, config.question_rows("train"), config.n_sft_test,
+                config.n_rl, config.n_test)
     return _paths(out_dir)
 
 
 def ensure_toy_data(
     out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyDataConfig(), *, force: bool = False
 ) -> dict[str, Path]:
-    """The file paths under ``out_dir``, written first unless complete for ``config`` (or ``force``).
-
-    A cached build (:func:`verl_ext.files.build_once`): concurrent callers serialise, one writes.
-    """
+    """The file paths under ``out_dir``, written first unless complete for ``config`` (or ``force``); a cached
+    build (:func:`verl_ext.files.build_once`)."""
     out_dir = Path(out_dir).absolute()
     paths = _paths(out_dir)
     manifest = _manifest(config, load_prompt(config.prompt))
@@ -341,9 +314,6 @@ def ensure_toy_data(
     ):
         logger.info("toy data in %s is complete for these settings: nothing to do", out_dir)
     return paths
-
-
-# ------------------------------------------------------------------------------------------------ CLI
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,22 +1,12 @@
 """Table and plot of the toy reproduction from the runs' metric logs and diagnoses.
 
-Each training run writes verl's file logger (one JSON line per step: ``{"step": N, "data": {...}}``)
-to ``RUNS_DIR/<variant>-seed<k>.jsonl``; step 0 is the validation before training (greedy, held-out),
-i.e. the SFT model. ``DIAG_DIR`` holds :mod:`verl_ext.eval.diagnose` reports: ``sft.json`` for the SFT
-model and ``<variant>-seed<k>.json`` for each run's final checkpoint (greedy, mean@N and maj@N on the
-held-out set, sampled at the rollout temperature).
-
-The table gives, per variant, held-out greedy accuracy after the last step and mean@N / maj@N at the
-rollout temperature (mean ± std over seeds), beside the SFT model's figures and its maj@N, the
-ceiling of what a vote can distil. "Gap closed" is the share of the SFT model's (maj@N - greedy) gap a
-variant closes on greedy accuracy, and of its (maj@N - mean@N) gap on sampled accuracy; a gap of zero
-or less is shown as "no gap" (the vote then has nothing to add to that measure). The plot shows
-held-out greedy accuracy with the SFT model's greedy and maj@N lines, the training reward, the
-majority ratio and the pseudo-label accuracy per step.
-
-The "when to stop" table replays the label-free collapse rule (``verl_ext.voting.collapse``, default
-settings) over each label-free run's logged majority ratio, and puts the step it fires on beside the
-step where held-out accuracy peaked (validated every ``trainer.test_freq`` steps).
+Inputs: verl's file logger of each run (``RUNS_DIR/<variant>-seed<k>.jsonl``, one ``{"step": N, "data": {...}}``
+line per step; step 0 validates the SFT model, greedy, held-out) and :mod:`verl_ext.eval.diagnose` reports in
+``DIAG_DIR`` (``sft.json``; ``<variant>-seed<k>.json`` for each final checkpoint: greedy, mean@N, maj@N).
+"Gap closed" is the share of the SFT model's (maj@N - greedy) gap a variant closes on greedy accuracy, and of
+its (maj@N - mean@N) gap on sampled accuracy ("no gap" when the vote has nothing to add). The "when to stop"
+table replays the collapse rule (``verl_ext.voting.collapse``, default settings) over each label-free run's
+logged majority ratio, beside the step where held-out accuracy peaked.
 
     python -m verl_ext.toy.report runs=RUNS_DIR diag=DIAG_DIR out=REPORT_DIR
 """
@@ -75,13 +65,13 @@ class Run:
         return None
 
     @property
-    def last_step(self) -> int:
-        return max(s for s in self.steps if self.accuracy(s) is not None)
-
-    @property
     def validated(self) -> list[tuple[int, float]]:
         """``(step, held-out accuracy)`` for every validated step, in order."""
         return [(s, a) for s in sorted(self.steps) if (a := self.accuracy(s)) is not None]
+
+    @property
+    def last_step(self) -> int:
+        return self.validated[-1][0]
 
     def collapse_step(self) -> Optional[int]:
         """The step the collapse rule fires on, replayed over the logged majority ratio (None: never)."""

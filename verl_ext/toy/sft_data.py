@@ -1,20 +1,10 @@
 """The SFT warm-start data: the visual-math RL parquet turned into verl's multi-turn SFT parquet.
 
-Stage 1 of "First SFT, Second RL, Third UPT" teaches the model the answer format on labelled data.
-Each RL row (``prompt`` with one ``<image>``, ``images``, ``reward_model.ground_truth``) becomes an
-SFT row whose ``messages`` column is the same user turn followed by an assistant turn: one short
-reasoning line derived from the scene and the answer in ``\\boxed{}``, e.g.::
-
-    There are 3 red circles. The answer is \\boxed{3}.
-    4 + 17 = 21. The answer is \\boxed{21}.
-    Bar B is longer than bar A. The answer is \\boxed{B}.
-
-verl's ``MultiTurnSFTDataset`` reads ``messages`` (``<image>`` placeholders) and ``images``
-(``{"bytes", "path"}``) as its RL dataset reads ``prompt``; every RL column is kept as well, so the
-SFT parquet can also be evaluated by generating from ``prompt`` and scoring against the label.
-
-By default the SFT data is generated with another seed than the RL data (``VisualMathConfig.seed=1``
-versus 0), so the warm start never sees the scenes that RL/UPT train or validate on.
+Stage 1 of "First SFT, Second RL, Third UPT" teaches the answer format on labelled data. Each RL row keeps
+its columns and gains ``messages`` (read by verl's ``MultiTurnSFTDataset``): the same user turn, then an
+assistant turn ``response`` with one reasoning line derived from the scene and the answer in ``\\boxed{}``,
+e.g. ``There are 3 red circles. The answer is \\boxed{3}.`` The SFT scenes use another seed than the RL data
+(``VisualMathConfig.seed=1`` versus 0), so the warm start never sees the scenes RL/UPT train or validate on.
 
 Usage::
 
@@ -25,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import os
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,53 +89,35 @@ def _sft_schema(rl_schema: Any) -> Any:
     return rl_schema.append(pa.field(MESSAGES_KEY, pa.list_(message))).append(pa.field(RESPONSE_KEY, pa.string()))
 
 
-def convert_rl_parquet(rl_path: str | os.PathLike[str], out_path: str | os.PathLike[str], config: VisualMathConfig) -> Path:
-    """Write the SFT version of the RL parquet ``rl_path`` (generated with ``config``) to ``out_path``, atomically."""
+def write_sft_dataset(
+    out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG
+) -> dict[str, Path]:
+    """Generate the RL data into ``out_dir/rl`` and convert it to ``out_dir/{train,test}.parquet``, each
+    atomically (no manifest: see :func:`ensure_sft_dataset`)."""
     import pyarrow.parquet as pq
 
-    out_path = Path(out_path).absolute()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    rl_table = pq.read_table(rl_path)
-    rows = [rl_row_to_sft_row(row, config) for row in rl_table.to_pylist()]
-    write_parquet(out_path, rows, _sft_schema(rl_table.schema.remove_metadata()))
-    return out_path
-
-
-def _manifest(config: VisualMathConfig) -> dict[str, Any]:
-    return {"build_version": BUILD_VERSION, "rl_build_version": vm.BUILD_VERSION, "config": dataclasses.asdict(config)}
-
-
-def _paths(out_dir: Path) -> dict[str, Path]:
-    return {split: out_dir / f"{split}.parquet" for split in SPLITS}
-
-
-def write_sft_dataset(out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG) -> dict[str, Path]:
-    """Generate the RL data into ``out_dir/rl`` and convert it to ``out_dir/{train,test}.parquet`` (no
-    manifest: see :func:`ensure_sft_dataset`)."""
     out_dir = Path(out_dir).absolute()
-    start = time.perf_counter()
     rl_paths = vm.ensure_dataset(out_dir / RL_SUBDIR, config)
-    paths = _paths(out_dir)
+    paths = {split: out_dir / f"{split}.parquet" for split in SPLITS}
     for split, path in paths.items():
-        convert_rl_parquet(rl_paths[split], path, config)
-    logger.info(
-        "wrote visual-math SFT data to %s (%d train, %d test) in %.1fs",
-        out_dir,
-        config.n_train,
-        config.n_test,
-        time.perf_counter() - start,
-    )
+        rl_table = pq.read_table(rl_paths[split])
+        rows = [rl_row_to_sft_row(row, config) for row in rl_table.to_pylist()]
+        write_parquet(path, rows, _sft_schema(rl_table.schema.remove_metadata()))
+    logger.info("wrote visual-math SFT data to %s (%d train, %d test)", out_dir, config.n_train, config.n_test)
     return paths
 
 
 def ensure_sft_dataset(
     out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG, *, force: bool = False
 ) -> dict[str, Path]:
-    """``{"train": path, "test": path}`` under ``out_dir``, written first unless complete for ``config`` (or ``force``)."""
+    """``{"train": path, "test": path}`` under ``out_dir``, written first unless complete for ``config``
+    (or ``force``)."""
     out_dir = Path(out_dir).absolute()
-    paths = _paths(out_dir)
+    paths = {split: out_dir / f"{split}.parquet" for split in SPLITS}
+    manifest = {"build_version": BUILD_VERSION, "rl_build_version": vm.BUILD_VERSION,
+                "config": dataclasses.asdict(config)}
     build_once(
-        out_dir, _manifest(config), lambda: write_sft_dataset(out_dir, config),
+        out_dir, manifest, lambda: write_sft_dataset(out_dir, config),
         expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
     )
     return paths

@@ -1,16 +1,11 @@
 """The toy SFT model: stage 1 of the toy reproduction, built once on first use and cached.
 
-``${verl_ext_asset:toy-sft/model}`` in a recipe names a tiny Qwen2.5-VL (4 layers, 128 wide) that went
-through verl's own SFT trainer (``recipes/sft_tiny.yaml``) on the toy visual-math data, so it already
-answers the toy questions: a majority vote over its samples has something to agree on.
-``${verl_ext_asset:toy-sft/data/...}`` names the toy data it was trained with (``rl/unlabeled.parquet``,
-``rl/labeled.parquet``, ``test.parquet``, ...; see :mod:`verl_ext.toy.data`).
-
-The build runs ``torchrun -m verl.trainer.sft_trainer`` in a subprocess (about 6 minutes on 2 cores),
-with a progress bar over its steps, then keeps the checkpoint's Hugging Face copy. Everything is written
-under a temporary name and renamed into place with a manifest last, under a lock: a killed build is
-redone, concurrent callers build once. ``examples/toy_repro.sh`` builds the same model with the same
-settings (:data:`TOY_MODEL`, :data:`TOY_DATA`, :data:`SFT_STEPS`).
+``${verl_ext_asset:toy-sft/model}`` names a tiny Qwen2.5-VL (4 layers, 128 wide) trained by verl's own SFT
+trainer (``recipes/sft_tiny.yaml``) on the toy visual-math data, so a majority vote over its samples has
+something to agree on; ``${verl_ext_asset:toy-sft/data/...}`` names that data (:mod:`verl_ext.toy.data`).
+The build runs ``torchrun -m verl.trainer.sft_trainer`` in a subprocess (about 6 minutes on 2 cores) and keeps
+the checkpoint's Hugging Face copy, under a lock with the manifest last (:func:`verl_ext.files.build_once`).
+``examples/toy_repro.sh`` builds the same model (:data:`TOY_MODEL`, :data:`TOY_DATA`, :data:`SFT_STEPS`).
 """
 
 from __future__ import annotations
@@ -26,10 +21,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from verl_ext.toy.tiny_model import TinyModelConfig, ensure_tiny_model
-from verl_ext.toy.visual_math import VisualMathConfig
 from verl_ext.files import build_once
 from verl_ext.toy.data import ToyDataConfig, ensure_toy_data
+from verl_ext.toy.tiny_model import TinyModelConfig, ensure_tiny_model
+from verl_ext.toy.visual_math import VisualMathConfig
 
 logger = logging.getLogger(__name__)
 
