@@ -1,22 +1,13 @@
 """Online synthesis: every K steps the policy being trained writes new questions, and later steps train on them.
 
-Beyond the paper (which synthesizes once, offline, with the SFT model). A round after step K runs the
-offline pipeline of :mod:`verl_ext.data.synthesize` unchanged (same prompt templates, filters,
-answerability vote, shard files and manifest) on a window of the seed rows, but its requests go to the
-trainer's own rollout servers through the trainer's LLM client: the questions come from the weights
-just trained, on the engine that serves the rollouts. The kept questions go into a pool; from step K+1
-on, a share of each training batch's prompts is taken from the pool (the dataloader's rows they replace
-are skipped for this pass).
+Beyond the paper (README, "Online synthesis"). A round after step K runs :mod:`verl_ext.data.synthesize`
+unchanged on a window of the seed rows, writing ``<out_dir>/round-<K>/``, but its requests go to the trainer's
+own rollout servers through the trainer's LLM client, so the questions come from the weights just trained. The
+kept questions go into a pool; from step K+1 on, a share of each batch's prompts is taken from it. A resumed run
+reloads the rounds before its step and reruns an unfinished one (the synthesis manifest resumes it).
 
-Each round writes ``<out_dir>/round-<K>/`` (shards, ``train.parquet``, manifest) with provenance in
-``extra_info`` (``synthesis_step``, ``strategy``, ``seed_file``, ``seed_row``, ``answerability``), so a run
-can be audited; a resumed run reloads the rounds before its step into the pool and reruns a round that
-did not finish (the synthesis manifest resumes it shard by shard).
-
-Hooked into verl's v1 trainer by :class:`SynthesizingMajorityVoteReplayBuffer`, the vote's replay buffer
-(the component verl builds from ``trainer.v1.sampler.custom_sampler``) plus this: it wraps its trainer's
-``_next_train_batch`` (patch 5 in :mod:`verl_ext.patches`) and adds the rounds' metrics to the step's.
-Switched on with ``+mmupt=online_synthesis``; settings under ``online_synthesis``.
+Hooked into verl's v1 trainer by :class:`SynthesizingMajorityVoteReplayBuffer` (``trainer.v1.sampler``), which
+wraps its trainer's ``_next_train_batch`` (patch 5 in :mod:`verl_ext.patches`); ``+mmupt=online_synthesis``.
 """
 
 from __future__ import annotations
@@ -25,15 +16,15 @@ import logging
 import os
 import re
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
 from verl_ext.data.synth_filters import FilterSettings
-from verl_ext.data.synthesize import STRATEGIES, SynthesizeConfig, synthesize
+from verl_ext.data.prepare import UsageError
+from verl_ext.data.synthesize import SynthesizeConfig, synthesize
 from verl_ext.generation.base import BackendConfig
 from verl_ext.generation.replicas import ServerGenerator
 from verl_ext.patches import run_around_next_batch
@@ -90,17 +81,15 @@ class OnlineSynthesisConfig:
     """Sampling seed of round K is ``seed + K``."""
 
     def __post_init__(self) -> None:
-        if self.every < 0:
-            raise ValueError(f"every must be >= 0, got {self.every}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        for name in ("seeds_per_round", "num_per_seed", "max_new_tokens", "answer_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, low in (("every", 0), ("seeds_per_round", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not 0.0 < self.share <= 1.0:
             raise ValueError(f"share must be in (0, 1], got {self.share}")
-        if not 0.0 <= self.answerability_threshold <= 1.0:
-            raise ValueError(f"answerability_threshold must be in [0, 1], got {self.answerability_threshold}")
+        try:  # the settings a round passes on are checked where they are used
+            self.synthesize_config([Path("seeds.parquet")], Path("out"), 0, 0)
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("synth.")) from None
 
     @classmethod
     def from_config(cls, config: Any) -> "OnlineSynthesisConfig":
@@ -110,27 +99,19 @@ class OnlineSynthesisConfig:
         return from_mapping(cls, values, "online_synthesis")
 
     def synthesize_config(self, seeds: list[Path], out: Path, step: int, first_seed: int) -> SynthesizeConfig:
-        """The offline pipeline's settings for the round after ``step``."""
+        """The offline pipeline's settings for the round after ``step`` (the settings of the same name, and these)."""
+        same = {f.name for f in fields(SynthesizeConfig)} & {f.name for f in fields(self)} - {"seeds", "seed"}
         return SynthesizeConfig(
+            **{name: getattr(self, name) for name in same},
             seeds=tuple(seeds),
             out=out,
             model=f"policy@step{step}",
-            strategy=self.strategy,
-            prompt=self.prompt,
-            num_per_seed=self.num_per_seed,
             shard_size=self.seeds_per_round,
             max_seeds=self.seeds_per_round,
             first_seed=first_seed,
             round_step=step,
-            temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
             seed=self.seed + step,
             filters=FilterSettings(min_chars=self.min_chars, max_chars=self.max_chars),
-            answerability_k=self.answerability_k,
-            answerability_threshold=self.answerability_threshold,
-            answer_temperature=self.answer_temperature,
-            answer_max_new_tokens=self.answer_max_new_tokens,
-            answer_style=self.answer_style,
             merge=True,
         )
 
@@ -142,7 +123,8 @@ class TrainerServerGenerator(ServerGenerator):
         from verl.utils.config import omega_conf_to_dataclass
         from verl.workers.config import HFModelConfig
 
-        super().__init__(omega_conf_to_dataclass(trainer.config.actor_rollout_ref.model, dataclass_type=HFModelConfig), config)
+        model = omega_conf_to_dataclass(trainer.config.actor_rollout_ref.model, dataclass_type=HFModelConfig)
+        super().__init__(model, config)
         self.client = trainer.get_llm_client()
 
     async def _send(self, index: int, request: dict[str, Any]) -> Any:
@@ -156,12 +138,11 @@ class OnlineSynthesis:
     def __init__(self, trainer: Any, settings: OnlineSynthesisConfig):
         self.trainer = trainer
         self.settings = settings
-        config = trainer.config
-        files = settings.seeds or config.data.train_files
+        files = settings.seeds or trainer.config.data.train_files
         if OmegaConf.is_config(files):
             files = OmegaConf.to_container(files, resolve=True)
         self.seeds = [Path(f) for f in ([files] if isinstance(files, str) else files)]
-        default_dir = Path(str(config.trainer.default_local_dir)) / "online_synthesis"
+        default_dir = Path(str(trainer.config.trainer.default_local_dir)) / "online_synthesis"
         self.out_dir = Path(settings.out_dir) if settings.out_dir else default_dir
         self.pool: list[dict[str, Any]] = []
         self.cursor = 0
@@ -169,19 +150,8 @@ class OnlineSynthesis:
         self.loaded = False
         self.pending: dict[str, float] = {}
         self.generator: Optional[TrainerServerGenerator] = None
-        self.total_seeds: Optional[int] = None
 
     # ---------------------------------------------------------------- rounds
-
-    def _seed_rows(self) -> int:
-        if self.total_seeds is None:
-            import pyarrow.parquet as pq
-
-            self.total_seeds = sum(pq.ParquetFile(p).metadata.num_rows for p in self.seeds)
-        return self.total_seeds
-
-    def _round_dir(self, step: int) -> Path:
-        return self.out_dir / f"round-{step}"
 
     def _load_rows(self, path: Path) -> list[dict[str, Any]]:
         """The rows of a round file as the train dataset serves them (same processing as every prompt)."""
@@ -194,58 +164,43 @@ class OnlineSynthesis:
     def resume(self, step: int) -> None:
         """Put the finished rounds before ``step`` into the pool (a resumed run trains on them again)."""
         self.loaded = True
-        if not self.out_dir.is_dir():
-            return
-        rounds = sorted((int(m.group(1)), p) for p in self.out_dir.iterdir() if (m := ROUND_DIR.match(p.name)))
-        for round_step, child in rounds:  # by step number: round-12 after round-4
-            merged = child / "train.parquet"
-            if round_step < step and merged.is_file():
-                self.pool += self._load_rows(merged)
+        children = self.out_dir.iterdir() if self.out_dir.is_dir() else []
+        for round_step, child in sorted((int(m[1]), p) for p in children if (m := ROUND_DIR.match(p.name))):
+            if round_step < step and (child / "train.parquet").is_file():  # by step number: round-12 after round-4
+                self.pool += self._load_rows(child / "train.parquet")
                 self.rounds_done.add(round_step)
         if self.pool:
-            logger.info("online synthesis: %d question(s) from %d earlier round(s) in the pool", len(self.pool), len(self.rounds_done))
+            logger.info("online synthesis: %d question(s) from %d earlier round(s) in the pool",
+                        len(self.pool), len(self.rounds_done))
 
     def run_round(self, step: int) -> dict[str, float]:
         """Synthesize with the current policy after ``step``; the kept questions join the pool."""
+        import pyarrow.parquet as pq
+
         s = self.settings
-        total = self._seed_rows()
-        index = step // s.every - 1
-        first = (index * s.seeds_per_round) % max(1, total)
+        total = sum(pq.ParquetFile(p).metadata.num_rows for p in self.seeds)
+        first = ((step // s.every - 1) * s.seeds_per_round) % max(1, total)
         if self.generator is None:
             self.generator = TrainerServerGenerator(self.trainer, BackendConfig(batch_size=64, show_progress=False))
-        config = s.synthesize_config(self.seeds, self._round_dir(step), step, first)
-        result = synthesize(config, self.generator)
-        rows: list[dict[str, Any]] = []
-        merged = self._round_dir(step) / "train.parquet"
-        if result.complete and merged.is_file():
-            rows = self._load_rows(merged)
+        out = self.out_dir / f"round-{step}"
+        result = synthesize(s.synthesize_config(self.seeds, out, step, first), self.generator)
+        rows = self._load_rows(out / "train.parquet") if result.complete and result.merged else []
         self.pool += rows
         if result.complete:
             self.rounds_done.add(step)
-        answerability = [
-            float(r["extra_info"]["answerability"])
-            for r in rows
-            if isinstance(r.get("extra_info"), dict) and r["extra_info"].get("answerability") is not None
-        ]
+        ratios = [r["extra_info"]["answerability"] for r in rows if r["extra_info"].get("answerability") is not None]
         metrics = {
             f"{PREFIX}failed": float(not result.complete),
             f"{PREFIX}round_step": float(step),
             f"{PREFIX}seed_rows": float(result.seeds),
             f"{PREFIX}written": float(result.candidates),
             f"{PREFIX}kept": float(len(rows)),
-            f"{PREFIX}answerability": sum(answerability) / len(answerability) if answerability else float("nan"),
+            f"{PREFIX}answerability": sum(ratios) / len(ratios) if ratios else float("nan"),
+            **{f"{PREFIX}dropped/{reason}": float(count) for reason, count in result.dropped.items()},
         }
-        dropped: Counter = Counter(result.dropped)
-        for reason, count in sorted(dropped.items()):
-            metrics[f"{PREFIX}dropped/{reason}"] = float(count)
-        logger.info(
-            "online synthesis after step %d: %d written, %d kept (%s), pool %d",
-            step,
-            result.candidates,
-            len(rows),
-            ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none dropped",
-            len(self.pool),
-        )
+        logger.info("online synthesis after step %d: %d written, %d kept (%s), pool %d", step, result.candidates,
+                    len(rows), ", ".join(f"{k}={v}" for k, v in sorted(result.dropped.items())) or "none dropped",
+                    len(self.pool))
         return metrics
 
     # ---------------------------------------------------------------- batches
@@ -276,10 +231,7 @@ class OnlineSynthesis:
             kept = tu.index_select_tensor_dict(batch, list(range(len(batch) - take)))
             kept.pop("global_steps", None)  # batch-level, not per row: set again on the mixed batch
             # The training files may carry columns synthesized rows lack (or the reverse): same keys as the batch.
-            for key in kept.keys():
-                if key not in extra:
-                    extra[key] = np.array([None] * take, dtype=object)
-            extra = {k: v for k, v in extra.items() if k in kept.keys()}
+            extra = {key: extra.get(key, np.array([None] * take, dtype=object)) for key in kept.keys()}
             batch = tu.concat_tensordict([kept, tu.get_tensordict(extra)]) if len(kept) else tu.get_tensordict(extra)
             tu.assign_non_tensor_data(batch, "global_steps", self.trainer.global_steps)
         self.pending[f"{PREFIX}pool_size"] = float(len(self.pool))
@@ -301,7 +253,8 @@ def settings_problem(config: Any) -> Optional[str]:
     if not settings.every:
         return None
     if OmegaConf.select(config, "reward.reward_manager.name", default=None) != "majority_vote":
-        return "online_synthesis needs the majority vote (+mmupt=online_synthesis includes it): its questions have no labels"
+        return ("online_synthesis needs the majority vote (+mmupt=online_synthesis includes it): "
+                "its questions have no labels")
     mode = OmegaConf.select(config, "trainer.v1.trainer_mode", default="sync")
     if mode != "sync":
         # Rounds run between a weight sync and the next rollouts, which only the sync trainer has.
@@ -331,11 +284,3 @@ class SynthesizingMajorityVoteReplayBuffer(MajorityVoteReplayBuffer):
             metrics.update(self.synthesis.metrics())
         return batch, metrics
 
-
-__all__ = [
-    "OnlineSynthesis",
-    "OnlineSynthesisConfig",
-    "SynthesizingMajorityVoteReplayBuffer",
-    "TrainerServerGenerator",
-    "settings_problem",
-]
