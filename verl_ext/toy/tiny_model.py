@@ -46,36 +46,9 @@ SPECIAL_TOKENS: tuple[str, ...] = tuple(
     ).split()
 )
 
-# Written for this project; renders exactly the Qwen2-VL chat format: a default system turn unless the
-# conversation starts with one, <|im_start|>role\n...<|im_end|>\n turns, and vision placeholders for images/videos.
-CHAT_TEMPLATE = r"""{%- set counter = namespace(images=0, videos=0) -%}
-{%- if messages | length == 0 or messages[0]['role'] != 'system' -%}
-{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' -}}
-{%- endif -%}
-{%- for message in messages -%}
-{{- '<|im_start|>' + message['role'] + '\n' -}}
-{%- if message['content'] is string -%}
-{{- message['content'] -}}
-{%- else -%}
-{%- for part in message['content'] -%}
-{%- if part['type'] == 'image' or 'image' in part or 'image_url' in part -%}
-{%- set counter.images = counter.images + 1 -%}
-{%- if add_vision_id -%}{{- 'Picture ' + counter.images | string + ': ' -}}{%- endif -%}
-{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
-{%- elif part['type'] == 'video' or 'video' in part -%}
-{%- set counter.videos = counter.videos + 1 -%}
-{%- if add_vision_id -%}{{- 'Video ' + counter.videos | string + ': ' -}}{%- endif -%}
-{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}
-{%- elif 'text' in part -%}
-{{- part['text'] -}}
-{%- endif -%}
-{%- endfor -%}
-{%- endif -%}
-{{- '<|im_end|>\n' -}}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-{{- '<|im_start|>assistant\n' -}}
-{%- endif -%}"""
+# Written for this project (chat_template.jinja): exactly the Qwen2-VL chat format, i.e. a default system turn
+# unless the conversation starts with one, <|im_start|>role\n...<|im_end|>\n turns, and vision placeholders.
+CHAT_TEMPLATE = resources.files(__package__).joinpath("chat_template.jinja").read_text(encoding="utf-8").rstrip("\n")
 
 
 @dataclass(frozen=True)
@@ -122,20 +95,21 @@ class TinyModelConfig:
     """Seed for the tokenizer corpus and the weight initialisation; same seed -> same checkpoint."""
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("hidden_size must be divisible by num_attention_heads")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
-        if self.head_dim % 2 or self.head_dim // 2 < 3:
-            raise ValueError("head_dim (hidden_size / num_attention_heads) must be even and >= 6 for M-RoPE")
-        if self.vision_hidden_size % self.vision_num_heads or (self.vision_hidden_size // self.vision_num_heads) % 4:
-            raise ValueError("vision_hidden_size / vision_num_heads must be a multiple of 4")
-        if not 0 < self.min_pixels <= self.max_pixels:
-            raise ValueError("need 0 < min_pixels <= max_pixels")
-        if self.vocab_size < 512:
-            raise ValueError("vocab_size must be at least 512 (256 byte symbols + merges)")
-        if self.vision_depth < 1 or self.num_hidden_layers < 1:
-            raise ValueError("need at least one vision block and one decoder layer")
+        for ok, message in (
+            (self.hidden_size % self.num_attention_heads == 0, "hidden_size must be divisible by num_attention_heads"),
+            (self.num_attention_heads % self.num_key_value_heads == 0,
+             "num_attention_heads must be divisible by num_key_value_heads"),
+            (self.head_dim % 2 == 0 and self.head_dim >= 6,
+             "head_dim (hidden_size / num_attention_heads) must be even and >= 6 for M-RoPE"),
+            (self.vision_hidden_size % (4 * self.vision_num_heads) == 0,
+             "vision_hidden_size / vision_num_heads must be a multiple of 4"),
+            (0 < self.min_pixels <= self.max_pixels, "need 0 < min_pixels <= max_pixels"),
+            (self.vocab_size >= 512, "vocab_size must be at least 512 (256 byte symbols + merges)"),
+            (self.vision_depth >= 1 and self.num_hidden_layers >= 1,
+             "need at least one vision block and one decoder layer"),
+        ):
+            if not ok:
+                raise ValueError(message)
 
     @property
     def head_dim(self) -> int:
@@ -258,22 +232,20 @@ def _build_model(config: TinyModelConfig, tokenizer: Any) -> Any:
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {token[2:-2]: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}  # "<|im_end|>": im_end
+
+    def fields(*keys: str, prefix: str = "") -> dict[str, Any]:
+        return {key: getattr(config, prefix + key) for key in keys}
+
     model_config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": config.hidden_size,
-            "intermediate_size": config.intermediate_size,
-            "num_hidden_layers": config.num_hidden_layers,
-            "num_attention_heads": config.num_attention_heads,
-            "num_key_value_heads": config.num_key_value_heads,
-            "max_position_embeddings": config.max_position_embeddings,
+            **fields(
+                "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "max_position_embeddings",
+            ),
             "max_window_layers": config.num_hidden_layers,
             "rms_norm_eps": 1e-6,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1000000.0,
-                "mrope_section": config.mrope_section,
-            },
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": config.mrope_section},
             "bos_token_id": ids["endoftext"],
             "eos_token_id": ids["im_end"],
             "pad_token_id": ids["endoftext"],
@@ -281,13 +253,8 @@ def _build_model(config: TinyModelConfig, tokenizer: Any) -> Any:
             "dtype": "float32",
         },
         vision_config={
-            "depth": config.vision_depth,
-            "hidden_size": config.vision_hidden_size,
-            "intermediate_size": config.vision_intermediate_size,
-            "num_heads": config.vision_num_heads,
-            "patch_size": config.patch_size,
-            "spatial_merge_size": config.spatial_merge_size,
-            "temporal_patch_size": config.temporal_patch_size,
+            **fields("depth", "hidden_size", "intermediate_size", "num_heads", prefix="vision_"),
+            **fields("patch_size", "spatial_merge_size", "temporal_patch_size"),
             "window_size": config.patch_size * config.spatial_merge_size * 4,
             "out_hidden_size": config.hidden_size,
             "fullatt_block_indexes": [config.vision_depth - 1],
