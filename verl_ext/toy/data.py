@@ -96,12 +96,9 @@ class ToyDataConfig:
     """Template of the question-writing rows: the one the synthesis run will use (name or path)."""
 
     def __post_init__(self) -> None:
-        for name in ("n_sft", "n_sft_test"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        for name in ("n_rl", "n_test"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        for name, least in (("n_sft", 0), ("n_sft_test", 0), ("n_rl", 1), ("n_test", 1)):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}")
         if not 0.0 <= self.question_fraction < 1.0:
             raise ValueError(f"question_fraction must be in [0, 1), got {self.question_fraction}")
         if self.seed < 0:
@@ -142,9 +139,6 @@ class ToyDataConfig:
         return dataclasses.replace(self.difficulty, n_train=self.n_rl, n_test=self.n_test, seed=self.rl_seed)
 
 
-# ------------------------------------------------------------------------------------------------ question writing
-
-
 def render_seed_prompt(template: PromptTemplate, seed: Seed) -> str:
     """The user text ``synthesize`` sends for ``seed`` (its ``_Run.question_requests``; images go before it)."""
     values = {"question": seed.question, "answer": seed.answer, "choices": format_choices(list(seed.choices))}
@@ -181,19 +175,11 @@ def question_writing_row(
         "images": seed_row["images"],
         "ability": seed_row["ability"],
         "reward_model": {"style": "rule", "ground_truth": ""},  # the target is a question, not a \boxed{} answer
-        "extra_info": {
-            "split": split,
-            "index": index,
-            "task": QUESTION_TASK_PREFIX + example.scene.task,
-            "answer": answer,
-            "question": question,
-        },
+        "extra_info": {"split": split, "index": index, "task": QUESTION_TASK_PREFIX + example.scene.task,
+                       "answer": answer, "question": question},
         sft_data.MESSAGES_KEY: [dict(user), {"role": "assistant", "content": target}],
         sft_data.RESPONSE_KEY: target,
     }
-
-
-# ------------------------------------------------------------------------------------------------ writing
 
 
 def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -> None:
@@ -223,60 +209,38 @@ def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, 
     return result.paths
 
 
-def _with_tasks(prepared: Path, source: Path, out_path: Path) -> None:
-    """Write ``prepared`` to ``out_path`` with each row's task in ``extra_info.task`` (``prepare`` keeps only a
-    public set's columns; the task lets the diagnosis and the reports break figures down per task)."""
+def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from verl_ext.data.schema import arrow_schema
 
-    tasks = pq.read_table(source, columns=["task"]).column("task").to_pylist()
-    rows = pq.read_table(prepared).to_pylist()
-    for row in rows:
-        row["extra_info"]["task"] = tasks[row["extra_info"]["index"]]
-    write_parquet(out_path, rows, arrow_schema([("task", pa.string())]))
-    prepared.unlink()
-
-
-def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
     rl_dir = out_dir / RL_DIR
     source = vm.ensure_dataset(rl_dir / "source", config.rl_config(), layout="hub")
     stage = out_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    prepared = {}
     try:
-        unlabeled = _prepare(
-            prep.PrepareConfig(
-                dataset=(str(source["train"]),),
-                out=stage / "unlabeled",
-                val_split=str(source["test"]),
-                data_source=config.data_source,
-            ),
-            {"train": config.n_rl, "test": config.n_test},
-        )
-        labeled = _prepare(
-            prep.PrepareConfig(
-                dataset=(str(source["train"]),), out=stage / "labeled", keep_labels=True, data_source=config.data_source
-            ),
-            {"train": config.n_rl},
-        )
-        _with_tasks(unlabeled["train"], source["train"], out_dir / FILES["rl_unlabeled"])
-        _with_tasks(labeled["train"], source["train"], out_dir / FILES["rl_labeled"])
-        _with_tasks(unlabeled["test"], source["test"], out_dir / FILES["test"])
-        for name in ("unlabeled", "labeled"):
+        for name, options, expected in (
+            ("unlabeled", {"val_split": str(source["test"])}, {"train": config.n_rl, "test": config.n_test}),
+            ("labeled", {"keep_labels": True}, {"train": config.n_rl}),
+        ):
+            settings = prep.PrepareConfig(
+                dataset=(str(source["train"]),), out=stage / name, data_source=config.data_source, **options
+            )
+            prepared[name] = _prepare(settings, expected)
             os.replace(stage / name / prep.SUMMARY_NAME, rl_dir / f"prepare_{name}.json")
+        # prepare keeps only a public set's columns: the task goes back in, so the diagnosis and the reports
+        # can break figures down per task.
+        for file, name, split in (
+            ("rl_unlabeled", "unlabeled", "train"), ("rl_labeled", "labeled", "train"), ("test", "unlabeled", "test")
+        ):
+            tasks = pq.read_table(source[split], columns=["task"]).column("task").to_pylist()
+            rows = pq.read_table(prepared[name][split]).to_pylist()
+            for row in rows:
+                row["extra_info"]["task"] = tasks[row["extra_info"]["index"]]
+            write_parquet(out_dir / FILES[file], rows, arrow_schema([("task", pa.string())]))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-def _manifest(config: ToyDataConfig, template: PromptTemplate) -> dict[str, Any]:
-    return {
-        "build_version": BUILD_VERSION,
-        "visual_math_build_version": vm.BUILD_VERSION,
-        "sft_build_version": sft_data.BUILD_VERSION,
-        "prompt": {"name": template.name, "digest": template.digest},
-        "config": dataclasses.asdict(config),
-        "files": dict(FILES),
-    }
 
 
 def _paths(out_dir: Path) -> dict[str, Path]:
@@ -307,7 +271,15 @@ def ensure_toy_data(
     build (:func:`verl_ext.files.build_once`)."""
     out_dir = Path(out_dir).absolute()
     paths = _paths(out_dir)
-    manifest = _manifest(config, load_prompt(config.prompt))
+    template = load_prompt(config.prompt)
+    manifest = {
+        "build_version": BUILD_VERSION,
+        "visual_math_build_version": vm.BUILD_VERSION,
+        "sft_build_version": sft_data.BUILD_VERSION,
+        "prompt": {"name": template.name, "digest": template.digest},
+        "config": dataclasses.asdict(config),
+        "files": dict(FILES),
+    }
     if not build_once(
         out_dir, manifest, lambda: write_toy_data(out_dir, config),
         expect=paths.values(), force=force, manifest_name=MANIFEST_NAME,
