@@ -1,22 +1,17 @@
 """``python -m verl_ext.eval``: evaluate a model on MathVision, MathVerse, MathVista and We-Math.
 
-Configured like training: ``recipes/eval/paper.yaml`` (the paper's protocol on 8 GPUs with vLLM)
-composes verl's ``ppo_trainer`` (model, rollout engine and cluster keys) with every ``eval.*`` setting
-(``verl_ext/config/command/evaluate.yaml``); ``key=value`` overrides follow. Responses are generated on
-verl's rollout replicas (:mod:`verl_ext.generation.replicas`)::
+A recipe (``recipes/eval/paper.yaml``: the paper's protocol on 8 GPUs with vLLM) composes verl's
+``ppo_trainer`` (model, rollout engine, cluster) with every ``eval.*`` setting
+(``verl_ext/config/command/evaluate.yaml``); ``key=value`` overrides follow::
 
     python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct \\
         eval.output_dir=outputs/eval/qwen7b
     python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=./my-model \\
         eval.benchmarks=[mathvista] eval.max_samples=50 actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1
 
-Writes into ``eval.output_dir``: ``samples.jsonl`` (one line per response: benchmark, prompt id,
-response, extracted answer, verdict), ``results.json`` (accuracies), ``report.md`` (Table 1
-comparison and per-category tables), ``accuracy.png`` (bar chart) and ``run.json`` (the settings).
-
-The JSONL is append-only and fsync'ed after every batch; rerunning the same command skips the
-questions already answered, so a killed run loses at most the batch it was working on. A rerun with
-other model or sampling settings is refused: use another ``eval.output_dir``.
+Writes into ``eval.output_dir``: ``samples.jsonl`` (one graded response a line, fsync'ed after every
+batch: a rerun skips the questions answered), ``results.json``, ``report.md``, ``accuracy.png`` and
+``run.json`` (the settings; a rerun with another model or protocol is refused).
 """
 
 from __future__ import annotations
@@ -32,17 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from verl_ext.files import write_json
 from verl_ext.eval.benchmarks import BENCHMARKS, Sample, load_benchmark, parse_benchmarks
-from verl_ext.eval.grading import (
-    JUDGE_MODES,
-    ApiJudge,
-    GeneratorJudge,
-    Grade,
-    Judge,
-    grade_batch,
-    load_judge_prompt,
-)
+from verl_ext.eval.grading import JUDGE_MODES, ApiJudge, GeneratorJudge, Grade, grade_batch, load_judge_prompt
 from verl_ext.eval.prompts import EvalProtocol, build_request
 from verl_ext.eval.report import (
     DEFAULT_REFERENCE,
@@ -52,17 +38,14 @@ from verl_ext.eval.report import (
     plot_accuracy,
     summarize,
 )
+from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, BatchedGenerator
 from verl_ext.generation.factory import BACKENDS, make_generator
-from verl_ext.model_path import model_path_problem
 
 logger = logging.getLogger("verl_ext.eval")
 
 SAMPLES_FILE = "samples.jsonl"
 RUN_FILE = "run.json"
-RESULTS_FILE = "results.json"
-REPORT_FILE = "report.md"
-CHART_FILE = "accuracy.png"
 JUDGES = ("none", "api", "local")
 
 GeneratorFactory = Callable[..., BatchedGenerator]
@@ -70,18 +53,6 @@ GeneratorFactory = Callable[..., BatchedGenerator]
 
 class UsageError(ValueError):
     """A bad argument or input path: one line on stderr, exit status 2, before any generation."""
-
-
-def _writable_dir(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be the output directory, or None when it can."""
-    if path.exists() and not path.is_dir():
-        return f"eval.output_dir {path} is a file, not a directory"
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        return f"eval.output_dir {path}: {probe} is not writable"
-    return None
 
 
 @dataclass
@@ -130,9 +101,12 @@ class EvalConfig:
     """Draw accuracy.png (needs matplotlib)."""
 
     def __post_init__(self) -> None:
+        # The model path itself is checked where the recipe is composed (config.compose.compose_command).
         self.output_dir = Path(self.output_dir)
         if self.backend not in BACKENDS:
-            raise ValueError(f"actor_rollout_ref.rollout.name must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+            raise ValueError(
+                f"actor_rollout_ref.rollout.name must be one of {', '.join(BACKENDS)}; got {self.backend!r}"
+            )
         if self.judge not in JUDGES:
             raise ValueError(f"judge must be one of {JUDGES}; got {self.judge!r}")
         if self.judge != "none" and not self.judge_model:
@@ -149,12 +123,13 @@ class EvalConfig:
             raise ValueError(f"eval.temperature must be >= 0 (0: greedy); got {self.protocol.temperature}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"eval.data_dir {self.data_dir}: no such directory")
-        problem = _writable_dir(self.output_dir)
-        if problem:
-            raise ValueError(problem)
-        problem = model_path_problem(self.model)
-        if problem:
-            raise ValueError(f"actor_rollout_ref.model.path: {problem}")
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ValueError(f"eval.output_dir {self.output_dir} is a file, not a directory")
+        probe = self.output_dir
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"eval.output_dir {self.output_dir}: {probe} is not writable")
 
     def split_of(self, benchmark: str) -> str:
         """The split evaluated for ``benchmark``."""
@@ -162,22 +137,14 @@ class EvalConfig:
 
     def run_fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run that wrote the JSONL."""
-        return {"model": self.model, "protocol": self.protocol.fingerprint()}
+        return {"model": self.model, "protocol": dataclasses.asdict(self.protocol)}
 
 
 # ------------------------------------------------------------------------------------------ JSONL store
 
 
-def _well_formed(record: Any) -> bool:
-    """A line this program wrote: the keys resume and the report read, with their types."""
-    return (
-        isinstance(record, dict)
-        and isinstance(record.get("benchmark"), str)
-        and isinstance(record.get("prompt_id"), (str, int))
-        and isinstance(record.get("response_index", 0), int)
-        and isinstance(record.get("correct"), bool)
-        and isinstance(record.get("response"), str)
-    )
+def _key(benchmark: str, split: Any, prompt_id: Any) -> tuple[str, str, str]:
+    return benchmark, str(split), str(prompt_id)
 
 
 class ResultStore:
@@ -186,23 +153,19 @@ class ResultStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-
-    def _repair_tail(self) -> None:
-        # A run killed mid-write can leave a partial last line; appending after it would glue the
-        # next record onto it, so cut the file back to its last complete line.
         if not self.path.exists():
             return
+        # A run killed mid-write can leave a partial last line; appending after it would glue the
+        # next record onto it, so cut the file back to its last complete line.
         with open(self.path, "rb+") as handle:
             data = handle.read()
-            if not data or data.endswith(b"\n"):
-                return
-            keep = data.rfind(b"\n") + 1
-            logger.warning("%s ends in a partial line (%d bytes); dropping it", self.path, len(data) - keep)
-            handle.truncate(keep)
+            if data and not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                logger.warning("%s ends in a partial line (%d bytes); dropping it", self.path, len(data) - keep)
+                handle.truncate(keep)
 
     def load(self) -> list[dict[str, Any]]:
-        """Every record written so far (unparseable lines are skipped with a warning)."""
+        """Every record written so far; lines not written by this program are skipped with a warning."""
         if not self.path.exists():
             return []
         records = []
@@ -213,34 +176,75 @@ class ResultStore:
                 try:
                     record = json.loads(raw.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError):
-                    logger.warning("%s:%d is not JSON text; ignored (its question is generated again)", self.path, number)
-                    continue
-                if not _well_formed(record):
-                    logger.warning("%s:%d is not a sample record; ignored (its question is generated again)", self.path, number)
-                    continue
-                records.append(record)
+                    record = None
+                well_formed = (
+                    isinstance(record, dict)
+                    and isinstance(record.get("benchmark"), str)
+                    and isinstance(record.get("prompt_id"), (str, int))
+                    and isinstance(record.get("response_index", 0), int)
+                    and isinstance(record.get("correct"), bool)
+                    and isinstance(record.get("response"), str)
+                )
+                if well_formed:
+                    records.append(record)
+                else:
+                    what = "not JSON text" if record is None else "not a sample record"
+                    logger.warning("%s:%d is %s; ignored (its question is generated again)", self.path, number, what)
         return records
 
     def finished(self, n: int) -> set[tuple[str, str, str]]:
         """``(benchmark, split, prompt_id)`` of the prompts with all ``n`` responses on disk."""
         seen: dict[tuple[str, str, str], set[int]] = {}
-        for record in self.load():
-            key = (record["benchmark"], str(record.get("split")), str(record["prompt_id"]))
-            seen.setdefault(key, set()).add(int(record.get("response_index", 0)))
-        return {key for key, indices in seen.items() if all(i in indices for i in range(n))}
+        for r in self.load():
+            seen.setdefault(_key(r["benchmark"], r.get("split"), r["prompt_id"]), set()).add(r.get("response_index", 0))
+        return {key for key, indices in seen.items() if set(range(n)) <= indices}
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
         """Write ``records`` and force them to disk before returning."""
-        if not records:
-            return
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             handle.flush()
             os.fsync(handle.fileno())
 
 
 # ------------------------------------------------------------------------------------------ run
+
+
+def _check_run_file(config: EvalConfig) -> bool:
+    """Refuse an output directory holding a run with other settings; True if its run.json exists."""
+    path = config.output_dir / RUN_FILE
+    if not path.exists():
+        return False
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        if (config.output_dir / SAMPLES_FILE).exists():
+            raise UsageError(
+                f"{path} is unreadable, so the settings of {config.output_dir / SAMPLES_FILE} are unknown: "
+                "set another eval.output_dir (or delete the folder)"
+            ) from None
+        logger.warning("%s is unreadable; it is written again", path)
+        return False
+    if not isinstance(previous, dict) or previous.get("fingerprint") != config.run_fingerprint():
+        found = previous.get("fingerprint") if isinstance(previous, dict) else previous
+        raise UsageError(
+            f"{config.output_dir} holds a run with other settings ({path}: {json.dumps(found, sort_keys=True)[:200]}); "
+            "resuming would mix them: set another eval.output_dir"
+        )
+    return True
+
+
+def _write_run_file(config: EvalConfig) -> None:
+    # Written atomically once the data and the model have loaded, so a failed first try never blocks
+    # the corrected command.
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "fingerprint": config.run_fingerprint(),
+        "backend": config.backend,
+        "backend_config": dataclasses.asdict(config.backend_config),
+        "judge": {"kind": config.judge, "model": config.judge_model, "mode": config.judge_mode},
+    }
+    write_json(config.output_dir / RUN_FILE, payload)
 
 
 def _record(sample: Sample, split: str, index: int, response: str, grade: Grade) -> dict[str, Any]:
@@ -253,68 +257,29 @@ def _record(sample: Sample, split: str, index: int, response: str, grade: Grade)
         "answer_type": sample.answer_type,
         "answer": sample.reference(),
         "response": response,
-        "extracted": grade.extracted,
-        "correct": grade.correct,
-        "rule_correct": grade.rule_correct,
-        "judge": grade.judge,
+        **dataclasses.asdict(grade),  # extracted, correct, rule_correct, judge
         "graded_by": grade.method,
         "meta": sample.meta,
     }
 
 
-def _check_run_file(config: EvalConfig) -> bool:
-    """Refuse an output directory holding a run with other settings; True if its run.json exists."""
-    path = config.output_dir / RUN_FILE
-    fingerprint = config.run_fingerprint()
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            if (config.output_dir / SAMPLES_FILE).exists():
-                raise UsageError(
-                    f"{path} is unreadable, so the settings of {config.output_dir / SAMPLES_FILE} are unknown: "
-                    "set another eval.output_dir (or delete the folder)"
-                ) from None
-            logger.warning("%s is unreadable; it is written again", path)
-            return False
-        if not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint:
-            raise UsageError(
-                f"{config.output_dir} holds a run with other settings ({path}: "
-                f"{json.dumps(previous.get('fingerprint') if isinstance(previous, dict) else previous, sort_keys=True)[:200]}); "
-                "resuming would mix them: set another eval.output_dir"
-            )
-        return True
-    return False
-
-
-def _write_run_file(config: EvalConfig) -> None:
-    """The run's settings, written atomically once its data and model have loaded (so a failed
-    first try never blocks the corrected command)."""
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "fingerprint": config.run_fingerprint(),
-        "backend": config.backend,
-        "backend_config": dataclasses.asdict(config.backend_config),
-        "judge": {"kind": config.judge, "model": config.judge_model, "mode": config.judge_mode},
-    }
-    write_json(config.output_dir / RUN_FILE, payload)
-
-
 def _build_judge(
-    config: EvalConfig, generator: Optional[BatchedGenerator], factory: GeneratorFactory
-) -> tuple[Optional[Judge], Optional[BatchedGenerator]]:
-    """The judge, plus a generator the caller must close (a local judge's own model)."""
+    config: EvalConfig, generator: BatchedGenerator, factory: GeneratorFactory
+) -> Optional[ApiJudge | GeneratorJudge]:
     if config.judge == "none":
-        return None, None
+        return None
     template = load_judge_prompt(config.judge_prompt)
     if config.judge == "api":
-        api_key = os.environ.get(config.judge_api_key_env) or None
-        return ApiJudge(config.judge_model, config.judge_url, api_key=api_key, prompt_template=template), None
-    if generator is not None and config.judge_model == config.model:
-        return GeneratorJudge(generator, prompt_template=template, max_new_tokens=config.judge_max_new_tokens), None
-    judge_backend = dataclasses.replace(config.backend_config, min_pixels=None, max_pixels=None, show_progress=False)
-    own = factory(config.backend, config.judge_model, judge_backend)
-    return GeneratorJudge(own, prompt_template=template, max_new_tokens=config.judge_max_new_tokens), own
+        key = os.environ.get(config.judge_api_key_env) or None
+        tokens = config.judge_max_new_tokens
+        return ApiJudge(config.judge_model, config.judge_url, api_key=key, prompt_template=template, max_tokens=tokens)
+    shared = config.judge_model == config.model
+    if not shared:
+        backend = dataclasses.replace(config.backend_config, min_pixels=None, max_pixels=None, show_progress=False)
+        generator = factory(config.backend, config.judge_model, backend)
+    return GeneratorJudge(
+        generator, prompt_template=template, max_new_tokens=config.judge_max_new_tokens, owns_generator=not shared
+    )
 
 
 def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator) -> dict[str, Any]:
@@ -334,79 +299,72 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
         samples += [(s, split) for s in loaded]
     store = ResultStore(config.output_dir / SAMPLES_FILE)
     done = store.finished(config.protocol.n)
-    pending = [(s, split) for s, split in samples if (s.benchmark, split, s.prompt_id) not in done]
-    logger.info(
-        "%d questions: %d already answered, %d to generate", len(samples), len(samples) - len(pending), len(pending)
-    )
+    pending = [(s, split) for s, split in samples if _key(s.benchmark, split, s.prompt_id) not in done]
+    skipped = len(samples) - len(pending)
+    logger.info("%d questions: %d already answered, %d to generate", len(samples), skipped, len(pending))
 
     if pending:
-        backend_config = dataclasses.replace(
-            config.backend_config, min_pixels=config.protocol.min_pixels, max_pixels=config.protocol.max_pixels
-        )
+        pixels = {"min_pixels": config.protocol.min_pixels, "max_pixels": config.protocol.max_pixels}
+        backend_config = dataclasses.replace(config.backend_config, **pixels)
         try:
             generator = generator_factory(config.backend, config.model, backend_config)
         except (OSError, ValueError) as err:  # not a model directory, unknown architecture
-            raise UsageError(f"actor_rollout_ref.model.path={config.model} does not load: {str(err).splitlines()[0]}") from None
-        if not has_run_file:
-            _write_run_file(config)
-        judge, judge_generator = None, None
+            message = f"actor_rollout_ref.model.path={config.model} does not load: {str(err).splitlines()[0]}"
+            raise UsageError(message) from None
+    if not has_run_file:
+        _write_run_file(config)
+    if pending:
+        judge = None
         try:
-            judge, judge_generator = _build_judge(config, generator, generator_factory)
-            requests = [build_request(s, config.protocol) for s, _ in pending]
+            judge = _build_judge(config, generator, generator_factory)
 
             def save(start: int, outputs: list[list[str]]) -> None:
                 batch = pending[start : start + len(outputs)]
                 items = [(s, text) for (s, _), texts in zip(batch, outputs) for text in texts]
                 grades = iter(grade_batch(items, judge, config.judge_mode))
-                records = [
-                    _record(s, split, k, text, next(grades))
-                    for (s, split), texts in zip(batch, outputs)
-                    for k, text in enumerate(texts)
-                ]
-                store.append(records)
+                store.append(
+                    [
+                        _record(s, split, k, text, next(grades))
+                        for (s, split), texts in zip(batch, outputs)
+                        for k, text in enumerate(texts)
+                    ]
+                )
 
+            requests = [build_request(s, config.protocol) for s, _ in pending]
             generator.generate(requests, config.protocol.sampling(), on_batch=save)
         finally:
             # The judge first: the policy's generator may own the Ray session the judge's replicas live in.
-            if judge_generator is not None:
-                judge_generator.close()
-            generator.close()
-            if isinstance(judge, ApiJudge):
+            if judge is not None:
                 judge.close()
+            generator.close()
 
-    elif not has_run_file:
-        _write_run_file(config)
-
-    wanted = {(s.benchmark, split, s.prompt_id) for s, split in samples}
-    records = [r for r in store.load() if (r["benchmark"], str(r.get("split")), str(r["prompt_id"])) in wanted]
-    summary = summarize(records)
-    outputs = write_outputs(config, summary)
-    return {"generated": len(pending), "skipped": len(samples) - len(pending), "summary": summary, **outputs}
+    wanted = {_key(s.benchmark, split, s.prompt_id) for s, split in samples}
+    summary = summarize(r for r in store.load() if _key(r["benchmark"], r.get("split"), r["prompt_id"]) in wanted)
+    return {"generated": len(pending), "skipped": skipped, "summary": summary, **write_outputs(config, summary)}
 
 
 def write_outputs(config: EvalConfig, summary: dict[str, Any]) -> dict[str, Optional[Path]]:
     """results.json, report.md and (if matplotlib is there) accuracy.png."""
     label = config.label or Path(config.model.rstrip("/")).name or config.model
-    results_path = config.output_dir / RESULTS_FILE
-    results_path.write_text(
-        json.dumps({"model": config.model, "label": label, "benchmarks": summary}, indent=2) + "\n", encoding="utf-8"
-    )
+    results_path = config.output_dir / "results.json"
+    results = {"model": config.model, "label": label, "benchmarks": summary}
+    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    protocol = dataclasses.asdict(config.protocol)
     header = {
         "model": config.model,
-        "protocol": ", ".join(f"{k}={v!r}" for k, v in config.protocol.fingerprint().items() if k != "system_prompt"),
+        "protocol": ", ".join(f"{k}={v!r}" for k, v in protocol.items() if k != "system_prompt"),
         "system prompt": repr(config.protocol.system_prompt),
         "judge": "none" if config.judge == "none" else f"{config.judge} {config.judge_model} ({config.judge_mode})",
     }
     if config.max_samples is not None:
         header["max samples per benchmark"] = config.max_samples
-    report_path = config.output_dir / REPORT_FILE
-    report_path.write_text(
-        markdown_report(summary, label=label, reference=config.compare_to, header=header), encoding="utf-8"
-    )
+    report_path = config.output_dir / "report.md"
+    report = markdown_report(summary, label=label, reference=config.compare_to, header=header)
+    report_path.write_text(report, encoding="utf-8")
     chart_path: Optional[Path] = None
     if config.plot and summary:
         try:
-            chart_path = plot_accuracy(summary, config.output_dir / CHART_FILE, label=label)
+            chart_path = plot_accuracy(summary, config.output_dir / "accuracy.png", label=label)
         except ImportError as err:
             logger.error("%s", err)
     for name, result in summary.items():
@@ -457,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[Gener
     ``generator_factory(backend, model, backend_config)`` replaces the rollout replicas the recipe
     describes (tests, stand-ins).
     """
-    from verl_ext.config.compose import CLIError, compose_command, start_command
+    from verl_ext.config.compose import CLIError, compose_command, first_line, start_command
 
     argv = start_command(argv, __doc__, USAGE)
     if argv is None:
@@ -466,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[Gener
         cfg = compose_command(argv, USAGE, ("actor_rollout_ref.model.path",))
         config = config_from(cfg)
     except (CLIError, ValueError, TypeError) as err:  # the command line itself
-        _usage_exit(err)
+        _usage_exit(first_line(err))
     if generator_factory is None:
         from omegaconf import OmegaConf
 
@@ -474,17 +432,17 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[Gener
 
         def generator_factory(backend: str, model: str, backend_config: BackendConfig) -> BatchedGenerator:
             # A local judge is another model on the same engine and cluster settings.
-            run_cfg = cfg if model == config.model else OmegaConf.merge(cfg, {"actor_rollout_ref": {"model": {"path": model}}})
-            return ReplicaGenerator(run_cfg, backend_config)
+            path = {"actor_rollout_ref": {"model": {"path": model}}}
+            return ReplicaGenerator(cfg if model == config.model else OmegaConf.merge(cfg, path), backend_config)
 
     try:
         return run(config, generator_factory)
     except UsageError as err:  # inputs found wrong before any generation; other errors keep their traceback
-        _usage_exit(err)
+        _usage_exit(first_line(err))
 
 
-def _usage_exit(err: BaseException) -> None:
-    sys.stderr.write(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n")
+def _usage_exit(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
     raise SystemExit(2) from None
 
 

@@ -1,20 +1,16 @@
 """``python -m verl_ext.eval.compare``: several evaluation runs in one table laid out like the MM-UPT paper's.
 
-Each ``--row "LABEL=DIR"`` names one run of ``python -m verl_ext.eval`` (``DIR/results.json``, or the
-results.json file itself); ``--paper-table`` chooses which of the paper's tables to lay the rows out like
-and to take the published numbers from. Rows appear in the order given; a row whose label is one of the
-paper's rows (see ``--list-rows``) gets the paper's numbers beside ours, any other row gets "—" there.
-
 Usage::
 
     python -m verl_ext.eval.compare --paper-table 1 \\
         --row "Qwen2.5-VL-7B=outputs/eval/base" \\
         --row "MM-UPT (Geometry3K)=outputs/eval/mmupt_geometry3k" --out table1.md
 
-Columns: MathVision, MathVerse, MathVista, We-Math and their average, each cell ``ours / paper``, and
-``Δ base``: a row's Avg minus the Avg of the model it was trained from (ours from the rows given, the
-paper's from the paper), the improvement the paper reports. Exit status 0, or 2 for a usage error
-(a malformed row, a missing results file, an unknown table).
+Each ``--row "LABEL=DIR"`` is one run of ``python -m verl_ext.eval`` (its directory or its results.json),
+in the order given. A row whose label is one of the paper's rows (``--list-rows``) gets the paper's
+numbers beside ours (each cell ``ours / paper``), any other "—". ``Δ base`` is a row's Avg minus the Avg
+of the model it was trained from (ours from the rows given, the paper's from the paper), the improvement
+the paper reports. Exit status 0, or 2 for a usage error (a malformed row, a missing results file).
 """
 
 from __future__ import annotations
@@ -30,14 +26,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from verl_ext.eval.benchmarks import BENCHMARKS
-from verl_ext.eval.report import PAPER_TABLE1, TABLE_BENCHMARKS, format_accuracy, table_row
+from verl_ext.eval.report import COLUMNS, PAPER_TABLE1, TABLE_BENCHMARKS, format_accuracy, md_table, table_row
 
 logger = logging.getLogger("verl_ext.eval.compare")
 
-__all__ = ["PAPER_TABLES", "PaperTable", "Row", "compare_markdown", "load_row", "main", "parse_row"]
-
 PAPER = "Wei et al., MM-UPT, arXiv:2505.22453 v2"
-RESULTS_FILE = "results.json"
 BASE_7B = "Qwen2.5-VL-7B"
 
 
@@ -52,58 +45,52 @@ class PaperTable:
     base: Mapping[str, str] = field(default_factory=dict)
     """Row label -> label of the model it was post-trained from (for ``Δ base``)."""
     default_base: Optional[str] = None
-    """What a row the paper does not have was trained from (e.g. supervised GRPO on GeoQA: the 7B model)."""
+    """What a row not in ``base`` was trained from (e.g. supervised GRPO on GeoQA: the 7B model)."""
 
 
-# Table 1: accuracies from verl_ext.eval.report (the paper's Table 1).
-_TABLE1 = PaperTable(
-    1,
-    "MM-UPT on standard datasets without labels, and supervised GRPO, Qwen2.5-VL-7B",
-    PAPER_TABLE1,
-    {name: BASE_7B for name in PAPER_TABLE1 if name != BASE_7B},
-    default_base=BASE_7B,
-)
-
-# Table 2: average over the four benchmarks (the paper's Table 2); the base and original-data rows are Table 1's.
+# Table 2 publishes the average over the four benchmarks; its base and original-data rows are Table 1's.
 _SYNTH_AVG = {
-    ("In-context synthesis", "Geometry3K"): 51.00,
-    ("In-context synthesis", "GeoQA"): 52.20,
-    ("In-context synthesis", "MMR1"): 52.94,
-    ("Direct synthesis", "Geometry3K"): 52.32,
-    ("Direct synthesis", "GeoQA"): 52.67,
-    ("Direct synthesis", "MMR1"): 52.16,
+    "In-context synthesis (Geometry3K)": 51.00,
+    "In-context synthesis (GeoQA)": 52.20,
+    "In-context synthesis (MMR1)": 52.94,
+    "Direct synthesis (Geometry3K)": 52.32,
+    "Direct synthesis (GeoQA)": 52.67,
+    "Direct synthesis (MMR1)": 52.16,
 }
-_TABLE2 = PaperTable(
-    2,
-    "MM-UPT on synthetic questions written by the model from each seed set, Qwen2.5-VL-7B",
-    {
-        BASE_7B: PAPER_TABLE1[BASE_7B],
-        **{name: row for name, row in PAPER_TABLE1.items() if name.startswith("MM-UPT (")},
-        **{f"{method} ({seed})": {"avg": avg} for (method, seed), avg in _SYNTH_AVG.items()},
-    },
-    {f"{method} ({seed})": BASE_7B for method, seed in _SYNTH_AVG}
-    | {name: BASE_7B for name in PAPER_TABLE1 if name.startswith("MM-UPT (")},
-    default_base=BASE_7B,
-)
-
-# Table 3: average over the four benchmarks before and after MM-UPT on Geometry3K (the paper's Table 3).
+# Table 3: the average over the four benchmarks before and after MM-UPT on Geometry3K.
 _BACKBONES = {"Qwen2.5-VL-3B": (39.00, 41.72), "MM-Eureka-7B": (53.10, 53.78), "ThinkLite-VL-7B": (52.63, 54.07)}
-_TABLE3 = PaperTable(
-    3,
-    "MM-UPT (Geometry3K) on other backbones",
-    {
-        **{name: {"avg": before} for name, (before, _) in _BACKBONES.items()},
-        **{f"{name} + MM-UPT": {"avg": after} for name, (_, after) in _BACKBONES.items()},
-    },
-    {f"{name} + MM-UPT": name for name in _BACKBONES},
-)
 
-PAPER_TABLES: dict[int, PaperTable] = {t.number: t for t in (_TABLE1, _TABLE2, _TABLE3)}
+PAPER_TABLES: dict[int, PaperTable] = {
+    1: PaperTable(
+        1,
+        "MM-UPT on standard datasets without labels, and supervised GRPO, Qwen2.5-VL-7B",
+        PAPER_TABLE1,
+        default_base=BASE_7B,
+    ),
+    2: PaperTable(
+        2,
+        "MM-UPT on synthetic questions written by the model from each seed set, Qwen2.5-VL-7B",
+        {
+            **{name: row for name, row in PAPER_TABLE1.items() if name == BASE_7B or name.startswith("MM-UPT (")},
+            **{name: {"avg": avg} for name, avg in _SYNTH_AVG.items()},
+        },
+        default_base=BASE_7B,
+    ),
+    3: PaperTable(
+        3,
+        "MM-UPT (Geometry3K) on other backbones",
+        {
+            **{name: {"avg": before} for name, (before, _) in _BACKBONES.items()},
+            **{f"{name} + MM-UPT": {"avg": after} for name, (_, after) in _BACKBONES.items()},
+        },
+        {f"{name} + MM-UPT": name for name in _BACKBONES},
+    ),
+}
 """The paper's tables by number."""
 
 
 class CompareError(ValueError):
-    """A usage error: malformed row, unreadable results, unknown table."""
+    """A usage error: malformed row, unreadable results."""
 
 
 @dataclass(frozen=True)
@@ -121,15 +108,14 @@ class Row:
 def parse_row(spec: str) -> tuple[str, Path]:
     """``"LABEL=DIR"`` -> (label, path); the label is everything before the first ``=``."""
     label, sep, path = spec.partition("=")
-    label = label.strip()
-    if not sep or not label or not path.strip():
+    if not sep or not label.strip() or not path.strip():
         raise CompareError(f'malformed --row {spec!r}: expected "LABEL=DIR"')
-    return label, Path(path.strip()).expanduser()
+    return label.strip(), Path(path.strip()).expanduser()
 
 
 def load_row(label: str, path: Path) -> Row:
     """Read one run's results.json (``path`` is the file or the eval output directory)."""
-    file = path / RESULTS_FILE if path.is_dir() else path
+    file = path / "results.json" if path.is_dir() else path
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except OSError as err:
@@ -148,80 +134,65 @@ def _key(label: str) -> str:
     return re.sub(r"\s+", " ", label).strip().casefold()
 
 
-def _paper_row(table: PaperTable, label: str) -> tuple[Optional[str], Mapping[str, float]]:
-    by_key = {_key(name): name for name in table.rows}
-    name = by_key.get(_key(label))
-    return (name, table.rows[name]) if name else (None, {})
-
-
-def _cell(ours: Optional[float], paper: Optional[float], signed: bool = False) -> str:
-    return f"{format_accuracy(ours, signed)} / {format_accuracy(paper, signed)}"
-
-
 def compare_markdown(rows: Sequence[Row], table: int | PaperTable, note: Optional[str] = None) -> str:
     """The markdown table of ``rows`` laid out like the paper's ``table``, with a heading and notes."""
     spec = table if isinstance(table, PaperTable) else PAPER_TABLES[table]
-    titles = [BENCHMARKS[b].title for b in TABLE_BENCHMARKS]
-    ours = {row.label: table_row(row.summary) for row in rows}
+    paper_names = {_key(name): name for name in spec.rows}
+    ours = {_key(row.label): table_row(row.summary) for row in rows}
+    cells, unmatched, partial = [], [], []
+    for row in rows:
+        mine, name = ours[_key(row.label)], paper_names.get(_key(row.label))
+        paper = spec.rows[name] if name else {}
+        if name is None:
+            unmatched.append(row.label)
+        if any(mine[b] is None for b in TABLE_BENCHMARKS):
+            partial.append(row.label)
+        line = [row.label, *(f"{format_accuracy(mine[c])} / {format_accuracy(paper.get(c))}" for c in COLUMNS)]
+        base = spec.base.get(name, spec.default_base) if name else spec.default_base
+        if base is None or _key(base) == _key(row.label):  # no base, or the base model's own row
+            line.append("")
+        else:
+            base_ours = ours.get(_key(base), {}).get("avg")
+            ours_delta = None if base_ours is None or mine["avg"] is None else mine["avg"] - base_ours
+            base_paper = spec.rows.get(base, {}).get("avg")
+            paper_delta = None if base_paper is None or "avg" not in paper else paper["avg"] - base_paper
+            line.append(f"{format_accuracy(ours_delta, True)} / {format_accuracy(paper_delta, True)}")
+        cells.append(line)
+
+    header = ["Model", *(BENCHMARKS[b].title for b in TABLE_BENCHMARKS), "Avg", "Δ base"]
     lines = [
         f"### Table {spec.number}: {spec.title}",
         "",
         "Accuracy (%). Each cell: ours / paper (— where there is no number). Δ base: Avg minus the Avg of "
         "the model the row was trained from.",
         "",
-        "| Model | " + " | ".join(titles) + " | Avg | Δ base |",
-        "| --- |" + " ---: |" * (len(titles) + 2),
-    ]
-    unmatched, partial = [], []
-    for row in rows:
-        name, paper = _paper_row(spec, row.label)
-        if name is None:
-            unmatched.append(row.label)
-        mine = ours[row.label]
-        if any(mine[b] is None for b in TABLE_BENCHMARKS):
-            partial.append(row.label)
-        cells = [_cell(mine[b], paper.get(b)) for b in TABLE_BENCHMARKS]
-        cells.append(_cell(mine["avg"], paper.get("avg")))
-        base = spec.base.get(name) if name else spec.default_base
-        if base is not None and _key(base) == _key(row.label):
-            base = None  # the base model's own row
-        ours_delta = paper_delta = None
-        if base is not None:
-            base_ours = next((ours[r.label]["avg"] for r in rows if _key(r.label) == _key(base)), None)
-            if base_ours is not None and mine["avg"] is not None:
-                ours_delta = mine["avg"] - base_ours
-            base_paper = spec.rows[base].get("avg") if base in spec.rows else None
-            if base_paper is not None and "avg" in paper:
-                paper_delta = paper["avg"] - base_paper
-        cells.append(_cell(ours_delta, paper_delta, signed=True) if base is not None else "")
-        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-
-    notes = [
+        md_table(header, cells),
         "",
         f"Paper numbers: {PAPER}, Table {spec.number}"
         + ("" if spec.number == 1 else " (per-benchmark numbers not included here: Avg only)")
         + ".",
     ]
     if unmatched:
-        notes.append(f"Rows without paper numbers: {', '.join(unmatched)} (paper rows: {', '.join(spec.rows)}).")
+        lines.append(f"Rows without paper numbers: {', '.join(unmatched)} (paper rows: {', '.join(spec.rows)}).")
     if partial:
-        notes.append(
+        lines.append(
             f"Not every benchmark was evaluated for {', '.join(partial)}: their Avg is over the benchmarks "
             "evaluated, the paper's over all four."
         )
     if note:
-        notes.append(note)
-    notes += ["", "Results:"]
+        lines.append(note)
+    lines += ["", "Results:"]
     for row in rows:
         counts = ", ".join(f"{b} {row.summary[b].get('n_prompts', '?')}" for b in row.summary)
-        notes.append(f"- {row.label}: {row.path} (model {row.model or '?'}; questions: {counts or 'none'})")
-    return "\n".join(lines + notes) + "\n"
+        lines.append(f"- {row.label}: {row.path} (model {row.model or '?'}; questions: {counts or 'none'})")
+    return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line. The one verl-ext command with ``--flags`` instead of ``key=value``: a row is
-    ``--row "LABEL=DIR"`` and the paper's labels hold commas and parentheses ("GRPO, supervised (MMR1)"),
-    which a ``key=value`` list would split."""
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: prints the table; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The one command with --flags instead of key=value: a row label holds commas and parentheses
+    # ("GRPO, supervised (MMR1)"), which a key=value list would split.
     p = argparse.ArgumentParser(
         prog="python -m verl_ext.eval.compare",
         description="Several verl_ext.eval results side by side, laid out like a table of the MM-UPT paper.",
@@ -231,13 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default=None, help="a line added under the table")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown to this file")
     p.add_argument("--list-rows", action="store_true", help="print the paper's row labels of --paper-table and exit")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point: prints the table; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = p.parse_args(argv)
     spec = PAPER_TABLES[args.paper_table]
     if args.list_rows:
         print("\n".join(spec.rows))

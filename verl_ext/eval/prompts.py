@@ -1,15 +1,7 @@
-"""The evaluation protocol of MM-UPT (arXiv 2505.22453) and the prompt it builds for a sample.
-
-Defaults are the paper's: system prompt "You are a helpful assistant.", the question followed by
-" Please reason step by step, and put your final answer within \\boxed{}.", temperature 0.2, up to
-16,384 new tokens, images resized to between 262,144 and 1,204,224 pixels. Every setting can be
-overridden (``eval.*`` keys, see ``verl_ext/config/command/evaluate.yaml``). When a question ends with its option lines the
-instruction goes on a line of its own instead of being appended to the last option.
-"""
+"""The evaluation protocol of MM-UPT (arXiv 2505.22453), its defaults the paper's, and the prompt it builds."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -18,16 +10,12 @@ from verl_ext.eval.benchmarks import Sample
 from verl_ext.generation.base import GenerationRequest, SamplingSettings
 from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER
 
-__all__ = ["FORMAT_INSTRUCTION", "SYSTEM_PROMPT", "EvalProtocol", "build_request"]
-
-SYSTEM_PROMPT = "You are a helpful assistant."
-
 
 @dataclass(frozen=True)
 class EvalProtocol:
     """Prompting and sampling of an evaluation run."""
 
-    system_prompt: str = SYSTEM_PROMPT
+    system_prompt: str = "You are a helpful assistant."
     """System turn; an empty string sends none (the chat template may then add its own default)."""
     format_instruction: str = FORMAT_INSTRUCTION
     """Appended to every question, verbatim (keep its leading space)."""
@@ -49,19 +37,8 @@ class EvalProtocol:
     """Largest image area after resizing (1536 patches of 28 x 28)."""
 
     def sampling(self) -> SamplingSettings:
-        """The generation backends' sampling settings for this protocol."""
-        return SamplingSettings(
-            n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            max_new_tokens=self.max_new_tokens,
-            seed=self.seed,
-        )
-
-    def fingerprint(self) -> dict[str, Any]:
-        """Every field, for checking that a resumed run uses the protocol it started with."""
-        return dataclasses.asdict(self)
+        names = ("n", "temperature", "top_p", "top_k", "max_new_tokens", "seed")
+        return SamplingSettings(**{name: getattr(self, name) for name in names})
 
 
 def build_request(sample: Sample, protocol: EvalProtocol) -> GenerationRequest:
@@ -70,7 +47,6 @@ def build_request(sample: Sample, protocol: EvalProtocol) -> GenerationRequest:
     if protocol.system_prompt:
         messages.append({"role": "system", "content": protocol.system_prompt})
     # Images first, then the question: Qwen2.5-VL's own examples and verl's geo3k rows do the same.
-    placeholders = IMAGE_PLACEHOLDER * len(sample.images)
     # A literal "<image>" in a question would be read as one more image marker.
     question = sample.question.replace(IMAGE_PLACEHOLDER, "")
     instruction = protocol.format_instruction
@@ -78,7 +54,7 @@ def build_request(sample: Sample, protocol: EvalProtocol) -> GenerationRequest:
         # The question ends with its option lines; glued on, the instruction would read as part
         # of the last option ("(D) 140° Please reason ...").
         instruction = "\n" + instruction.lstrip()
-    messages.append({"role": "user", "content": placeholders + question + instruction})
+    messages.append({"role": "user", "content": IMAGE_PLACEHOLDER * len(sample.images) + question + instruction})
     # Seeds follow the question, not its place among the questions still to answer: a resumed run
     # samples each question as the uninterrupted run would have.
     digest = hashlib.blake2b(f"{sample.benchmark}/{sample.prompt_id}".encode(), digest_size=4).digest()
