@@ -1,31 +1,21 @@
 """Synthesize new training questions from seed rows with the model itself (MM-UPT's data synthesis).
 
-Two strategies (arXiv 2505.22453): ``in_context`` shows the model a seed row's image(s), question and answer and
-asks for a *different* question about the same image(s); ``direct`` shows only the image(s). The prompt is a
-template (``synth.prompt``, see :mod:`verl_ext.prompts`) asking for the question between ``<question>`` tags; each
-completion is parsed and filtered (:mod:`verl_ext.data.synth_filters`), and with ``synth.answerability_k=K`` the
-model also answers each question K times and keeps it only if the answers' majority ratio reaches
-``synth.answerability_threshold``. Kept questions are rows of :mod:`verl_ext.data.schema` with an empty ground
-truth and their provenance in ``extra_info`` (:func:`extra_info_fields`).
-
-Seed rows are processed in shards of ``synth.shard_size``: shard ``i`` writes ``OUT/shard-0000i.parquet``
-atomically, then is recorded in ``OUT/synthesize_manifest.json`` (with the run's settings and counts). A rerun
-of the same command skips the recorded shards, so a killed run loses at most the shard it was on; a rerun with
-other settings is refused (use another ``synth.out`` or ``synth.overwrite=true``). Bad seed input is counted per
-reason and skipped; a shard whose generation fails is logged and left for a rerun. Exit status: 0 if the output
-holds any row, 1 if not, 2 for usage errors. Train on the shards (the closing log line lists them) or, with
-``synth.merge=true``, on ``OUT/train.parquet`` (not both: the rows would count twice).
-
-Configured like training: a recipe composing verl's ``ppo_trainer`` with every ``synth.*`` setting
-(``verl_ext/config/command/synthesize.yaml``), then ``key=value`` overrides; generation runs on verl's rollout
-replicas (:mod:`verl_ext.generation.replicas`)::
+Strategies (arXiv 2505.22453): ``in_context`` shows a seed row's image(s), question and answer and asks for a
+*different* question; ``direct`` shows only the image(s). Completions are parsed and filtered by
+:mod:`verl_ext.data.synth_filters`, then optionally by the answerability vote (``synth.answerability_k``); kept rows
+carry their provenance in ``extra_info`` (:func:`extra_info_fields`). Seed rows are processed in shards of
+``synth.shard_size``: each shard file is written atomically, then recorded in ``OUT/synthesize_manifest.json`` with
+the run's settings and counts, so a rerun of the same command skips finished shards and a rerun with other settings
+is refused. Bad seed input is counted per reason; a failed shard is left for a rerun. Exit status: 0 if the output
+holds any row, 1 if not, 2 for usage errors. Settings: ``verl_ext/config/command/synthesize.yaml``; README, "Data".
 
     python -m verl_ext.data.synthesize config=recipes/synth/in_context.yaml \\
         synth.seeds=[data/geometry3k/train.parquet] synth.out=data/synth/in_context \\
         actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct synth.num_per_seed=2 synth.answerability_k=10
     python -m verl_ext.data.synthesize config=recipes/synth/direct.yaml synth.seeds=[data/seeds/] \\
         synth.out=data/synth/direct synth.max_seeds=64 actor_rollout_ref.model.path=./my-model \\
-        actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1 actor_rollout_ref.rollout.tensor_model_parallel_size=1
+        actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1 \\
+        actor_rollout_ref.rollout.tensor_model_parallel_size=1
     python -m verl_ext.data.synthesize --list-prompts
 """
 
@@ -50,16 +40,9 @@ from tqdm import tqdm
 from verl_ext.data import prepare
 from verl_ext.data.prepare import RowRejected, UsageError, answer_text, choice_texts, image_bytes, image_items
 from verl_ext.data.schema import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
-from verl_ext.data.synth_filters import (
-    UNANSWERABLE,
-    FilterSettings,
-    answerability_ratio,
-    image_key,
-    is_answerable,
-    normalize_question,
-    screen,
-)
-from verl_ext.files import LockHeld, exclusive_lock, write_json
+from verl_ext.data.synth_filters import UNANSWERABLE, FilterSettings, answerability_ratio, image_key, is_answerable
+from verl_ext.data.synth_filters import normalize_question, screen
+from verl_ext.files import LockHeld, atomic_path, exclusive_lock, write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator
 from verl_ext.model_path import model_path_problem
@@ -84,20 +67,15 @@ _SHARD_SEED_STRIDE = 100_003  # HF seeds batch b with seed + b: keep shards' str
 _ANSWER_SEED_OFFSET = 50_021
 
 
+_PROVENANCE = {"seed_file": "string", "seed_row": "int64", "seed_index": "int64", "seed_question": "string",
+               "strategy": "string", "prompt_name": "string", "answerability": "float64", "synthesis_step": "int64"}
+
+
 def extra_info_fields() -> list[tuple[str, Any]]:
     """The provenance fields synthesized rows add to ``extra_info`` (name, Arrow type)."""
     import pyarrow as pa
 
-    return [
-        ("seed_file", pa.string()),
-        ("seed_row", pa.int64()),
-        ("seed_index", pa.int64()),
-        ("seed_question", pa.string()),
-        ("strategy", pa.string()),
-        ("prompt_name", pa.string()),
-        ("answerability", pa.float64()),
-        ("synthesis_step", pa.int64()),
-    ]
+    return [(name, getattr(pa, arrow_type)()) for name, arrow_type in _PROVENANCE.items()]
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -317,10 +295,6 @@ class SeedSet:
         except Exception as exc:  # a damaged row group loses its rows, not the file
             return None, f"row group {group}: {type(exc).__name__}: {exc}"
 
-    def fingerprint(self) -> list[list[Any]]:
-        """The files and row counts used: a resumed run must see the same seeds."""
-        return [[str(path), rows] for path, _, _, rows in self.files]
-
     def rows(self, start: int, stop: int) -> Iterator[tuple[int, Path, int, Any, str]]:
         """``(position, file, row in file, values or None, error detail)`` for positions ``start..stop-1``."""
         for path, parquet, offset, rows in self.files:
@@ -407,7 +381,8 @@ def _check_template(template: PromptTemplate, strategy: str) -> frozenset[str]:
             f"prompt {template.name} uses {', '.join(sorted(fields))}, but direct synthesis shows only the image"
         )
     if strategy == "in_context" and "question" not in fields:
-        raise UsageError(f"prompt {template.name} has no {{{{question}}}}: in-context synthesis shows the seed question")
+        raise UsageError(f"prompt {template.name} has no {{{{question}}}}: in-context synthesis shows the seed "
+                         "question")
     return frozenset(fields)
 
 
@@ -455,7 +430,7 @@ def _counts(counter: Counter) -> str:
 class _Run:
     """One invocation: plans the shards, skips finished ones, runs the rest."""
 
-    def __init__(self, config: SynthesizeConfig, generator: Generator | None, factory: Callable[..., Generator]) -> None:
+    def __init__(self, config: SynthesizeConfig, generator: Generator | None, factory: Callable[..., Generator]):
         self.config = config
         self.out = config.out.expanduser().absolute()
         try:
@@ -480,14 +455,10 @@ class _Run:
         """The settings that decide the output; a resumed run must match them."""
         c = self.config
         return {
-            "strategy": c.strategy,
+            **{name: getattr(c, name) for name in ("strategy", "model", "num_per_seed", "shard_size", "first_seed",
+                                                    "round_step")},
             "prompt": {"name": self.template.name, "digest": self.template.digest},
-            "model": c.model,
-            "seeds": seeds.fingerprint(),
-            "num_per_seed": c.num_per_seed,
-            "shard_size": c.shard_size,
-            "first_seed": c.first_seed,
-            "round_step": c.round_step,
+            "seeds": [[str(path), rows] for path, _, _, rows in seeds.files],
             "sampling": dataclasses.asdict(c.sampling(0)),
             "filters": dataclasses.asdict(c.filters),
             "answerability": {
@@ -551,14 +522,6 @@ class _Run:
 
     # ---- one shard
 
-    def get_generator(self) -> Generator:
-        """The generator, built on first use so a finished run loads no model."""
-        if self.generator is None:
-            c = self.config
-            self.generator = self.factory(c.backend, c.model, c.backend_config)
-            self.own_generator = True
-        return self.generator
-
     def question_requests(self, seeds: SeedSet, shard: _Shard) -> tuple[list[Seed], list[GenerationRequest]]:
         """The shard's usable seeds and their question-writing requests; bad ones go to ``shard.bad_input``."""
         usable, requests = [], []
@@ -588,32 +551,19 @@ class _Run:
     def build(self, seed: Seed, j: int, question: str) -> dict[str, Any]:
         """The row of question ``j`` of ``seed``."""
         c = self.config
-        return build_row(
-            data_source=c.source_name,
-            question=question,
-            images=list(seed.images),
-            split="train",
-            index=seed.position * c.num_per_seed + j,
-            answer="",
-            source=seed.source,
-            extra_info={
-                "seed_file": str(seed.file),
-                "seed_row": seed.row,
-                "seed_index": seed.index,
-                "seed_question": seed.question,
-                "strategy": c.strategy,
-                "prompt_name": self.template.name,
-                "answerability": None,
-                "synthesis_step": c.round_step,
-            },
-        )
+        provenance = {"seed_file": str(seed.file), "seed_row": seed.row, "seed_index": seed.index,
+                      "seed_question": seed.question, "strategy": c.strategy, "prompt_name": self.template.name,
+                      "answerability": None, "synthesis_step": c.round_step}
+        return build_row(data_source=c.source_name, question=question, images=list(seed.images), split="train",
+                         index=seed.position * c.num_per_seed + j, answer="", source=seed.source,
+                         extra_info=provenance)
 
     def check_answerability(self, candidates: list[tuple[Seed, dict]], shard: _Shard) -> list[tuple[Seed, dict]]:
         """Keep the candidates whose k sampled answers agree enough; record each ratio in the row."""
         c = self.config
         requests = [GenerationRequest([{"role": "user", "content": row["prompt"][0]["content"]}], list(seed.images))
                     for seed, row in candidates]
-        responses = self.get_generator().generate(requests, c.sampling(shard.index, answers=True))
+        responses = self.generator.generate(requests, c.sampling(shard.index, answers=True))
         kept = []
         for (seed, row), answers in zip(candidates, responses, strict=True):
             ratio = row["extra_info"]["answerability"] = answerability_ratio(answers, style=c.answer_style)
@@ -630,7 +580,7 @@ class _Run:
         usable, requests = self.question_requests(seeds, shard)
         outputs: list[list[str]] = []
         if requests:
-            outputs = self.get_generator().generate(
+            outputs = self.generator.generate(
                 requests, c.sampling(shard.index), on_batch=lambda _start, texts: bar.update(len(texts))
             )
         if len(outputs) != len(requests):
@@ -700,12 +650,11 @@ class _Run:
         """Write every shard's rows into ``train.parquet`` (atomically)."""
         import pyarrow.parquet as pq
 
-        with RowWriter(self.out / MERGED_NAME, extra_info_fields=extra_info_fields(), batch_size=256) as writer:
-            for shard_path in self.result.files:
-                for batch in pq.ParquetFile(shard_path).iter_batches(batch_size=256):
-                    for row in batch.to_pylist():
-                        writer.add(row)
-            self.result.merged = writer.commit()
+        files, path = self.result.files, self.out / MERGED_NAME
+        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, pq.read_schema(files[0])) as writer:
+            for shard_path in files:  # one shard in memory at a time
+                writer.write_table(pq.read_table(shard_path))
+        self.result.merged = path
 
     def run(self) -> SynthesizeResult:
         """Run every unfinished shard under the output directory's lock."""
@@ -750,9 +699,9 @@ class _Run:
         r.shards_skipped = len(finished)
         if finished:
             logger.info("resuming: %d of %d shard(s) already finished in %s", len(finished), n_shards, self.out)
-        if len(finished) < n_shards:
-            try:  # load the model before the first shard, so a model that does not load is a usage error
-                self.get_generator()
+        if len(finished) < n_shards and self.generator is None:
+            try:  # before the first shard, so a model that does not load is a usage error; a finished run loads none
+                self.generator, self.own_generator = self.factory(c.backend, c.model, c.backend_config), True
             except (OSError, ValueError) as exc:
                 first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
                 raise UsageError(f"actor_rollout_ref.model.path={c.model} does not load: {first_line}") from None
@@ -791,7 +740,8 @@ class _Run:
                 self.write_manifest(manifest, 0.0)
         self.totals(manifest["shards"])
         if c.merge and not r.complete:
-            logger.warning("merge skipped: %d shard(s) are not finished yet", n_shards - r.shards_done - r.shards_skipped)
+            unfinished = n_shards - r.shards_done - r.shards_skipped
+            logger.warning("merge skipped: %d shard(s) are not finished yet", unfinished)
         elif c.merge and not r.kept:
             logger.warning("merge skipped: no rows were kept")
         elif c.merge:
