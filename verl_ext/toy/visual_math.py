@@ -339,13 +339,8 @@ def example_to_row(example: VisualMathExample, config: VisualMathConfig = Visual
         "images": [{"bytes": example.png, "path": None}],
         "ability": "math",
         "reward_model": {"style": "rule", "ground_truth": scene.answer},
-        "extra_info": {
-            "split": example.split,
-            "index": example.index,
-            "task": scene.task,
-            "answer": scene.answer,
-            "question": scene.question,
-        },
+        "extra_info": {"split": example.split, "index": example.index, "task": scene.task, "answer": scene.answer,
+                       "question": scene.question},
     }
 
 
@@ -358,11 +353,8 @@ def build_rows(split: str, config: VisualMathConfig = VisualMathConfig()) -> lis
 def sample_question_texts(n: int, seed: int = 0, config: VisualMathConfig = VisualMathConfig()) -> list[str]:
     """``n`` prompt/answer texts of the dataset without drawing images (used as tokenizer training text)."""
     config = dataclasses.replace(config, seed=seed)
-    texts = []
-    for i in range(n):
-        scene = sample_scene("train", i, config)
-        texts.append(f"{scene.question}{FORMAT_INSTRUCTION} The answer is \\boxed{{{scene.answer}}}.")
-    return texts
+    scenes = (sample_scene("train", i, config) for i in range(n))
+    return [f"{scene.question}{FORMAT_INSTRUCTION} The answer is \\boxed{{{scene.answer}}}." for scene in scenes]
 
 
 def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
@@ -426,31 +418,16 @@ def alternative_questions(scene: Scene) -> list[tuple[str, str]]:
 def _arrow_schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("data_source", pa.string()),
-            ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-            ("ability", pa.string()),
-            ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
-            (
-                "extra_info",
-                pa.struct(
-                    [
-                        ("split", pa.string()),
-                        ("index", pa.int64()),
-                        ("task", pa.string()),
-                        ("answer", pa.string()),
-                        ("question", pa.string()),
-                    ]
-                ),
-            ),
-        ]
-    )
-
-
-def _paths(out_dir: Path) -> dict[str, Path]:
-    return {split: out_dir / f"{split}.parquet" for split in SPLITS}
+    text = pa.string()
+    info = [("split", text), ("index", pa.int64()), ("task", text), ("answer", text), ("question", text)]
+    return pa.schema([
+        ("data_source", text),
+        ("prompt", pa.list_(pa.struct([("role", text), ("content", text)]))),
+        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", text)]))),
+        ("ability", text),
+        ("reward_model", pa.struct([("style", text), ("ground_truth", text)])),
+        ("extra_info", pa.struct(info)),
+    ])
 
 
 def _hub_schema() -> Any:
@@ -460,6 +437,10 @@ def _hub_schema() -> Any:
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     return pa.schema([("images", pa.list_(image)), ("problem", pa.string()), ("answer", pa.string()),
                       ("task", pa.string())])
+
+
+def _paths(out_dir: Path) -> dict[str, Path]:
+    return {split: out_dir / f"{split}.parquet" for split in SPLITS}
 
 
 def write_dataset(
@@ -486,10 +467,7 @@ def write_dataset(
 
 
 def ensure_dataset(
-    out_dir: str | os.PathLike[str],
-    config: VisualMathConfig = VisualMathConfig(),
-    *,
-    force: bool = False,
+    out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig(), *, force: bool = False,
     layout: str = "verl",
 ) -> dict[str, Path]:
     """The split paths under ``out_dir``, written first unless complete for ``config`` (or ``force``); a cached
