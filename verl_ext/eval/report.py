@@ -134,9 +134,9 @@ def format_accuracy(value: Optional[float], signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def md_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
-    """A markdown table, its first column left-aligned and the others right-aligned."""
-    lines = [header, ["---"] + ["---:"] * (len(header) - 1), *rows]
+def md_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], left: int = 1) -> str:
+    """A markdown table, its first ``left`` columns left-aligned and the others right-aligned."""
+    lines = [header, ["---"] * left + ["---:"] * (len(header) - left), *rows]
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
