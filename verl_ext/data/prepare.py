@@ -188,9 +188,7 @@ class PrepareResult:
     @property
     def exit_code(self) -> int:
         """0 if anything was written, else 1; 130 when interrupted (what was finished is written)."""
-        if self.interrupted:
-            return 130
-        return 0 if self.written else 1
+        return 130 if self.interrupted else 0 if self.written else 1
 
 
 # ------------------------------------------------------------------------------------------------ field values
@@ -366,13 +364,14 @@ def _check_text(text: str, what: str) -> None:
 
 
 def convert_row(
-    values: Mapping[str, Any], columns: Columns, context: RowContext, *, split: str, data_source: str,
-    config: PrepareConfig,
+    values: Any, columns: Columns, context: RowContext, *, split: str, data_source: str, config: PrepareConfig
 ) -> dict[str, Any]:
     """Turn one source row into a schema row for ``split``, or raise :class:`RowRejected` with the drop reason.
 
     The validation split (``test``) keeps its labels and drops rows without one, as it is scored against them.
     """
+    if not isinstance(values, Mapping):
+        raise RowRejected(UNREADABLE_ROW, "invalid JSON line" if values is _BAD_LINE else "not a JSON object")
     question = question_text(values.get(columns.question))
     if question is None or not question.replace(IMAGE_PLACEHOLDER, "").strip():
         raise RowRejected(MISSING_QUESTION)
@@ -399,15 +398,8 @@ def convert_row(
         _check_text(choice, "choice")
     try:
         return build_row(
-            data_source=data_source,
-            question=question,
-            images=images,
-            split=split,
-            index=context.index,
-            answer=answer,
-            choices=choices,
-            source=context.source,
-            keep_label=config.keep_labels or split == "test",
+            data_source=data_source, question=question, images=images, split=split, index=context.index,
+            answer=answer, choices=choices, source=context.source, keep_label=config.keep_labels or split == "test",
         )
     except SchemaError as exc:
         raise RowRejected(ERROR, str(exc)) from None
@@ -431,12 +423,9 @@ class SourceRows:
 
 
 def load_hub_split(name_or_dir: str, split: str, *, cache_dir: Path | None = None) -> Any:
-    """Load ``split`` of a hub dataset (an id, or a local snapshot directory) with ``datasets.load_dataset``.
-
-    Raises :class:`UsageError` for a split the dataset does not have; any other error means the dataset cannot
-    be read. The rows come in Arrow format, so images keep their original encoded bytes instead of being decoded
-    to PIL and re-encoded.
-    """
+    """``split`` of a hub dataset (an id, or a local snapshot directory) from ``datasets.load_dataset``, in Arrow
+    format so images keep their encoded bytes (not decoded to PIL and re-encoded); a split the dataset does not
+    have is a :class:`UsageError`."""
     import datasets
 
     try:
@@ -594,19 +583,22 @@ def _load_split(resolved: ResolvedSource, split: str, config: PrepareConfig, fai
     return SourceRows(f"{resolved.label}@{split}", list(ds.column_names), length, get)
 
 
-def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) -> list[tuple[str, SourceRows, Any]]:
-    """The output splits to write: (split, source rows, the positions to read)."""
+def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) -> list[tuple[Any, ...]]:
+    """The output splits to write: (split, source rows, the positions to read, the columns to read).
+
+    The columns are resolved for every split before anything is written, so a wrong name fails fast (exit 2).
+    """
     train = _load_split(resolved, config.split, config, failures)
     if train is None or train.length == 0:
         return []
+    jobs = [("train", train, range(train.length))]
     if config.val_fraction > 0:
         n_val = round(train.length * config.val_fraction)
         if n_val == 0 and train.length >= 2:
             n_val = 1  # a requested validation split should never silently come out empty
         val = set(random.Random(config.seed).sample(range(train.length), n_val))
-        return [("train", train, [i for i in range(train.length) if i not in val]), ("test", train, sorted(val))]
-    jobs = [("train", train, range(train.length))]
-    if config.val_split is not None:
+        jobs = [("train", train, [i for i in range(train.length) if i not in val]), ("test", train, sorted(val))]
+    elif config.val_split is not None:
         if resolved.files:
             val_path = Path(config.val_split).expanduser()
             if not val_path.is_file() and not sources.looks_like_path(config.val_split):
@@ -616,23 +608,21 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) ->
             test = _load_split(resolved, config.val_split, config, failures)
         if test is not None and test.length:
             jobs.append(("test", test, range(test.length)))
-    return jobs
-
-
-def _columns_for(rows: SourceRows, spec: SourceSpec, config: PrepareConfig) -> Columns:
     names = {what: getattr(config, f"{what}_column") for what in ("image", "question", "answer", "choices")}
-    try:
-        return sources.resolve_columns(rows.columns, spec, **names)
-    except ColumnError as exc:
-        raise UsageError(f"{rows.name}: {exc}") from None
+    planned = []
+    for split, rows, indices in jobs:
+        try:
+            planned.append((split, rows, indices, sources.resolve_columns(rows.columns, resolved.spec, **names)))
+        except ColumnError as exc:
+            raise UsageError(f"{rows.name}: {exc}") from None
+    return planned
 
 
-def _log_drop(seen: Counter, split: str, context: RowContext, reason: str, detail: str) -> None:
-    """Warn about the first few drops of each reason; the rest only show up in the summary counts."""
-    seen[reason] += 1
-    if seen[reason] == _WARN_PER_REASON + 1:
+def _log_drop(split: str, count: int, context: RowContext, reason: str, detail: str) -> None:
+    """Warn about the first few drops of each reason (``count`` so far); the rest are only in the summary counts."""
+    if count == _WARN_PER_REASON + 1:
         logger.warning("%s: more %s drops; from now on they are only counted in the summary", split, reason)
-    level = logging.WARNING if seen[reason] <= _WARN_PER_REASON else logging.DEBUG
+    level = logging.WARNING if count <= _WARN_PER_REASON else logging.DEBUG
     details = f" ({detail})" if detail else ""
     logger.log(level, "%s: dropped %s row %s: %s%s", split, context.source, context.index, reason, details)
 
@@ -647,23 +637,21 @@ def _content_key(row: Mapping[str, Any]) -> bytes:
 
 def _run_job(
     split: str, rows: SourceRows, indices: Sequence[int], columns: Columns, data_source: str,
-    config: PrepareConfig, stats: SplitStats, keys: set[bytes], drops: Counter,
+    config: PrepareConfig, stats: SplitStats, keys: set[bytes],
 ) -> bool:
     """Convert and write ``split``; returns False if interrupted (the finished rows are still written).
 
-    ``keys`` are the content keys written so far, ``drops`` the drops so far (for the log).
+    ``keys`` are the content keys of the rows written so far, to any split.
     """
-    interrupted = False
-    with RowWriter(config.out / f"{split}.parquet") as writer:
-        progress = tqdm(indices, desc=f"prepare {split}", unit="row", disable=None, dynamic_ncols=True)
+    with (
+        RowWriter(config.out / f"{split}.parquet") as writer,
+        tqdm(indices, desc=f"prepare {split}", unit="row", disable=None, dynamic_ncols=True) as progress,
+    ):
         try:
             for i in progress:
                 stats.read += 1
                 try:
                     values, context = rows.get(i)
-                    if not isinstance(values, Mapping):
-                        detail = "invalid JSON line" if values is _BAD_LINE else "not a JSON object"
-                        raise RowRejected(UNREADABLE_ROW, detail)
                     row = convert_row(values, columns, context, split=split, data_source=data_source, config=config)
                     key = _content_key(row)
                     if key in keys:
@@ -673,16 +661,14 @@ def _run_job(
                     stats.written += 1
                 except RowRejected as exc:
                     stats.dropped[exc.reason] += 1
-                    _log_drop(drops, split, context, exc.reason, exc.detail)
+                    _log_drop(split, stats.dropped[exc.reason], context, exc.reason, exc.detail)
                 except Exception as exc:  # one broken row must not end the run; the traceback goes to the log
                     stats.dropped[ERROR] += 1
                     logger.warning("%s: row %s failed", split, i, exc_info=exc)
         except KeyboardInterrupt:
-            interrupted = True
             logger.warning("%s: interrupted; writing the %d rows finished so far", split, stats.written)
-        finally:
-            progress.close()
-    return not interrupted
+            return False
+    return True
 
 
 def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: str, seconds: float) -> None:
@@ -739,17 +725,14 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     data_source = config.data_source or sources.data_source_name(config.dataset[0])
     result = PrepareResult()
     jobs = _plan(config, resolved, result.failures)
-    # Columns are resolved for every job before anything is written, so a wrong name fails fast (exit 2).
-    columns = [_columns_for(rows, resolved.spec, config) for _, rows, _ in jobs]
-    keys: set[bytes] = set()  # content keys over both splits: a duplicate is kept once, never in train and test
-    drops: Counter = Counter()
+    keys: set[bytes] = set()  # over both splits: a duplicate is kept once, never in train and test
     config = dataclasses.replace(config, out=config.out.expanduser().absolute())
     _warn_if_foreign(config)
-    for (split, rows, indices), split_columns in zip(jobs, columns):
+    for split, rows, indices, columns in jobs:
         stats = result.stats.setdefault(split, SplitStats())
         path = config.out / f"{split}.parquet"
         try:
-            finished = _run_job(split, rows, indices, split_columns, data_source, config, stats, keys, drops)
+            finished = _run_job(split, rows, indices, columns, data_source, config, stats, keys)
         except OSError as exc:  # e.g. a full disk: this file is lost, but files already written stay valid
             result.failures[WRITE_ERROR] += 1
             logger.error("%s: could not write %s: %s", split, path, exc)
