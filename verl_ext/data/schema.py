@@ -17,12 +17,12 @@ import contextlib
 import io
 import os
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verl_ext.files import temp_sibling
 from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER  # noqa: F401 - part of the row format
 
 ABILITY = "math"
@@ -270,15 +270,14 @@ class RowWriter:
     ) -> None:
         self.path = Path(path).absolute()
         self.schema = arrow_schema(extra_info_fields)
-        self._extra_names = tuple(name for name, _ in extra_info_fields)
-        self._batch_size = batch_size
-        self._batch: list[dict[str, Any]] = []
-        # Same directory as the target, so os.replace stays a rename on one file system.
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self._writer: Any = None
-        self._closed = False
         self.rows_written = 0
         """Rows added so far (written or buffered)."""
+        self._extra_names = [name for name, _ in extra_info_fields]
+        self._batch_size = batch_size
+        self._batch: list[dict[str, Any]] = []
+        self._tmp = temp_sibling(self.path)
+        self._writer: Any = None
+        self._closed = False
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Append one row; raises :class:`SchemaError` (and writes nothing) if it is invalid."""
@@ -310,25 +309,23 @@ class RowWriter:
             raise RuntimeError("the writer is closed")
         try:
             self._flush()
-            written = self._writer is not None
-            if written:
-                self._writer.close()
-                self._writer = None
-                os.replace(self._tmp, self.path)
+            if self._writer is None:
+                return None
+            self._writer.close()
+            os.replace(self._tmp, self.path)
+            return self.path
         except BaseException:
             self.abort()
             raise
-        self._closed = True
-        return self.path if written else None
+        finally:
+            self._closed = True
 
     def abort(self) -> None:
         """Drop everything written so far; ``path`` is left as it was."""
         self._closed = True
-        self._batch = []
         if self._writer is not None:
             with contextlib.suppress(Exception):  # the temp file goes anyway; a close error must not hide the cause
                 self._writer.close()
-            self._writer = None
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> RowWriter:
