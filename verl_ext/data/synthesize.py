@@ -65,8 +65,6 @@ _WARN_PER_REASON = 3  # individual log lines per reason before only the summary 
 _MAX_CONSECUTIVE_FAILURES = 3  # a failure that repeats shard after shard (e.g. out of memory) is systematic
 _SHARD_SEED_STRIDE = 100_003  # HF seeds batch b with seed + b: keep shards' streams apart
 _ANSWER_SEED_OFFSET = 50_021
-
-
 _PROVENANCE = {"seed_file": "string", "seed_row": "int64", "seed_index": "int64", "seed_question": "string",
                "strategy": "string", "prompt_name": "string", "answerability": "float64", "synthesis_step": "int64"}
 
@@ -724,13 +722,13 @@ class _Run:
                     r.failures[reason] += 1
                     consecutive_failures += 1
                     logger.error("shard %d failed (%s); a rerun will retry it", index, reason, exc_info=exc)
-                    bar.update(bar_stop - bar.n)
                     if consecutive_failures >= _MAX_CONSECUTIVE_FAILURES:
                         r.interrupted = True
                         logger.error("%d shards in a row failed: stopping", consecutive_failures)
                         break
                     continue
-                bar.update(bar_stop - bar.n)
+                finally:  # the bar counts seeds gone through, kept or not
+                    bar.update(bar_stop - bar.n)
                 consecutive_failures = 0
                 manifest["shards"][str(index)] = shard.record()
                 r.shards_done += 1
@@ -739,11 +737,9 @@ class _Run:
                 bar.set_postfix(kept=r.kept, refresh=False)
                 self.write_manifest(manifest, 0.0)
         self.totals(manifest["shards"])
-        if c.merge and not r.complete:
-            unfinished = n_shards - r.shards_done - r.shards_skipped
-            logger.warning("merge skipped: %d shard(s) are not finished yet", unfinished)
-        elif c.merge and not r.kept:
-            logger.warning("merge skipped: no rows were kept")
+        if c.merge and not (r.complete and r.kept):
+            logger.warning("merge skipped: %s", "no rows were kept" if r.complete else
+                           f"{n_shards - r.shards_done - r.shards_skipped} shard(s) are not finished yet")
         elif c.merge:
             try:
                 self.merge()
