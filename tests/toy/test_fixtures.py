@@ -74,3 +74,17 @@ def test_python_dash_m(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
     assert all((out / name / f"{spec.split}.parquet").is_file() for name, spec in BENCHMARKS.items())
+
+
+def test_toy_data_files_are_package_data():
+    """fixtures.json, tokenizer_corpus.json and chat_template.jinja ship with a non-editable install too."""
+    import ast
+    import fnmatch
+
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
+    patterns = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "package_data"))["verl_ext"]
+    data = [p for p in (REPO / "verl_ext" / "toy").iterdir() if p.suffix in (".json", ".jinja")]
+    assert len(data) == 3
+    for path in data:
+        assert any(fnmatch.fnmatch(f"toy/{path.name}", pattern) for pattern in patterns), path.name
