@@ -81,7 +81,6 @@ INVALID_TEXT = "invalid_text"  # not valid Unicode (a lone surrogate from a JSON
 QUESTION_TOO_LONG = "question_too_long"  # over max_question_chars
 DUPLICATE = "duplicate"  # the same question and images as a row already written (to either split): kept once
 
-_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"})
 _WARN_PER_REASON = 3  # individual warnings per drop reason before only the summary counts them
 _BAD_LINE = object()  # a JSON Lines line that does not parse
 
@@ -263,7 +262,7 @@ def image_items(value: Any) -> list[Any]:
 
 
 def _png(image: Any) -> bytes:
-    if image.mode not in _PNG_MODES:
+    if image.mode not in {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"}:  # modes PNG cannot store
         image = image.convert("RGBA" if "A" in image.mode else "RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -298,6 +297,10 @@ def image_bytes(
     """
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(item, Mapping):  # datasets' Image storage
+        item = item.get("bytes") or item.get("path")
+        if not item:
+            raise RowRejected(MISSING_IMAGE, "image dict has neither bytes nor path")
     if isinstance(item, Image.Image):
         try:
             data = _png(item)
@@ -305,13 +308,6 @@ def image_bytes(
             raise RowRejected(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
     elif isinstance(item, bytes | bytearray | memoryview):
         data = bytes(item)
-    elif isinstance(item, Mapping):
-        if item.get("bytes"):
-            data = bytes(item["bytes"])
-        elif item.get("path"):
-            data = _read_image_path(item["path"], base_dir, max_bytes)
-        else:
-            raise RowRejected(MISSING_IMAGE, "image dict has neither bytes nor path")
     elif isinstance(item, str) and item.startswith("data:image/"):
         try:
             data = base64.b64decode(item.split(",", 1)[1], validate=True)
@@ -390,12 +386,11 @@ def convert_row(
         raise RowRejected(MISSING_QUESTION, str(exc)) from None
     images = [image_bytes(item, context.base_dir, config.max_aspect_ratio, config.max_image_bytes) for item in items]
     answer = answer_text(values.get(columns.answer)) if columns.answer else ""
-    _check_text(answer, "answer")
     if split == "test" and not answer:
         raise RowRejected(MISSING_ANSWER, "the validation split is scored against labels")
     choices = choice_texts(values.get(columns.choices)) if columns.choices else []
-    for choice in choices:
-        _check_text(choice, "choice")
+    for what, text in [("answer", answer), *(("choice", choice) for choice in choices)]:
+        _check_text(text, what)
     try:
         return build_row(
             data_source=data_source, question=question, images=images, split=split, index=context.index,
@@ -600,10 +595,9 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) ->
         jobs = [("train", train, [i for i in range(train.length) if i not in val]), ("test", train, sorted(val))]
     elif config.val_split is not None:
         if resolved.files:
-            val_path = Path(config.val_split).expanduser()
-            if not val_path.is_file() and not sources.looks_like_path(config.val_split):
+            if not _is_local_file(config.val_split):
                 raise UsageError("for local data files, val_split takes the path of a labelled data file")
-            test = _local_rows([val_path], config.max_rows, failures)
+            test = _local_rows([Path(config.val_split).expanduser()], config.max_rows, failures)
         else:
             test = _load_split(resolved, config.val_split, config, failures)
         if test is not None and test.length:

@@ -35,48 +35,43 @@ class SourceSpec:
 
 
 GEOMETRY3K = SourceSpec(
+    # Dataset card (huggingface.co/datasets/hiyouga/geometry3k, dataset_info): images (sequence of image),
+    # problem, answer, id, choices (sequence of string), ground_truth; splits train (2101 rows), validation (300),
+    # test (601). `problem` starts with <image>: verl's examples/data_preprocess/geo3k.py keeps it next to
+    # `images`, and verl's geo3k reward scores `answer` (not `ground_truth`). MM-UPT's
+    # examples/qwen2_5_vl_7b_mmr1.sh validates on the test split (val_split=test), as verl's geo3k.py does.
     name="geometry3k",
     hub_name="hiyouga/geometry3k",
-    # Dataset card (huggingface.co/datasets/hiyouga/geometry3k, README.md dataset_info): features
-    # images (sequence of image), problem (string), answer (string), id (int64), choices (sequence of string),
-    # ground_truth (string). `problem` starts with an <image> placeholder: verl's
-    # examples/data_preprocess/geo3k.py passes it to the chat content unchanged next to `images`, and verl's
-    # geo3k reward compares against `answer` (the value; `ground_truth` is not what verl scores).
     image_columns=("images",),
     question_columns=("problem",),
     answer_columns=("answer",),
     choices_columns=("choices",),
-    # Same card: splits train (2101 rows), validation (300), test (601). MM-UPT's
-    # examples/qwen2_5_vl_7b_mmr1.sh validates on hiyouga/geometry3k@test (val_split=test), as verl's geo3k.py does.
 )
 
 GEOQA = SourceSpec(
+    # Linked as "GeoQA" from the MM-UPT README, which trains through EasyR1 with examples/config.yaml
+    # `prompt_key: problem`, `answer_key: answer`, `image_key: images` (inferred from that config: the card is
+    # not in our references; the co-authors' derivatives such as Yuting6/geoqa-r1v-noise list the same columns).
+    # Fallbacks `image` and `solution` are the original R1-V upload's (leonardPKU/GEOQA_R1V_Train_8K: "Fields:
+    # image, problem, solution" in R1-V's data code and the ms-swift GRPO docs; `solution` is <answer>x</answer>).
+    # "Train_8K": a training set only, no held-out split is published with it (no val_split).
     name="geoqa",
     hub_name="WaltonFuture/GEOQA_R1V_Train_8K",
-    # Linked as "GeoQA" from the MM-UPT README. MM-UPT trains through EasyR1 with examples/config.yaml
-    # `prompt_key: problem`, `answer_key: answer`, `image_key: images`, so the re-upload uses those columns
-    # (its card is not in our references; this is inferred from the config, like the co-authors' GeoQA
-    # derivatives such as Yuting6/geoqa-r1v-noise whose card lists images/problem/answer).
-    # Fallbacks `image` and `solution` are the columns of the original R1-V upload
-    # leonardPKU/GEOQA_R1V_Train_8K ("Fields: image, problem, solution" in public R1-V data code and the
-    # ms-swift GRPO docs), whose `solution` wraps the answer in <answer></answer> tags.
     image_columns=("images", "image"),
     question_columns=("problem",),
     answer_columns=("answer", "solution"),
-    # "Train_8K": a training set only; no held-out split is published with it (no val_split).
 )
 
 MMR1 = SourceSpec(
+    # MM-UPT's examples/qwen2_5_vl_7b_mmr1.sh trains on MMR1/MMR1-Math-RL-Data-v0@train with the EasyR1 keys;
+    # public verl preprocessing of it pops example['problem'], ['images'] and ['answer'] and strips "<image>".
+    # Hub files data/train-00000-of-00001.parquet (5782 rows, per the hub viewer) and
+    # data/validation-00000-of-00001.parquet: val_split=validation.
     name="mmr1",
     hub_name="MMR1/MMR1-Math-RL-Data-v0",
-    # MM-UPT's examples/qwen2_5_vl_7b_mmr1.sh trains on MMR1/MMR1-Math-RL-Data-v0@train with the EasyR1
-    # keys above (problem / answer / images); public verl preprocessing of this dataset pops
-    # example['problem'], example['images'] and example['answer'] and strips "<image>" from the problem.
     image_columns=("images",),
     question_columns=("problem",),
     answer_columns=("answer",),
-    # Hub file listing: data/train-00000-of-00001.parquet and data/validation-00000-of-00001.parquet
-    # (5782 train rows, per the hub viewer): val_split=validation.
 )
 
 KNOWN: dict[str, SourceSpec] = {spec.name: spec for spec in (GEOMETRY3K, GEOQA, MMR1)}
