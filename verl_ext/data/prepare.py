@@ -667,7 +667,7 @@ def _run_job(
 
 def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: str, seconds: float) -> None:
     summary = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "config": dataclasses.asdict(config),
         "data_source": data_source,
         "files": {split: str(path) for split, path in result.paths.items()},
         "splits": {
@@ -678,7 +678,7 @@ def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: st
         "interrupted": result.interrupted,
         "seconds": round(seconds, 2),
     }
-    write_json(config.out / SUMMARY_NAME, summary, default=list)
+    write_json(config.out / SUMMARY_NAME, summary, default=str)  # paths as strings
 
 
 def _log_summary(result: PrepareResult) -> None:
