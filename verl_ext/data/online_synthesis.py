@@ -22,8 +22,8 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from verl_ext.data.synth_filters import FilterSettings
 from verl_ext.data.prepare import UsageError
+from verl_ext.data.synth_filters import FilterSettings
 from verl_ext.data.synthesize import SynthesizeConfig, synthesize
 from verl_ext.generation.base import BackendConfig
 from verl_ext.generation.replicas import ServerGenerator

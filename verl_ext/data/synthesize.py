@@ -322,9 +322,7 @@ def seed_from_row(
 
     ``needs`` are the template fields the row must provide (``question``, ``answer``).
     """
-    if not isinstance(values, Mapping):
-        raise RowRejected(prepare.UNREADABLE_ROW, "not a row")
-    info = values.get("extra_info") if isinstance(values.get("extra_info"), Mapping) else {}
+    info = values.get("extra_info") or {}
     question = info.get("question")
     if not isinstance(question, str) or not question.strip():
         question = prepare.question_text(values.get("prompt")) or ""
@@ -340,13 +338,13 @@ def seed_from_row(
     if not items:
         raise RowRejected(prepare.MISSING_IMAGE, "no images")
     images = tuple(image_bytes(item, file.parent, max_aspect_ratio) for item in items)
-    index, source = info.get("index"), info.get("source")
+    index = info.get("index")
     return Seed(
         position=position,
         file=file,
         row=row,
-        index=index if isinstance(index, int) and not isinstance(index, bool) else row,
-        source=source if isinstance(source, str) and source else str(file),
+        index=index if isinstance(index, int) else row,
+        source=info.get("source") or str(file),
         question=question,
         answer=answer,
         choices=tuple(c.replace(IMAGE_PLACEHOLDER, " ") for c in choice_texts(info.get("choices"))),
@@ -629,19 +627,10 @@ class _Run:
     def write_manifest(self, manifest: Mapping[str, Any], seconds: float) -> None:
         """The manifest with its ``summary`` section."""
         r = self.result
-        summary = {
-            "complete": r.complete,
-            "shards": {"total": r.shards_total, "finished": r.shards_done + r.shards_skipped},
-            "seeds": r.seeds,
-            "bad_input": r.bad_input,
-            "candidates": r.candidates,
-            "kept": r.kept,
-            "dropped": r.dropped,
-            "failures": r.failures,
-            "train_files": [str(p) for p in r.files],
-            "merged": r.merged and str(r.merged),
-            "last_run_seconds": round(seconds, 2),
-        }
+        names = ("complete", "seeds", "bad_input", "candidates", "kept", "dropped", "failures", "merged")
+        summary = {name: getattr(r, name) for name in names}  # JSON writes Counters as objects, Paths as strings
+        summary.update(shards={"total": r.shards_total, "finished": r.shards_done + r.shards_skipped},
+                       train_files=[str(p) for p in r.files], last_run_seconds=round(seconds, 2))
         write_json(self.out / MANIFEST_NAME, {**manifest, "summary": summary}, default=str)
 
     def merge(self) -> None:
