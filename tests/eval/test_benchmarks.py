@@ -211,6 +211,8 @@ def test_parse_mathverse_choices():
         "D": "4",
     }
     assert parse_mathverse_choices("Find x.\nChoices:\n(A) 1\n(B) 2") == {"A": "1", "B": "2"}
+    # An option wrapped onto the next line is one option.
+    assert parse_mathverse_choices("Find x.\nChoices:\nA:a long\n  option\nB:2") == {"A": "a long option", "B": "2"}
     assert parse_mathverse_choices("Find x.") is None
 
 

@@ -1,7 +1,6 @@
 """``python -m verl_ext.eval``: evaluate a model on MathVision, MathVerse, MathVista and We-Math.
 
-A recipe (``recipes/eval/paper.yaml``: the paper's protocol on 8 GPUs with vLLM) composes verl's
-``ppo_trainer`` (model, rollout engine, cluster) with every ``eval.*`` setting
+The recipe composes verl's ``ppo_trainer`` (model, rollout engine, cluster) with every ``eval.*`` setting
 (``verl_ext/config/command/evaluate.yaml``); ``key=value`` overrides follow::
 
     python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=Qwen/Qwen2.5-VL-7B-Instruct \\
@@ -9,9 +8,8 @@ A recipe (``recipes/eval/paper.yaml``: the paper's protocol on 8 GPUs with vLLM)
     python -m verl_ext.eval config=recipes/eval/paper.yaml actor_rollout_ref.model.path=./my-model \\
         eval.benchmarks=[mathvista] eval.max_samples=50 actor_rollout_ref.rollout.name=hf trainer.n_gpus_per_node=1
 
-Writes into ``eval.output_dir``: ``samples.jsonl`` (one graded response a line, fsync'ed after every
-batch: a rerun skips the questions answered), ``results.json``, ``report.md``, ``accuracy.png`` and
-``run.json`` (the settings; a rerun with another model or protocol is refused).
+Writes ``samples.jsonl`` (fsync'ed after every batch; a rerun skips the questions answered), ``results.json``,
+``report.md``, ``accuracy.png`` and ``run.json`` (a rerun with another model or protocol is refused).
 """
 
 from __future__ import annotations
@@ -147,6 +145,10 @@ def _key(benchmark: str, split: Any, prompt_id: Any) -> tuple[str, str, str]:
     return benchmark, str(split), str(prompt_id)
 
 
+# The keys resume and the report read, with their types (response_index may be absent).
+_RECORD_TYPES = {"benchmark": str, "prompt_id": (str, int), "correct": bool, "response": str}
+
+
 class ResultStore:
     """The append-only JSONL of graded responses, durable after every batch."""
 
@@ -177,15 +179,8 @@ class ResultStore:
                     record = json.loads(raw.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     record = None
-                well_formed = (
-                    isinstance(record, dict)
-                    and isinstance(record.get("benchmark"), str)
-                    and isinstance(record.get("prompt_id"), (str, int))
-                    and isinstance(record.get("response_index", 0), int)
-                    and isinstance(record.get("correct"), bool)
-                    and isinstance(record.get("response"), str)
-                )
-                if well_formed:
+                well_formed = isinstance(record, dict) and isinstance(record.get("response_index", 0), int)
+                if well_formed and all(isinstance(record.get(k), t) for k, t in _RECORD_TYPES.items()):
                     records.append(record)
                 else:
                     what = "not JSON text" if record is None else "not a sample record"
@@ -237,7 +232,6 @@ def _check_run_file(config: EvalConfig) -> bool:
 def _write_run_file(config: EvalConfig) -> None:
     # Written atomically once the data and the model have loaded, so a failed first try never blocks
     # the corrected command.
-    config.output_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "fingerprint": config.run_fingerprint(),
         "backend": config.backend,

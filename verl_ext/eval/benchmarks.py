@@ -97,35 +97,27 @@ def choices_block(choices: Mapping[str, str]) -> str:
 
 
 _MATHVERSE_CHOICES = re.compile(r"\n\s*Choices\s*:\s*\n(?P<block>.*)$", re.IGNORECASE | re.DOTALL)
-_MATHVERSE_OPTION = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])\s*[:.：)])\s*(.*)$")
+_MATHVERSE_OPTION = re.compile(r"^[ \t]*\(?([A-Z])(?:\)|[ \t]*[:.：)])[ \t]*", re.MULTILINE)
+_WEMATH_OPTION = re.compile(r"(?:^|;)\s*([A-H])\s*[.．:：]\s*")
+
+
+def _options(text: str, marker: re.Pattern[str]) -> dict[str, str]:
+    """Letter -> text of the options that ``marker`` (group 1: the letter) starts in ``text``; an option
+    wrapped onto further lines is joined with spaces."""
+    found = list(marker.finditer(text))
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    return {m.group(1): " ".join(text[m.end() : end].split()).rstrip(";").strip() for m, end in zip(found, ends)}
 
 
 def parse_mathverse_choices(question: str) -> Optional[dict[str, str]]:
     """The ``A:50°`` option lines after ``Choices:`` in a MathVerse question, or None."""
     match = _MATHVERSE_CHOICES.search(question)
-    if match is None:
-        return None
-    choices: dict[str, str] = {}
-    last: Optional[str] = None
-    for line in match.group("block").splitlines():
-        option = _MATHVERSE_OPTION.match(line)
-        letter = (option.group(1) or option.group(2)) if option is not None else None
-        if letter is not None and letter not in choices:
-            last = letter
-            choices[last] = option.group(3).strip()
-        elif last is not None and line.strip():
-            choices[last] = f"{choices[last]} {line.strip()}"  # an option wrapped onto the next line
-    return choices or None
-
-
-_WEMATH_OPTION = re.compile(r"(?:^|;)\s*([A-H])\s*[.．:：]\s*")
+    return (_options(match.group("block"), _MATHVERSE_OPTION) or None) if match else None
 
 
 def parse_wemath_options(option: str) -> dict[str, str]:
     """We-Math's ``"A. 200.96;B. 3215.36;C. 6280; E. No correct answer"`` as letter -> text."""
-    matches = list(_WEMATH_OPTION.finditer(option or ""))
-    ends = [m.start() for m in matches[1:]] + [len(option or "")]
-    return {m.group(1): option[m.end() : end].strip().rstrip(";").strip() for m, end in zip(matches, ends)}
+    return _options(option or "", _WEMATH_OPTION)
 
 
 def _listed(options: Optional[Sequence[str]]) -> Optional[dict[str, str]]:
