@@ -351,14 +351,6 @@ class RowContext:
     """Directory that relative image paths are resolved against."""
 
 
-def _check_text(text: str, what: str) -> None:
-    """Refuse text parquet cannot store: a lone surrogate (``"\\ud800"`` in JSON, or undecodable bytes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise RowRejected(INVALID_TEXT, f"the {what} is not valid Unicode ({exc.reason} at {exc.start})") from None
-
-
 def convert_row(
     values: Any, columns: Columns, context: RowContext, *, split: str, data_source: str, config: PrepareConfig
 ) -> dict[str, Any]:
@@ -371,7 +363,6 @@ def convert_row(
     question = question_text(values.get(columns.question))
     if question is None or not question.replace(IMAGE_PLACEHOLDER, "").strip():
         raise RowRejected(MISSING_QUESTION)
-    _check_text(question, "question")
     if len(question) > config.max_question_chars:
         raise RowRejected(QUESTION_TOO_LONG, f"{len(question)} characters (limit {config.max_question_chars})")
     items = image_items(values.get(columns.image))
@@ -389,8 +380,11 @@ def convert_row(
     if split == "test" and not answer:
         raise RowRejected(MISSING_ANSWER, "the validation split is scored against labels")
     choices = choice_texts(values.get(columns.choices)) if columns.choices else []
-    for what, text in [("answer", answer), *(("choice", choice) for choice in choices)]:
-        _check_text(text, what)
+    for what, text in [("question", question), ("answer", answer), *(("choice", choice) for choice in choices)]:
+        try:  # parquet cannot store a lone surrogate ("\ud800" in JSON, or undecodable bytes)
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RowRejected(INVALID_TEXT, f"the {what} is not valid Unicode ({exc.reason} at {exc.start})") from None
     try:
         return build_row(
             data_source=data_source, question=question, images=images, split=split, index=context.index,
@@ -534,13 +528,11 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
         raise UsageError("several dataset values are only supported for local data files")
     value = values[0]
     spec = sources.lookup(value)
-    directory = config.data_dir.expanduser() if config.data_dir is not None else None
-    if directory is not None and not directory.is_dir():
+    if config.data_dir is not None and not config.data_dir.expanduser().is_dir():
         raise UsageError(f"data_dir {config.data_dir} is not a directory")
-    if directory is None and Path(value).expanduser().is_dir():
-        directory = Path(value).expanduser()
+    directory = config.data_dir or (Path(value) if Path(value).expanduser().is_dir() else None)
     if directory is not None:
-        load_from = str(directory.absolute())
+        load_from = str(directory.expanduser().absolute())
         # A snapshot of a known dataset is still that dataset; any other directory is named by its path.
         label = spec.hub_name if spec else (value if config.data_dir is not None else load_from)
         return ResolvedSource(spec or sources.GENERIC, load_from, label, base_dir=Path(load_from))
