@@ -1,21 +1,13 @@
 """The four benchmarks of MM-UPT's Table 1, loaded by hub name (or from local files in the same schema).
 
-Schemas and where they come from (the columns read are in each converter):
-
-* MathVista ``AI4Math/MathVista`` ``testmini`` (1,000 rows): the dataset card's ``dataset_info``. A
-  multiple-choice answer is the option's text, a float answer is compared at ``precision`` decimals --
-  lmms-eval ``tasks/mathvista/mathvista_evals.py`` (``normalize_extracted_answer``).
-* MathVerse ``AI4Math/MathVerse``, config and split ``testmini`` (3,940 rows = 788 problems x 5 versions;
-  Text Only is config and split ``testmini_text_only``): the MathVerse-lmmseval card, the file list of
-  AI4Math/MathVerse and MathVerse's ``output_templates/output_testmini.json``, where a Vision Only
-  question is empty (the problem is drawn in the image). A multiple-choice question carries its options
-  after ``Choices:`` as ``A:50°`` lines and its answer is the letter.
-* We-Math ``We-Math/We-Math`` ``testmini`` (1,740 rows): lmms-eval ``tasks/wemath/reasoning/utils.py``
-  and the We-Math2.0 README example row. Sub-questions and their composite share ``ID``; ``key`` tells
-  them apart (``2steps_1`` .. ``3steps_multi``) -- VLMEvalKit ``vlmeval/dataset/utils/wemath.py``.
-* MathVision ``MathLLMs/MathVision`` ``test`` (3,040 rows; ``testmini`` has 304): the dataset card. A
-  multiple-choice answer is a letter indexing ``options`` (lmms-eval ``tasks/mathvision/utils.py``);
-  questions embed ``<image1>`` tags, stripped as public evaluation scripts do.
+The columns read are those of each dataset card (AI4Math/MathVista, the MathVerse-lmmseval card for
+AI4Math/MathVerse, MathLLMs/MathVision) and of lmms-eval's ``tasks/wemath/reasoning/utils.py``; what they
+mean follows lmms-eval (``tasks/mathvista/mathvista_evals.py``: a multiple-choice answer is the option's
+text, a float answer is compared at ``precision`` decimals; ``tasks/mathvision/utils.py``: a letter answer
+indexes ``options``), MathVerse's ``output_templates/output_testmini.json`` (5 versions of each problem; a
+Vision Only question is empty, the problem is drawn in the image; options follow ``Choices:`` as ``A:50°``
+lines and the answer is the letter) and VLMEvalKit's ``vlmeval/dataset/utils/wemath.py`` (a problem's
+sub-questions and composite share ``ID``, ``key`` tells them apart: ``2steps_1`` .. ``3steps_multi``).
 """
 
 from __future__ import annotations
