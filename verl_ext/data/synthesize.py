@@ -162,16 +162,6 @@ class SynthesizeConfig:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
-    @property
-    def prompt_spec(self) -> str:
-        """The template to load: ``prompt`` or the strategy's default."""
-        return self.prompt or f"synth_{self.strategy}"
-
-    @property
-    def source_name(self) -> str:
-        """The ``data_source`` value of the rows."""
-        return self.data_source or f"verl_ext/synthesized/{self.strategy}"
-
     def sampling(self, shard: int, answers: bool = False) -> SamplingSettings:
         """Sampling of the questions of ``shard`` or, with ``answers``, of its answerability check."""
         seed = None if self.seed is None else self.seed + shard * _SHARD_SEED_STRIDE
@@ -430,7 +420,7 @@ class _Run:
         self.config = config
         self.out = config.out.expanduser().absolute()
         try:
-            self.template = load_prompt(config.prompt_spec)
+            self.template = load_prompt(config.prompt or f"synth_{config.strategy}")
         except PromptError as exc:
             raise UsageError(str(exc)) from None
         self.needs = _check_template(self.template, config.strategy)
@@ -440,6 +430,7 @@ class _Run:
             raise UsageError(f"actor_rollout_ref.model.path: {problem}")
         self.seed_paths = _resolve_seed_paths(config.seeds)
         self.generator, self.factory, self.own_generator = generator, factory, False
+        self.data_source = config.data_source or f"verl_ext/synthesized/{config.strategy}"
         self.result = SynthesizeResult(out=self.out)
         self.seen: set[tuple[str, str]] = set()
         self.seed_log = _ReasonLog(logging.WARNING, "seed")
@@ -463,7 +454,7 @@ class _Run:
                 "style": c.answer_style,
                 "sampling": dataclasses.asdict(c.sampling(0, answers=True)) if c.answerability_k else None,
             },
-            "data_source": c.source_name,
+            "data_source": self.data_source,
         }
 
     def load_manifest(self, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
@@ -550,7 +541,7 @@ class _Run:
         provenance = {"seed_file": str(seed.file), "seed_row": seed.row, "seed_index": seed.index,
                       "seed_question": seed.question, "strategy": c.strategy, "prompt_name": self.template.name,
                       "answerability": None, "synthesis_step": c.round_step}
-        return build_row(data_source=c.source_name, question=question, images=list(seed.images), split="train",
+        return build_row(data_source=self.data_source, question=question, images=list(seed.images), split="train",
                          index=seed.position * c.num_per_seed + j, answer="", source=seed.source,
                          extra_info=provenance)
 
