@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from verl_ext.eval.benchmarks import BENCHMARKS
-from verl_ext.eval.report import COLUMNS, PAPER_TABLE1, TABLE_BENCHMARKS, format_accuracy, md_table, table_row
+from verl_ext.eval.report import COLUMNS, PAPER_SOURCE, PAPER_TABLE1, TABLE_BENCHMARKS
+from verl_ext.eval.report import format_accuracy, md_table, table_row
 
 logger = logging.getLogger("verl_ext.eval.compare")
 
-PAPER = "Wei et al., MM-UPT, arXiv:2505.22453 v2"
 BASE_7B = "Qwen2.5-VL-7B"
 
 
@@ -168,7 +168,7 @@ def compare_markdown(rows: Sequence[Row], table: int | PaperTable, note: Optiona
         "",
         md_table(header, cells),
         "",
-        f"Paper numbers: {PAPER}, Table {spec.number}"
+        f"Paper numbers: {PAPER_SOURCE}, Table {spec.number}"
         + ("" if spec.number == 1 else " (per-benchmark numbers not included here: Avg only)")
         + ".",
     ]

@@ -17,9 +17,10 @@ from verl_ext.eval.benchmarks import BENCHMARKS, MATHVERSE_VERSIONS, WEMATH_STEP
 
 logger = logging.getLogger(__name__)
 
+# The paper's numbers: its Table 1 here, Tables 2 and 3 in verl_ext.eval.compare.
 PAPER_SOURCE = (
     'Wei et al., "Unsupervised Post-Training for Multi-Modal LLM Reasoning via GRPO" '
-    "(MM-UPT), arXiv:2505.22453, Table 1"
+    "(MM-UPT), arXiv:2505.22453 v2"
 )
 TABLE_BENCHMARKS = ("mathvision", "mathverse", "mathvista", "wemath")
 """The paper's column order."""
@@ -168,7 +169,7 @@ def table1_markdown(
     diffs = [None if ours[c] is None else ours[c] - ref[c] for c in COLUMNS]
     rows.append([f"Δ ours − {reference} (paper)", *(format_accuracy(d, signed=True) for d in diffs)])
     header = ["Model", *(BENCHMARKS[b].title for b in TABLE_BENCHMARKS), "Avg"]
-    notes = [f"Paper numbers: {PAPER_SOURCE}."]
+    notes = [f"Paper numbers: {PAPER_SOURCE}, Table 1."]
     if len(evaluated) < len(TABLE_BENCHMARKS):
         notes.append(
             f"Our Avg is over the {len(evaluated)} benchmark(s) evaluated; its Δ compares with the "
