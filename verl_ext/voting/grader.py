@@ -1,39 +1,32 @@
 """mathruler's ``grade_answer`` in a child process, under a wall-clock timeout per pair.
 
-sympy can run for minutes (or exhaust memory) on some inputs. A thread cannot be
-interrupted, and SIGALRM only reaches the main thread (votes may run in a Ray actor
-thread), so grading happens in other processes:
-
-* the *supervisor*, started lazily with ``subprocess`` (a fresh interpreter: nothing of
-  the trainer is inherited), imports mathruler once, warms sympy up, then forks a *worker*;
-* the parent sends the supervisor JSON lines (a batch of pairs, or a cancel); the
-  supervisor passes the batch to the worker and relays one JSON line per pair back;
-* when a pair exceeds its timeout the supervisor kills the worker and forks a fresh,
-  already warm one in milliseconds, instead of paying sympy's import again.
-
-The parent waits on pipes with ``select``, so any thread can call :meth:`Grader.check`.
-This file is also the supervisor's entry point: it is run by path (``runpy``) so that the
-supervisor does not import ``verl_ext``.
+sympy can run for minutes (or exhaust memory) on some inputs. A thread cannot be interrupted, and
+SIGALRM only reaches the main thread (votes may run in a Ray actor thread), so grading happens in
+other processes: a *supervisor*, started lazily as a fresh interpreter (nothing of the trainer is
+inherited), imports mathruler once, warms sympy up, then forks a *worker*. The parent sends the
+supervisor batches of pairs (or a cancel) over a socket and reads one message per pair back; when a
+pair exceeds its timeout the supervisor kills the worker and forks a fresh, already warm one in
+milliseconds, instead of paying sympy's import again. The parent waits with timeouts, so any thread
+can call :meth:`Grader.check`. This file is also the supervisor's entry point: it is run by path
+(``runpy``) so that the supervisor does not import ``verl_ext``.
 """
 
 from __future__ import annotations
 
 import atexit
 import enum
-import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection, wait
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["Deadline", "Grader", "Verdict"]
 
 # Address-space cap for the worker: a runaway sympy computation gets a MemoryError
 # (which mathruler swallows as "not equal") instead of pushing the trainer into swap.
@@ -46,6 +39,8 @@ _GRACE = 1.0
 # One pair per costly code path of grade_answer: sympy simplify, LaTeX conversion, tuples.
 _WARM_UP = (("(x+1)^2", "x^2+2x+1"), (r"\frac{\sqrt{2}}{2}", r"\sqrt{2}/2"), ("(1,\\pi)", "(1,2)"))
 _BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
+# What a connection raises once the other end is gone.
+_GONE = (EOFError, OSError)
 
 
 class Verdict(enum.Enum):
@@ -72,92 +67,38 @@ class Deadline:
         return self.at - time.monotonic()
 
 
-class _Closed(Exception):
-    """The other end of a pipe is gone."""
-
-    def __init__(self, source: _Lines) -> None:
-        super().__init__(source.fd)
-        self.source = source
-
-
-class _Lines:
-    """JSON messages, one per line, read from a file descriptor."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._buffer = b""
-
-    def pop(self) -> dict | None:
-        if b"\n" not in self._buffer:
-            return None
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
-
-    def fill(self) -> None:
-        chunk = os.read(self.fd, 1 << 16)
-        if not chunk:
-            raise _Closed(self)
-        self._buffer += chunk
-
-
-def _next_message(sources: Sequence[_Lines], deadline: float | None) -> tuple[_Lines | None, dict | None]:
-    """First complete message from any source, or ``(None, None)`` at ``deadline``."""
-    while True:
-        for source in sources:
-            message = source.pop()
-            if message is not None:
-                return source, message
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            return None, None
-        readable, _, _ = select.select([s.fd for s in sources], [], [], timeout)
-        if not readable:
-            return None, None
-        for source in sources:
-            if source.fd in readable:
-                source.fill()
-
-
-def _send(fd: int, message: dict) -> None:
-    data = json.dumps(message).encode() + b"\n"
-    while data:
-        data = data[os.write(fd, data) :]
+def _receive(conn: Connection, deadline: float) -> object | None:
+    """The next message on ``conn``, or ``None`` at ``deadline``; raises one of ``_GONE`` if the other end is."""
+    return conn.recv() if conn.poll(max(0.0, deadline - time.monotonic())) else None
 
 
 class _Child:
     """The parent's handle on one supervisor process."""
 
     def __init__(self) -> None:
+        self.conn, theirs = Pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__), str(MEMORY_LIMIT_BYTES)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__), str(theirs.fileno()), str(MEMORY_LIMIT_BYTES)],
+            stdin=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
         )
+        theirs.close()
         self.owner_pid = os.getpid()
         self.ready = False
-        self.lines = _Lines(self.proc.stdout.fileno())
 
     def send(self, message: dict) -> bool:
         try:
-            _send(self.proc.stdin.fileno(), message)
+            self.conn.send(message)
         except OSError:
             return False
         return True
-
-    def read(self, deadline: float) -> dict | None:
-        """Next message, or ``None`` at ``deadline``; raises ``_Closed`` if the supervisor died."""
-        return _next_message([self.lines], deadline)[1]
 
     def kill(self) -> None:
         if self.owner_pid != os.getpid():
             return  # inherited through fork: the process belongs to our parent
         self.proc.kill()
         self.proc.wait()
-        self.close_pipes()
-
-    def close_pipes(self) -> None:
-        self.proc.stdin.close()
-        self.proc.stdout.close()
+        self.conn.close()
 
 
 class Grader:
@@ -172,7 +113,7 @@ class Grader:
         self._child: _Child | None = None
         self._ever_ready = False
         self._next_id = 0
-        self._atexit_registered = False
+        atexit.register(self.close)
 
     def start(self) -> None:
         """Start the grader processes if needed and wait until they can answer."""
@@ -195,7 +136,7 @@ class Grader:
         """Drop state inherited through ``fork``: the lock may be held and the child is not ours."""
         self._lock = threading.Lock()
         if self._child is not None:
-            self._child.close_pipes()  # our copies would keep the supervisor from seeing EOF
+            self._child.conn.close()  # our copy would keep the supervisor from seeing EOF
         self._child = None
 
     def check(
@@ -249,10 +190,10 @@ class Grader:
         while answered < len(pairs):
             wait_until = min(time.monotonic() + timeout + _GRACE, deadline)
             try:
-                message = child.read(wait_until)
+                message = _receive(child.conn, wait_until)
                 while message is not None and message.get("id") != request_id:  # left over from a cancel
-                    message = child.read(wait_until)
-            except _Closed:
+                    message = _receive(child.conn, wait_until)
+            except _GONE:
                 self._replace_child("it exited")
                 return
             if message is None:
@@ -273,9 +214,6 @@ class Grader:
     def _current_child(self) -> _Child:
         if self._child is None or self._child.owner_pid != os.getpid():
             self._child = _Child()
-            if not self._atexit_registered:
-                atexit.register(self.close)
-                self._atexit_registered = True
         return self._child
 
     def _replace_child(self, reason: str) -> None:
@@ -289,8 +227,8 @@ class Grader:
         if child.ready:
             return True
         try:
-            message = child.read(deadline)
-        except _Closed:
+            message = _receive(child.conn, deadline)
+        except _GONE:
             message = {}
         if message is None:
             return False  # still importing; it keeps starting in the background
@@ -315,36 +253,29 @@ class _Cancelled(Exception):
 
 
 class _Supervisor:
-    """Serves the parent's requests through a forked worker, enforcing the per-pair timeout."""
+    """Serves the parent's requests through a forked worker, one pair at a time, enforcing the per-pair timeout."""
 
-    def __init__(self, grade, memory_limit: int, out_fd: int) -> None:
+    def __init__(self, grade, memory_limit: int, parent: Connection) -> None:
         self.grade = grade
         self.memory_limit = memory_limit
-        self.out_fd = out_fd
-        self.inbox = _Lines(0)
+        self.parent = parent
         self.parent_pid = os.getppid()
         self._fork_worker()
 
     def _fork_worker(self) -> None:
-        down_r, down_w = os.pipe()
-        up_r, up_w = os.pipe()
+        mine, theirs = Pipe()
         supervisor_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
-                for fd in (down_w, up_r, 0, self.out_fd):
-                    os.close(fd)
+                mine.close()
+                self.parent.close()
                 _die_with_parent(supervisor_pid)
-                _work(self.grade, down_r, up_w, self.memory_limit)
+                _work(self.grade, theirs, self.memory_limit)
             finally:
                 os._exit(0)
-        os.close(down_r)
-        os.close(up_w)
-        self.worker_pid, self.to_worker, self.from_worker = pid, down_w, _Lines(up_r)
-
-    def _replace_worker(self) -> None:
-        self._stop_worker()
-        self._fork_worker()
+        theirs.close()
+        self.worker_pid, self.worker = pid, mine
 
     def _stop_worker(self) -> None:
         try:
@@ -352,65 +283,63 @@ class _Supervisor:
         except ProcessLookupError:
             pass
         os.waitpid(self.worker_pid, 0)
-        os.close(self.to_worker)
-        os.close(self.from_worker.fd)
+        self.worker.close()
+
+    def _replace_worker(self) -> None:
+        self._stop_worker()
+        self._fork_worker()
 
     def serve(self) -> None:
-        _send(self.out_fd, {"ready": True})
+        self.parent.send({"ready": True})
         try:
             while True:
-                _, message = _next_message([self.inbox], time.monotonic() + 1.0)
+                message = _receive(self.parent, time.monotonic() + 1.0)
                 if message is None:
                     if os.getppid() != self.parent_pid:
-                        return  # orphaned without EOF (our stdin is shared with someone else)
+                        return  # orphaned without EOF (someone else holds a copy of our socket)
                 elif "pairs" in message:
                     self._handle(message)
-        except _Closed:
+        except _GONE:
             return  # the parent is gone
         finally:
             self._stop_worker()
 
     def _handle(self, request: dict) -> None:
-        pairs, request_id = request["pairs"], request["id"]
-        todo = list(range(len(pairs)))
-        while todo:
+        for index, pair in enumerate(request["pairs"]):
             try:
-                _send(self.to_worker, {"pairs": [pairs[i] for i in todo], "stop": request["stop"]})
-            except OSError:
-                pass  # the worker died; _await_worker sees its EOF and it is replaced
-            for position, index in enumerate(todo):
-                try:
-                    result = self._await_worker(request_id, time.monotonic() + request["timeout"])
-                except _Cancelled:
-                    self._replace_worker()
-                    return
-                if result is None:
-                    self._replace_worker()
-                    _send(self.out_fd, {"id": request_id, "i": index, "timed_out": True})
-                    todo = todo[position + 1 :]
-                    break
-                _send(self.out_fd, {"id": request_id, "i": index, "equal": result["equal"]})
-                if result["equal"] and request["stop"]:
-                    return
-            else:
+                equal = self._grade(pair, request["id"], time.monotonic() + request["timeout"])
+            except _Cancelled:
+                self._replace_worker()
+                return
+            if equal is None:
+                self._replace_worker()
+                self.parent.send({"id": request["id"], "i": index, "timed_out": True})
+                continue
+            self.parent.send({"id": request["id"], "i": index, "equal": equal})
+            if equal and request["stop"]:
                 return
 
-    def _await_worker(self, request_id: int, deadline: float) -> dict | None:
-        """The worker's next result, or ``None`` if it timed out or died."""
+    def _grade(self, pair: list[str], request_id: int, deadline: float) -> bool | None:
+        """The worker's verdict on ``pair``, or ``None`` if it timed out or died."""
+        try:
+            self.worker.send(pair)
+        except OSError:
+            return None
         while True:
-            try:
-                source, message = _next_message([self.inbox, self.from_worker], deadline)
-            except _Closed as closed:
-                if closed.source is self.inbox:
-                    raise
+            ready = wait([self.parent, self.worker], max(0.0, deadline - time.monotonic()))
+            if not ready:
                 return None
-            if source is None or source is self.from_worker:
-                return message
-            if message.get("cancel") == request_id:
-                raise _Cancelled
+            if self.parent in ready:
+                if self.parent.recv().get("cancel") == request_id:  # the parent gone: serve() ends
+                    raise _Cancelled
+                continue
+            try:
+                return self.worker.recv()
+            except _GONE:
+                return None
 
 
-def _work(grade, in_fd: int, out_fd: int, memory_limit: int) -> None:
+def _work(grade, conn: Connection, memory_limit: int) -> None:
     try:
         import resource
 
@@ -419,24 +348,20 @@ def _work(grade, in_fd: int, out_fd: int, memory_limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ImportError, ValueError, OSError):
         pass
-    requests = _Lines(in_fd)
     while True:
         try:
-            _, request = _next_message([requests], None)
-        except _Closed:
+            a, b = conn.recv()
+        except _GONE:
             return
-        for i, (a, b) in enumerate(request["pairs"]):
-            try:
-                equal = bool(grade(a, b) or grade(b, a))
-            except Exception:  # noqa: BLE001 - whatever sympy raises, the pair was not shown equal
-                equal = False
-            _send(out_fd, {"i": i, "equal": equal})
-            if equal and request["stop"]:
-                break
+        try:
+            equal = bool(grade(a, b) or grade(b, a))
+        except Exception:  # noqa: BLE001 - whatever sympy raises, the pair was not shown equal
+            equal = False
+        conn.send(equal)
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    # A worker stuck in sympy never reads its pipe, so it would not notice the supervisor's death.
+    # A worker stuck in sympy never reads its socket, so it would not notice the supervisor's death.
     try:
         import ctypes
 
@@ -447,9 +372,8 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)  # the supervisor died before the signal was armed
 
 
-def _serve(memory_limit: int) -> None:
-    out_fd = os.dup(1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
+def _serve(fd: int, memory_limit: int) -> None:
+    os.dup2(2, 1)  # anything a library prints goes to stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; it stops us at exit
     # pylatexenc warns on stderr for every malformed answer; the parent reports what matters.
     logging.disable(logging.WARNING)
@@ -458,8 +382,8 @@ def _serve(memory_limit: int) -> None:
     # sympy and pylatexenc set up lazily (~0.2 s): pay that once, before forking workers.
     for a, b in _WARM_UP:
         grade_answer(a, b)
-    _Supervisor(grade_answer, memory_limit, out_fd).serve()
+    _Supervisor(grade_answer, memory_limit, Connection(fd)).serve()
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[-1]))  # runpy has replaced argv[0]; the limit is last
+    _serve(int(sys.argv[-2]), int(sys.argv[-1]))  # runpy has replaced argv[0]; the socket and the limit are last
