@@ -86,30 +86,32 @@ def _unwrap(text: str) -> str:
     return text
 
 
+def tidy_question(text: str) -> str:
+    """``text`` without ``<image>`` placeholders (a row adds its own), a trailing format instruction and surplus
+    whitespace; line breaks stay (options on their own lines), at most one blank line in a row."""
+    text = _PLACEHOLDER.sub(" ", text).strip().removesuffix(FORMAT_INSTRUCTION.strip())
+    return _BLANK_LINES.sub("\n\n", "\n".join(" ".join(line.split()) for line in text.splitlines())).strip()
+
+
 def parse_question(text: str | None) -> str | None:
     """The question inside the last complete ``<question>...</question>`` pair, tidied; ``None`` if none.
 
     The last pair wins because a model may echo the instruction (which names the markers) before answering;
-    the opening marker taken is the last one before that closing marker. Tidying removes a leading
-    "Question:" label, wrapping quotes, ``<image>`` placeholders (the row adds its own) and surplus
-    whitespace, but keeps line breaks (options on their own lines). ``""`` means the markers were there but
-    held nothing.
+    the opening marker taken is the last one before that closing marker. Tidying (:func:`tidy_question`) also
+    removes a leading "Question:" label and wrapping quotes. ``""`` means the markers were there but held nothing.
     """
     closes = list(_CLOSE.finditer(text or ""))
     opens = list(_OPEN.finditer(text, 0, closes[-1].start())) if closes else []
     if not opens:
         return None
-    body = _PLACEHOLDER.sub(" ", text[opens[-1].end() : closes[-1].start()])
-    body = _BLANK_LINES.sub("\n\n", "\n".join(" ".join(line.split()) for line in body.splitlines())).strip()
+    body = tidy_question(text[opens[-1].end() : closes[-1].start()])
     return _unwrap(_LABEL.sub("", body, count=1).strip())
 
 
 def normalize_question(text: str) -> str:
     """The comparison key of a question: case, spacing, placeholders, the format instruction and edge
     punctuation do not matter; everything else (numbers, symbols, word order) does."""
-    key = unicodedata.normalize("NFKC", text)
-    key = _PLACEHOLDER.sub(" ", key).strip().removesuffix(FORMAT_INSTRUCTION.strip())
-    key = " ".join(key.casefold().split())
+    key = " ".join(tidy_question(unicodedata.normalize("NFKC", text)).casefold().split())
     # "x + 1" and "x+1" are the same question; a space only separates words.
     key = _SPACE_AROUND_SYMBOL.sub(r"\1", key)
     return key.strip(_EDGE_PUNCTUATION)

@@ -39,9 +39,9 @@ from tqdm import tqdm
 
 from verl_ext.data import prepare
 from verl_ext.data.prepare import RowRejected, UsageError, answer_text, choice_texts, image_bytes, image_items
-from verl_ext.data.schema import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
+from verl_ext.data.schema import IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
 from verl_ext.data.synth_filters import UNANSWERABLE, FilterSettings, answerability_ratio, image_key, is_answerable
-from verl_ext.data.synth_filters import normalize_question, screen
+from verl_ext.data.synth_filters import normalize_question, screen, tidy_question
 from verl_ext.files import LockHeld, atomic_path, exclusive_lock, write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator
@@ -316,8 +316,7 @@ def seed_from_row(
     question = info.get("question")
     if not isinstance(question, str) or not question.strip():
         question = prepare.question_text(values.get("prompt")) or ""
-    question = question.replace(IMAGE_PLACEHOLDER, " ").strip().removesuffix(FORMAT_INSTRUCTION.strip())
-    question = "\n".join(" ".join(line.split()) for line in question.strip().split("\n")).strip()
+    question = tidy_question(question)
     if "question" in needs and not question:
         raise RowRejected(prepare.MISSING_QUESTION)
     answer = answer_text(info.get("answer")) or answer_text(values.get("reward_model"))
@@ -363,13 +362,12 @@ def _check_template(template: PromptTemplate, strategy: str) -> frozenset[str]:
     """The seed fields the template needs; raises UsageError when it does not fit the strategy."""
     fields = template.fields
     if strategy == "direct" and fields:
-        raise UsageError(
-            f"prompt {template.name} uses {', '.join(sorted(fields))}, but direct synthesis shows only the image"
-        )
+        raise UsageError(f"prompt {template.name} uses {', '.join(sorted(fields))}, but direct synthesis shows only "
+                         "the image")
     if strategy == "in_context" and "question" not in fields:
         raise UsageError(f"prompt {template.name} has no {{{{question}}}}: in-context synthesis shows the seed "
                          "question")
-    return frozenset(fields)
+    return fields
 
 
 # ------------------------------------------------------------------------------------------------ run
