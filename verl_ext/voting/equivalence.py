@@ -1,16 +1,10 @@
 """Answer equivalence: cheap string rules first, then a cached, time-bounded symbolic check.
 
 Two answers are equivalent when their :func:`normalize` forms are equal, or when mathruler's
-``grade_answer`` accepts them in either direction. Many pairs are decided without sympy:
-two different plain numbers (normalised to reduced fractions) are unequal, two plain words
-compare case-insensitively, an answer that :func:`grader_safe` refuses (exponent towers,
-huge strings...) only equals its own normalised string, and two expressions whose values
-differ at sample points (:func:`numerically_different`) are unequal, and two constant
-expressions with the same value (``\\sqrt{2}`` and ``2^{1/2}``) are equal. The remaining pairs go
-to grader processes (:mod:`verl_ext.voting.grader`) under a per-pair timeout and a
-per-call budget; results are kept in an LRU cache keyed on the normalised pair.
-
-Timeouts are module-wide, see :func:`set_timeouts`.
+``grade_answer`` accepts them in either direction. Most pairs are decided without sympy (see
+:func:`_cheap_verdict`); the rest go to grader processes (:mod:`verl_ext.voting.grader`) under a
+per-pair timeout and a per-call budget (module-wide, see :func:`set_timeouts`), their verdicts kept
+in an LRU cache keyed on the normalised pair.
 """
 
 from __future__ import annotations
@@ -28,53 +22,37 @@ from verl_ext.voting.numeric import constants_equal, numerically_different
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "is_equivalent",
-    "first_equivalent",
-    "Representatives",
-    "Deadline",
-    "set_timeouts",
-    "get_timeouts",
-    "warm_up",
-    "shutdown_grader",
-    "clear_cache",
-]
-
 CACHE_SIZE = 1 << 16
 _DEADLINE_EVERY = 32  # cheap checks between two looks at the clock
 _WARNED_MAX = 4096
-_WARN_CHARS = 80
 
 _timeouts = {"per_pair": 1.0, "per_vote": 2.0}
 _grader = Grader()
 os.register_at_fork(after_in_child=_grader.forget_after_fork)
 
 
-class _LRU:
-    """A small thread-safe LRU map from a normalised pair to its verdict."""
+class _LRU(OrderedDict):
+    """A thread-safe LRU map from a pair of normalised answers, in either order, to its verdict."""
 
     def __init__(self, maxsize: int) -> None:
-        self._data: OrderedDict[tuple[str, str], bool] = OrderedDict()
-        self._maxsize = maxsize
-        self._lock = threading.Lock()
+        super().__init__()
+        self.maxsize = maxsize
+        self.lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> bool | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
+    def get(self, a: str, b: str) -> bool | None:
+        pair = (a, b) if a <= b else (b, a)
+        with self.lock:
+            if pair in self:
+                self.move_to_end(pair)
+            return super().get(pair)
 
-    def put(self, key: tuple[str, str], value: bool) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            if len(self._data) > self._maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+    def put(self, a: str, b: str, value: bool) -> None:
+        with self.lock:
+            pair = (a, b) if a <= b else (b, a)
+            self[pair] = value
+            self.move_to_end(pair)
+            if len(self) > self.maxsize:
+                self.popitem(last=False)
 
 
 _cache = _LRU(CACHE_SIZE)
@@ -83,16 +61,13 @@ _budget_warned = False
 
 
 def set_timeouts(*, per_pair: float | None = None, per_vote: float | None = None) -> tuple[float, float]:
-    """Set the grader limits (seconds) and return the new ``(per_pair, per_vote)``.
+    """Set the process-wide grader limits (seconds) and return the new ``(per_pair, per_vote)``.
 
-    ``per_pair`` (default 1.0) bounds one symbolic check; a pair that gets that long
-    without an answer is treated as unequal, and cached so (its worker process is
-    replaced by a warm fork in milliseconds). ``per_vote`` (default 2.0) bounds all
-    symbolic checks of one :func:`~verl_ext.voting.vote` or :func:`is_equivalent` call,
-    waiting for other threads' checks included; pairs it cuts short are treated as
-    unequal but not cached, so they are tried again next time. Only the grader's first
-    start in a process (importing sympy, ~0.5 s) is not counted. The limits are
-    process-wide.
+    ``per_pair`` (default 1.0) bounds one symbolic check; a pair that gets that long without an
+    answer is unequal, and cached so. ``per_vote`` (default 2.0) bounds all checks of one
+    :func:`~verl_ext.voting.vote` or :func:`is_equivalent` call, waiting for other threads' checks
+    included; pairs it cuts short are unequal but not cached, so they are tried again next time.
+    Only the grader's first start in a process (importing sympy, ~0.5 s) is not counted.
     """
     for name, value in (("per_pair", per_pair), ("per_vote", per_vote)):
         if value is not None:
@@ -112,20 +87,15 @@ def warm_up() -> None:
     _grader.start()
 
 
-def shutdown_grader() -> None:
-    """Stop the grader processes; they are also stopped at interpreter exit."""
-    _grader.close()
-
-
 def clear_cache() -> None:
     """Forget all cached symbolic verdicts (and the kinds of answers seen)."""
     _cache.clear()
     kind.cache_clear()
 
 
-#: Kinds of normalised answers. A ``STRING`` answer (too long or hostile for the grader) equals only
-#: its own string; two ``NUMBER``s (reduced fractions) are equal only as strings; two ``TEXT``s
-#: compare case-insensitively; a NUMBER never equals a TEXT. Only pairs with an ``EXPR`` need checks.
+# Kinds of normalised answers. A STRING answer (too long or hostile for the grader) equals only its
+# own string; two NUMBERs (reduced fractions) are equal only as strings; two TEXTs compare
+# case-insensitively; a NUMBER never equals a TEXT. Only pairs with an EXPR need checks.
 NUMBER, TEXT, STRING, EXPR = "number", "text", "string", "expr"
 
 
@@ -140,7 +110,9 @@ def kind(normalized: str) -> str:
 
 
 def _cheap_verdict(a: str, b: str) -> bool | None:
-    """Decide a pair of normalised answers without sympy, or return ``None``."""
+    """Decide a pair of normalised answers without sympy, or return ``None``: by kind, then by the
+    values of both sides at sample points (different values, or equal constants like ``\\sqrt{2}``
+    and ``2^{1/2}``)."""
     if a == b:
         return True
     ka, kb = kind(a), kind(b)
@@ -150,26 +122,15 @@ def _cheap_verdict(a: str, b: str) -> bool | None:
         return ka == kb == TEXT and a.casefold() == b.casefold()
     if numerically_different(a, b):
         return False
-    if constants_equal(a, b):
-        return True
-    return None
-
-
-def _pair_key(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a <= b else (b, a)
+    return True if constants_equal(a, b) else None
 
 
 def _warn_timeout(a: str, b: str, per_pair: float) -> None:
     # Warn once per string: a hostile answer tends to come back step after step.
-    for s in (a, b):
+    for s, other in ((a, b), (b, a)):
         if s not in _warned and len(_warned) < _WARNED_MAX:
             _warned.add(s)
-            logger.warning(
-                "answer check exceeded %.2fs; treating %r as unequal to %r",
-                per_pair,
-                s[:_WARN_CHARS],
-                (b if s is a else a)[:_WARN_CHARS],
-            )
+            logger.warning("answer check exceeded %.2fs; treating %r as unequal to %r", per_pair, s[:80], other[:80])
             return
 
 
@@ -182,15 +143,8 @@ def _log_budget_exhausted(key: str) -> None:
         "answer checks ran out of the per-vote budget (%.2fs); %r treated as unequal to the rest "
         "(further occurrences are logged at DEBUG)",
         get_timeouts()[1],
-        key[:_WARN_CHARS],
+        key[:80],
     )
-
-
-def _check_pairs(
-    pairs: Sequence[tuple[str, str]], *, timeout: float, deadline: Deadline, stop_on_equal: bool
-) -> list[Verdict]:
-    """Symbolic check of normalised pairs (a seam for tests that count grader calls)."""
-    return _grader.check(pairs, timeout=timeout, deadline=deadline, stop_on_equal=stop_on_equal)
 
 
 def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline) -> int | None:
@@ -207,7 +161,7 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
             break
         verdict = _cheap_verdict(key, candidate)
         if verdict is None:
-            verdict = _cache.get(_pair_key(key, candidate))
+            verdict = _cache.get(key, candidate)
         if verdict:
             found = j
             break
@@ -215,10 +169,9 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
             pending.append(j)
     if not pending:
         return found
-    per_pair, _ = get_timeouts()
-    verdicts = _check_pairs(
-        [(key, candidates[j]) for j in pending], timeout=per_pair, deadline=deadline, stop_on_equal=True
-    )
+    per_pair = get_timeouts()[0]
+    pairs = [(key, candidates[j]) for j in pending]
+    verdicts = _grader.check(pairs, timeout=per_pair, deadline=deadline, stop_on_equal=True)
     if Verdict.SKIPPED in verdicts and Verdict.EQUAL not in verdicts:
         _log_budget_exhausted(key)  # skips after an EQUAL are just stop_on_equal
     for j, verdict in zip(pending, verdicts):
@@ -226,9 +179,8 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
             continue
         if verdict is Verdict.TIMED_OUT:
             _warn_timeout(key, candidates[j], per_pair)
-        equal = verdict is Verdict.EQUAL
-        _cache.put(_pair_key(key, candidates[j]), equal)
-        if equal:
+        _cache.put(key, candidates[j], verdict is Verdict.EQUAL)
+        if verdict is Verdict.EQUAL:
             return j
     return found
 
@@ -246,9 +198,8 @@ class Representatives:
     def add(self, key: str) -> int:
         index = len(self.keys)
         self.keys.append(key)
-        k = kind(key)
-        self._by_kind[k].append(index)
-        if k == TEXT:
+        self._by_kind[kind(key)].append(index)
+        if kind(key) == TEXT:
             self._texts.setdefault(key.casefold(), index)
         return index
 
@@ -257,17 +208,13 @@ class Representatives:
         k = kind(key)
         if k == STRING:
             return None
-        if k == NUMBER:
-            indices = self._by_kind[EXPR]
-        elif k == TEXT:
-            same_text = self._texts.get(key.casefold())
-            indices = [i for i in self._by_kind[EXPR] if same_text is None or i < same_text]
-            found = first_equivalent(key, [self.keys[i] for i in indices], deadline=deadline)
-            return indices[found] if found is not None else same_text
-        else:
+        same_text = self._texts.get(key.casefold()) if k == TEXT else None
+        if k == EXPR:
             indices = sorted(self._by_kind[NUMBER] + self._by_kind[TEXT] + self._by_kind[EXPR])
+        else:  # only an expression before the first same text can come first
+            indices = [i for i in self._by_kind[EXPR] if same_text is None or i < same_text]
         found = first_equivalent(key, [self.keys[i] for i in indices], deadline=deadline)
-        return None if found is None else indices[found]
+        return same_text if found is None else indices[found]
 
 
 def is_equivalent(a: str | None, b: str | None) -> bool:

@@ -77,10 +77,9 @@ class _Child:
 
     def __init__(self) -> None:
         self.conn, theirs = Pipe()
+        args = [os.path.abspath(__file__), str(theirs.fileno()), str(MEMORY_LIMIT_BYTES)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__), str(theirs.fileno()), str(MEMORY_LIMIT_BYTES)],
-            stdin=subprocess.DEVNULL,
-            pass_fds=(theirs.fileno(),),
+            [sys.executable, "-c", _BOOTSTRAP, *args], stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),)
         )
         theirs.close()
         self.owner_pid = os.getpid()
@@ -172,18 +171,10 @@ class Grader:
             self._lock.release()
         return verdicts
 
-    def _run(
-        self,
-        child: _Child,
-        pairs: Sequence[tuple[str, str]],
-        verdicts: list[Verdict],
-        timeout: float,
-        deadline: float,
-        stop_on_equal: bool,
-    ) -> None:
+    def _run(self, child: _Child, pairs, verdicts: list[Verdict], timeout: float, deadline: float, stop: bool) -> None:
         self._next_id += 1
         request_id = self._next_id
-        if not child.send({"id": request_id, "pairs": list(pairs), "stop": stop_on_equal, "timeout": timeout}):
+        if not child.send({"id": request_id, "pairs": list(pairs), "stop": stop, "timeout": timeout}):
             self._replace_child("its input pipe is closed")
             return
         answered = 0
@@ -207,7 +198,7 @@ class Grader:
                 verdicts[index] = Verdict.TIMED_OUT
             else:
                 verdicts[index] = Verdict.EQUAL if message["equal"] else Verdict.UNEQUAL
-                if message["equal"] and stop_on_equal:
+                if message["equal"] and stop:
                     return
             answered = index + 1
 
