@@ -19,29 +19,27 @@ It reads ``\\frac{x+1}{2}`` as a fraction, while mathruler's LaTeX conversion re
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Callable
 from functools import lru_cache
-
-__all__ = ["constants_equal", "numerically_different"]
 
 # Relative gap above which two values are different; float noise on equal expressions is ~1e-13.
 _REL_TOL = 1e-7
 _MAX_EXPONENT = 64.0
-_TOKEN = re.compile(r"\d+(?:\.\d*)?|\.\d+|\\[a-zA-Z]+|[a-z]|[-+*/^(){}]")
+# Any other character (comma, bracket, '!', '=', ...) is outside the subset.
+_TOKEN = re.compile(r"\d+(?:\.\d*)?|\.\d+|\\[a-zA-Z]+|[a-z]|[-+*/^(){}]|(?P<other>\S)")
 # Words and capitals (units, names, sympy constants), checked with commands masked out.
 _WORDS = re.compile(r"[A-Z]|[a-z]\s*[a-z]")
 # Mixed numbers: mathruler reads "7 3/4" and "7\frac{3}{4}" as 7 + 3/4, not as a product.
 _MIXED = re.compile(r"[\d.]\s+[\d.]|[\d.]\s*\\frac")
 _COMMANDS = re.compile(r"\\[a-zA-Z]+")
 _SAMPLES = 3
+_SUMS = {"+": operator.add, "-": operator.sub}
+_PRODUCTS = {"*": operator.mul, r"\cdot": operator.mul, r"\times": operator.mul, "/": operator.truediv}
 
 
 class _Unsupported(Exception):
     """The expression is outside the subset the probe evaluates."""
-
-
-Node = Callable[[int], float]  # sample index -> value
 
 
 def _variable_value(letter: str, sample: int) -> float:
@@ -53,10 +51,11 @@ _VALUES = {chr(c): tuple(_variable_value(chr(c), s) for s in range(_SAMPLES)) fo
 
 
 class _Parser:
-    """Recursive descent over tokens, building closures that evaluate at one sample index."""
+    """Recursive descent over the tokens, evaluating at one sample point."""
 
-    def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
+    def __init__(self, tokens: list[str], sample: int) -> None:
+        self.tokens = tokens
+        self.sample = sample
         self.pos = 0
 
     def peek(self) -> str | None:
@@ -69,70 +68,64 @@ class _Parser:
         self.pos += 1
         return token
 
-    def parse(self) -> Node:
-        node = self.expr()
+    def parse(self) -> float:
+        value = self.expr()
         if self.peek() is not None:
             raise _Unsupported
-        return node
+        return value
 
-    def expr(self) -> Node:
-        node = self.term()
-        while self.peek() in ("+", "-"):
-            op = self.take()
-            node = _binary(op, node, self.term())
-        return node
+    def expr(self) -> float:
+        value = self.term()
+        while self.peek() in _SUMS:
+            value = _SUMS[self.take()](value, self.term())
+        return value
 
-    def term(self) -> Node:
-        node = self.unary()
+    def term(self) -> float:
+        value = self.unary()
         while True:
             token = self.peek()
-            if token in ("*", "/", r"\cdot", r"\times"):
+            if token in _PRODUCTS:
                 self.take()
-                node = _binary("/" if token == "/" else "*", node, self.unary())
+                value = _PRODUCTS[token](value, self.unary())
             elif token is not None and _starts_primary(token):
-                node = _binary("*", node, self.power())  # implicit product binds like '*', as in sympy
+                value *= self.power()  # implicit product binds like '*', as in sympy
             else:
-                return node
+                return value
 
-    def unary(self) -> Node:
+    def unary(self) -> float:
         if self.peek() in ("-", "+"):
-            sign = self.take()
-            operand = self.unary()
-            return (lambda s, f=operand: -f(s)) if sign == "-" else operand
+            return -self.unary() if self.take() == "-" else self.unary()
         return self.power()
 
-    def power(self) -> Node:
+    def power(self) -> float:
         base = self.primary()
         if self.peek() == "^":
             self.take()
-            return _binary("^", base, self.unary())
+            return _power(base, self.unary())
         return base
 
-    def group(self) -> Node:
+    def group(self) -> float:
         self.take("{")
-        node = self.expr()
+        value = self.expr()
         self.take("}")
-        return node
+        return value
 
-    def primary(self) -> Node:
+    def primary(self) -> float:
         token = self.take()
         if token[0].isdigit() or token[0] == ".":
-            value = float(token)
-            return lambda s: value
+            return float(token)
         if len(token) == 1 and token.isalpha():
-            values = _VALUES[token]
-            return lambda s: values[s]
+            return _VALUES[token][self.sample]
         if token == r"\pi":
-            return lambda s: math.pi
+            return math.pi
         if token in ("(", "{"):
-            node = self.expr()
+            value = self.expr()
             self.take(")" if token == "(" else "}")
-            return node
+            return value
         if token == r"\frac":
-            return _binary("/", self.group(), self.group())
+            return self.group() / self.group()
         if token == r"\sqrt":
-            operand = self.group()
-            return lambda s: math.sqrt(operand(s))
+            return math.sqrt(self.group())
         raise _Unsupported
 
 
@@ -146,38 +139,20 @@ def _power(base: float, exponent: float) -> float:
     return math.pow(base, exponent)  # raises instead of going complex for (-8)^(1/3)
 
 
-def _binary(op: str, left: Node, right: Node) -> Node:
-    if op == "+":
-        return lambda s: left(s) + right(s)
-    if op == "-":
-        return lambda s: left(s) - right(s)
-    if op == "*":
-        return lambda s: left(s) * right(s)
-    if op == "/":
-        return lambda s: left(s) / right(s)
-    return lambda s: _power(left(s), right(s))
-
-
 def _tokenize(text: str) -> list[str]:
     if _MIXED.search(text) or _WORDS.search(_COMMANDS.sub("#", text)):
         raise _Unsupported
-    tokens = []
-    pos = 0
-    for m in _TOKEN.finditer(text):
-        if text[pos : m.start()].strip():
-            raise _Unsupported  # a character outside the subset: comma, bracket, '!', '=', ...
-        tokens.append(m.group())
-        pos = m.end()
-    if text[pos:].strip():
+    matches = list(_TOKEN.finditer(text))
+    if any(m.lastgroup for m in matches):
         raise _Unsupported
-    return tokens
+    return [m.group() for m in matches]
 
 
 @lru_cache(maxsize=4096)
 def _values(text: str) -> tuple[float, ...] | None:
     try:
-        node = _Parser(text).parse()
-        values = tuple(node(s) for s in range(_SAMPLES))
+        tokens = _tokenize(text)
+        values = tuple(_Parser(tokens, s).parse() for s in range(_SAMPLES))
     except (_Unsupported, ArithmeticError, ValueError, RecursionError):
         return None
     return values if all(math.isfinite(v) for v in values) else None
@@ -206,7 +181,8 @@ def constants_equal(a: str, b: str) -> bool:
     is far below any rounding a model writes, so ``1.4142136`` is not ``\\sqrt{2}``; values of magnitude
     1e6 or more get no verdict (float64 cannot separate ``10^{13}`` from ``10^{13}+1`` at that tolerance).
     """
-    if _COMMANDS.sub("", a + " " + b).lower() != _COMMANDS.sub("", a + " " + b).upper():
+    letters = _COMMANDS.sub("", a + " " + b)
+    if letters.lower() != letters.upper():
         return False  # a letter outside a command: a variable
     va, vb = _values(a), _values(b)
     if va is None or vb is None or max(abs(v) for v in va + vb) >= _CONSTANT_MAX:
