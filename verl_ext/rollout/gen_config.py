@@ -1,7 +1,4 @@
-"""An explicit transformers ``GenerationConfig`` from verl/vLLM-style sampling parameters.
-
-Used by the ``hf`` rollout server. No verl import.
-"""
+"""An explicit transformers ``GenerationConfig`` from verl/vLLM-style sampling parameters (no verl import)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ class HFServerAdapter(BaseRollout):
     def __init__(self, config, model_config, device_mesh, replica_rank: int = -1):
         super().__init__(config, model_config, device_mesh)
         rank = int(os.environ.get("RANK", 0))
-        local_world_size = int(os.environ.get("RAY_LOCAL_WORLD_SIZE", 1))
         rollout_world_size = (
             self.config.tensor_model_parallel_size
             * self.config.data_parallel_size
@@ -35,17 +34,8 @@ class HFServerAdapter(BaseRollout):
         )
         self.replica_rank = rank // rollout_world_size if replica_rank == -1 else replica_rank
         self.rollout_rank = rank % rollout_world_size
-        self.node_rank = self.rollout_rank // local_world_size
-        self._has_server = self.rollout_rank == 0
-        self._server = None
-
-    def _server_handle(self) -> Optional[ray.actor.ActorHandle]:
-        if not self._has_server:
-            return None
-        if self._server is None:
-            # The server is launched after the workers, so it is looked up lazily.
-            self._server = ray.get_actor(server_actor_name(self.replica_rank, self.node_rank))
-        return self._server
+        self.node_rank = self.rollout_rank // int(os.environ.get("RAY_LOCAL_WORLD_SIZE", 1))
+        self._server: Optional[ray.actor.ActorHandle] = None
 
     async def resume(self, tags: list[str]):
         return None
@@ -65,16 +55,15 @@ class HFServerAdapter(BaseRollout):
         if wire_format != "named_tensors":
             raise ValueError(f"the hf rollout takes full tensors (wire_format='named_tensors'), got {wire_format!r}")
         if peft_config is not None:
-            raise ValueError(
-                "the hf rollout needs merged LoRA weights: set actor_rollout_ref.model.lora.merge=True"
-            )
+            raise ValueError("the hf rollout needs merged LoRA weights: set actor_rollout_ref.model.lora.merge=True")
         start = time.time()
-        server = self._server_handle()
-        state_dict = {}
-        for name, tensor in weights:
-            if server is not None:
-                state_dict[name] = tensor.detach().to("cpu", copy=True)
-        if server is None:
+        ships = self.rollout_rank == 0  # every rank drains the generator (a collective); one ships the tensors
+        state_dict = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights if ships}
+        if not ships:
             return
-        loaded = await server.update_weights.remote(state_dict, global_steps)
-        logger.info("hf rollout: %d tensors synced to replica %d in %.2fs", loaded, self.replica_rank, time.time() - start)
+        if self._server is None:
+            # The server is launched after the workers, so it is looked up lazily.
+            self._server = ray.get_actor(server_actor_name(self.replica_rank, self.node_rank))
+        loaded = await self._server.update_weights.remote(state_dict, global_steps)
+        took = time.time() - start
+        logger.info("hf rollout: %d tensors synced to replica %d in %.2fs", loaded, self.replica_rank, took)

@@ -14,12 +14,10 @@ from verl.workers.rollout.replica import RolloutMode, RolloutReplica
 
 from verl_ext.rollout.hf_server import HFRolloutServer
 
-SERVER_NAME_PREFIX = "hf_server"
-
 
 def server_actor_name(replica_rank: int, node_rank: int, suffix: str = "") -> str:
     """The Ray actor name of a replica's server on one node (shared with the adapter)."""
-    return f"{SERVER_NAME_PREFIX}_{replica_rank}_{node_rank}{suffix}"
+    return f"hf_server_{replica_rank}_{node_rank}{suffix}"
 
 
 class HFReplica(RolloutReplica):
@@ -44,9 +42,8 @@ class HFReplica(RolloutReplica):
         kind = "_reward" if self.is_reward_model else "_teacher" if self.is_teacher_model else ""
         server_cls = ray.remote(HFRolloutServer)
         for node_rank in range(self.nnodes):
-            name = server_actor_name(self.replica_rank, node_rank, kind + self.name_suffix)
             server = server_cls.options(
-                name=name,
+                name=server_actor_name(self.replica_rank, node_rank, kind + self.name_suffix),
                 # Generation runs while the training workers are idle (hybrid engine): no CPU reserved.
                 num_cpus=0,
                 max_concurrency=self.max_concurrency,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
@@ -27,6 +28,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 from verl.utils.config import omega_conf_to_dataclass
+from verl.utils.torch_dtypes import PrecisionType
 from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.replica import TokenOutput
 
@@ -35,12 +37,9 @@ from verl_ext.rollout.gen_config import build_generation_config
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
 
 def max_new_tokens(config: RolloutConfig, prompt_len: int, sampling_params: dict[str, Any]) -> int:
-    """The token budget of one request, computed as verl's vLLM server computes it.
+    """A request's token budget (its ``max_tokens`` or ``max_new_tokens``, popped), as verl's vLLM server sets it.
 
     ``config.max_model_len`` unset falls back to prompt + response length (the server sets it to the
     model's context size, as vLLM does, before any request).
@@ -51,12 +50,8 @@ def max_new_tokens(config: RolloutConfig, prompt_len: int, sampling_params: dict
         raise ValueError(
             f"prompt of {prompt_len} tokens leaves no room to generate within max_model_len={max_model_len}"
         )
-    if "max_tokens" in sampling_params:
-        budget = sampling_params.pop("max_tokens")
-    elif "max_new_tokens" in sampling_params:
-        budget = sampling_params.pop("max_new_tokens")
-    else:
-        budget = min(config.response_length, config.prompt_length + config.response_length - prompt_len)
+    default = min(config.response_length, config.prompt_length + config.response_length - prompt_len)
+    budget = sampling_params.pop("max_tokens", sampling_params.pop("max_new_tokens", default))
     return max(1, min(int(budget), room))
 
 
@@ -146,9 +141,8 @@ class HFRolloutServer:
 
     def __init__(self, config: RolloutConfig, model_config, replica_rank: int, node_rank: int = 0):
         self.config: RolloutConfig = omega_conf_to_dataclass(config, dataclass_type=RolloutConfig)
-        if not isinstance(model_config, HFModelConfig):
-            model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
-        self.model_config: HFModelConfig = model_config
+        # An HFModelConfig (the trainer's) passes through; a DictConfig (a standalone replica's) is converted.
+        self.model_config = model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         self.replica_rank = replica_rank
         self.node_rank = node_rank
         self.global_steps: Optional[int] = None
@@ -158,20 +152,18 @@ class HFRolloutServer:
         self._pending: list[_Request] = []
         self._batcher: Optional[asyncio.Task] = None
         self.max_batch = max(1, min(MAX_BATCH, int(self.config.max_num_seqs or MAX_BATCH)))
+        custom = self.config.custom or {}
         # rollout.custom.log_weight_digest: log a digest of the served weights after each sync, so a
         # test (or a suspicious user) can check the rollout serves exactly the trained weights.
-        self.log_weight_digest = bool((self.config.custom or {}).get("log_weight_digest", False))
+        self.log_weight_digest = bool(custom.get("log_weight_digest", False))
+        # rollout.custom.num_threads: torch threads of this server (standalone replicas share a node's cores).
+        if custom.get("num_threads"):
+            torch.set_num_threads(int(custom["num_threads"]))
         self.tokenizer = model_config.tokenizer
         self.processor = model_config.processor
-        # rollout.custom.num_threads: torch threads of this server (standalone replicas share a node's cores).
-        threads = (self.config.custom or {}).get("num_threads")
-        if threads:
-            torch.set_num_threads(int(threads))
 
-        dtype = _DTYPES.get(str(self.config.dtype).lower(), torch.float32)
-        if dtype != torch.float32 and not torch.cuda.is_available():
-            # bf16 matmuls on a CPU are slower than fp32 and lose precision the actor does not.
-            dtype = torch.float32
+        # On a CPU, bf16 matmuls are slower than fp32 and lose precision the actor does not: fp32 there.
+        dtype = PrecisionType.to_dtype(self.config.dtype) if torch.cuda.is_available() else torch.float32
         is_vision = getattr(model_config.hf_config, "vision_config", None) is not None
         auto_cls = AutoModelForImageTextToText if is_vision else AutoModelForCausalLM
         self.model = auto_cls.from_pretrained(
@@ -186,24 +178,18 @@ class HFRolloutServer:
         self.eos_ids = self._eos_ids()
         self.suppress_ids = self._placeholder_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
-        logger.info(
-            "hf rollout server %d: %s loaded (%s, %.1fM params)",
-            replica_rank,
-            model_config.local_path,
-            dtype,
-            sum(p.numel() for p in self.model.parameters()) / 1e6,
-        )
+        size = sum(p.numel() for p in self.model.parameters()) / 1e6
+        logger.info("hf rollout server %d: %s loaded (%s, %.1fM params)", replica_rank, model_config.local_path,
+                    dtype, size)
 
     def _eos_ids(self) -> list[int]:
-        ids: set[int] = set()
-        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        for value in (gen_eos, self.tokenizer.eos_token_id):
-            if value is None:
-                continue
-            ids.update(value if isinstance(value, (list, tuple)) else [value])
+        values = (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
+        ids = sorted({i for v in values if v is not None for i in (v if isinstance(v, (list, tuple)) else [v])})
         if not ids:
-            raise ValueError(f"{self.model_config.local_path}: neither the tokenizer nor the generation config names an EOS token")
-        return sorted(ids)
+            raise ValueError(
+                f"{self.model_config.local_path}: neither the tokenizer nor the generation config names an EOS token"
+            )
+        return ids
 
     def _placeholder_ids(self) -> list[int]:
         # A response holding image/video placeholder tokens breaks verl's multimodal position ids
@@ -242,12 +228,8 @@ class HFRolloutServer:
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._serve_pending())
         token_ids, log_probs = await request.future
-        return TokenOutput(
-            token_ids=token_ids,
-            log_probs=log_probs if params.get("logprobs") else None,
-            stop_reason="completed",
-            extra_fields={"global_steps": self.global_steps},
-        )
+        extra_fields = {"global_steps": self.global_steps}
+        return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason="completed", extra_fields=extra_fields)
 
     async def _serve_pending(self) -> None:
         while self._pending:
@@ -282,7 +264,7 @@ class HFRolloutServer:
         if image_token_id is not None and "image_grid_thw" in out:
             merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
             expected = int(out["image_grid_thw"].prod(dim=-1).sum().item()) // merge
-            found = sum(1 for t in prompt_ids if t == image_token_id)
+            found = prompt_ids.count(image_token_id)
             if expected != found:
                 raise ValueError(
                     f"prompt has {found} image tokens but its {len(images)} image(s) need {expected}: "
@@ -294,25 +276,23 @@ class HFRolloutServer:
         """1 on image placeholder tokens, 2 on video ones, 0 elsewhere: what M-RoPE needs to place them.
 
         transformers 5.x computes Qwen2-VL's 3D image positions in ``generate`` only when this is passed
-        (the processor returns it); without it, it silently gives the image tokens text positions, and
-        the rollout samples from another policy than the actor's (verl builds the same ids for the
-        actor's position ids). That is what made the rollout disagree with the actor (rollout_corr/kl
-        ~0.1) and validation score a trained toy model 20 points below its offline accuracy.
+        (the processor returns it, verl builds the same for the actor); without it the image tokens silently
+        get text positions and the rollout samples from another policy than the actor's (rollout_corr/kl
+        ~0.1, validation of a trained toy model 20 points below its offline accuracy).
         """
         types = torch.zeros_like(input_ids)
-        for token_id, value in ((self.model.config.image_token_id, 1), (getattr(self.model.config, "video_token_id", None), 2)):
-            if token_id is not None:
-                types[input_ids == token_id] = value
+        types[input_ids == self.model.config.image_token_id] = 1
+        video_token_id = getattr(self.model.config, "video_token_id", None)
+        if video_token_id is not None:
+            types[input_ids == video_token_id] = 2
         return types
 
     def _generate_batch(self, batch: list["_Request"]) -> list[tuple[list[int], list[float]]]:
         """One left-padded ``generate`` call for requests that share sampling settings."""
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, r in enumerate(batch):
-            input_ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            attention_mask[row, width - len(r.prompt_ids) :] = 1
+        prompts = [torch.tensor(r.prompt_ids) for r in batch]
+        input_ids = pad_sequence(prompts, batch_first=True, padding_value=self.pad_id, padding_side="left")
+        attention_mask = pad_sequence([torch.ones_like(p) for p in prompts], batch_first=True, padding_side="left")
+        width = input_ids.shape[1]
         inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         with_images = [r.vision for r in batch if r.vision]
         if with_images:
@@ -325,40 +305,33 @@ class HFRolloutServer:
         processors = LogitsProcessorList()
         gen_params = params
         if batch[0].seed is not None and temperature > 0 and params.get("do_sample", True):
-            processors.append(
-                SeededRowSampler(
-                    [r.seed for r in batch], temperature, int(params.get("top_k", -1) or -1), float(params.get("top_p", 1.0))
-                )
-            )
+            top_k, top_p = int(params.get("top_k", -1) or -1), float(params.get("top_p", 1.0))
+            processors.append(SeededRowSampler([r.seed for r in batch], temperature, top_k, top_p))
             gen_params = {**params, "temperature": 0.0}  # greedy over the one token the sampler left
-        gen_config = build_generation_config(gen_params, batch[0].max_tokens, self.eos_ids, self.pad_id, self.suppress_ids)
+        gen_config = build_generation_config(
+            gen_params, batch[0].max_tokens, self.eos_ids, self.pad_id, self.suppress_ids
+        )
         gen_config.output_logits = bool(params.get("logprobs"))
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=gen_config, logits_processor=processors)
-        eos = set(self.eos_ids) if not params.get("ignore_eos") else set()
-        results = []
-        for row in range(len(batch)):
-            tokens = out.sequences[row, width:].tolist()
-            # Rows that finished early are padded to the longest: cut after the first EOS.
-            stop = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
-            tokens = tokens[:stop]
-            # Log-probs only when asked (training asks; synthesis and evaluation do not).
-            log_probs = (
-                self._log_probs([step[row : row + 1] for step in out.logits], tokens, temperature)
-                if params.get("logprobs")
-                else None
-            )
-            results.append((tokens, log_probs))
-        return results
-
-    def _log_probs(self, logits: list[torch.Tensor], token_ids: list[int], temperature: float) -> list[float]:
+        eos = set() if params.get("ignore_eos") else set(self.eos_ids)
         # The policy's log-probs as the actor computes them: log_softmax(logits / T) over the full
         # vocabulary ("processed" = temperature applied; "raw" = none). Not the warped distribution:
         # the placeholder suppression is a safety net of this server, not part of the policy.
         scale = temperature if self.config.logprobs_mode != "raw_logprobs" and temperature > 0 else 1.0
-        return [
-            torch.log_softmax(step[0].float() / scale, dim=-1)[tok].item() for step, tok in zip(logits, token_ids)
-        ]
+        results = []
+        for row in range(len(batch)):
+            tokens = out.sequences[row, width:].tolist()
+            # Rows that finished early are padded to the longest: cut after the first EOS.
+            tokens = tokens[: next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))]
+            log_probs = None  # only when asked (training asks; synthesis and evaluation do not)
+            if params.get("logprobs"):
+                log_probs = [
+                    torch.log_softmax(step[row].float() / scale, dim=-1)[token].item()
+                    for step, token in zip(out.logits, tokens)
+                ]
+            results.append((tokens, log_probs))
+        return results
 
     # ------------------------------------------------------------------ weights
 
@@ -378,13 +351,9 @@ class HFRolloutServer:
             if global_steps is not None:
                 self.global_steps = global_steps
         if self.log_weight_digest:
-            logger.info(
-                "hf rollout server %d: weights v%d (global step %s) sha256=%s",
-                self.replica_rank,
-                self.weights_version,
-                global_steps,
-                self.weights_fingerprint()["sha256"],
-            )
+            sha = self.weights_fingerprint()["sha256"]
+            logger.info("hf rollout server %d: weights v%d (global step %s) sha256=%s", self.replica_rank,
+                        self.weights_version, global_steps, sha)
         return len(state_dict)
 
     def weights_fingerprint(self) -> dict[str, Any]:
@@ -398,22 +367,6 @@ class HFRolloutServer:
         return self.served
 
     # ------------------------------------------------------------------ verl's server control API
-    # vLLM frees and restores GPU memory around training; on the CPU there is nothing to free.
-
-    async def wake_up(self, tags: Optional[list[str]] = None):
-        return None
-
-    async def sleep(self):
-        return None
-
-    async def clear_kv_cache(self):
-        return None
-
-    async def release_kv_cache(self):
-        return None
-
-    async def resume_kv_cache(self):
-        return None
 
     async def set_global_steps(self, global_steps: int):
         self.global_steps = global_steps
@@ -429,17 +382,8 @@ class HFRolloutServer:
     async def abort_request(self, request_id: str, reset_prefix_cache: bool = True) -> dict:
         return {"aborted": False, "request_id": request_id}
 
-    async def resume_generation(self):
-        return None
+    async def _nothing(self, *args, **kwargs) -> None:
+        """vLLM frees and restores GPU memory around training (and profiles); on the CPU there is nothing to do."""
 
-    async def open_submission_gate(self):
-        return None
-
-    async def resume_engine_generation(self):
-        return None
-
-    async def start_profile(self, **kwargs):
-        return None
-
-    async def stop_profile(self):
-        return None
+    wake_up = sleep = clear_kv_cache = release_kv_cache = resume_kv_cache = _nothing
+    resume_generation = open_submission_gate = resume_engine_generation = start_profile = stop_profile = _nothing
