@@ -1,29 +1,23 @@
 """A label-free signal of collapse: the group's answers converge faster than the run began.
 
-Every intrinsic reward studied so far (the vote, entropy, self-certainty) first helps, then drifts
-into confident, uniform answers, right or wrong. Without labels the symptom that can be watched is
-the groups themselves: the majority ratio climbs towards 1, answer entropy and the number of
-distinct answers per group fall. The rule here compares a trailing mean of the majority ratio with
-the run's own start:
+Every intrinsic reward (the vote, entropy, self-certainty) first helps, then drifts into confident,
+uniform answers, right or wrong; without labels the groups themselves show it. The rule (README,
+"Collapse signal"; its defaults come from the toy runs, "When to stop"):
 
     fire at the first step s >= baseline_steps + window where
     mean(majority_ratio[s - window + 1 .. s]) - mean(majority_ratio[1 .. baseline_steps]) >= ratio_rise
 
-The comparison is with the run's own baseline, not an absolute level, because a model that already
-agrees with itself (an easy set) is not collapsing. The defaults come from the toy reproduction's
-logged runs (README, "When to stop"): there the held-out accuracy of MM-UPT fell once the majority
-ratio had risen about 0.1 above where it started; the same README says where the rule fired late
-or not at all. The monitor lives in the trainer process and is not checkpointed: a resumed run
-starts a new baseline at its first resumed step. Pure Python: no torch, no verl.
+The monitor lives in the trainer process and is not checkpointed: a resumed run starts a new baseline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from statistics import fmean
+from typing import Optional
 
-from verl_ext.voting.settings import from_mapping
+from verl_ext.voting.settings import check_one_of
 
 INDICATORS = ("majority_ratio", "answer_entropy", "distinct_answers", "no_answer_rate", "response_length")
 GUARDS = ("off", "warn", "stop")
@@ -46,20 +40,13 @@ class CollapseConfig:
     def __post_init__(self):
         ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.window, self.baseline_steps))
         if not ints or self.window < 1 or self.baseline_steps < 1:
-            raise ValueError(f"collapse.window and collapse.baseline_steps must be integers >= 1; got {self.window}, {self.baseline_steps}")
+            raise ValueError(
+                "collapse.window and collapse.baseline_steps must be integers >= 1; "
+                f"got {self.window}, {self.baseline_steps}"
+            )
         if not 0.0 < float(self.ratio_rise) <= 1.0:
             raise ValueError(f"collapse.ratio_rise must be in (0, 1]; got {self.ratio_rise!r}")
-        if self.guard not in GUARDS:
-            raise ValueError(f"collapse.guard must be one of {', '.join(GUARDS)}; got {self.guard!r}")
-
-    @classmethod
-    def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "CollapseConfig":
-        """Build from a config mapping; an unknown key is an error naming the known ones."""
-        return from_mapping(cls, values, "collapse")
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+        check_one_of("collapse.guard", self.guard, GUARDS)
 
 
 class CollapseMonitor:
@@ -80,7 +67,7 @@ class CollapseMonitor:
                 series = self.history[name]
                 series.append(float(indicators[name]))
                 if len(series) >= cfg.baseline_steps + cfg.window:
-                    metrics[f"{name}_trend"] = _mean(series[-cfg.window :]) - _mean(series[: cfg.baseline_steps])
+                    metrics[f"{name}_trend"] = fmean(series[-cfg.window :]) - fmean(series[: cfg.baseline_steps])
         rise = metrics.get("majority_ratio_trend")
         if self.fired_at is None and rise is not None and rise >= cfg.ratio_rise - 1e-12:
             self.fired_at = int(step)

@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 from verl_ext.voting.collapse import CollapseConfig
 from verl_ext.voting.extract import STYLES
-from verl_ext.voting.settings import from_mapping
-from verl_ext.voting.vote import TIE_BREAKS
+from verl_ext.voting.settings import check_one_of, from_mapping
+from verl_ext.voting.vote import check_vote_settings
 
 REWARDS = ("majority_vote", "token_entropy")
 
@@ -43,16 +43,11 @@ class VoteConfig:
     """The label-free collapse signal and its guard (``verl_ext.voting.collapse``)."""
 
     def __post_init__(self):
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {', '.join(REWARDS)}; got {self.reward!r}")
+        check_one_of("reward", self.reward, REWARDS)
         if not isinstance(self.collapse, CollapseConfig):
-            object.__setattr__(self, "collapse", CollapseConfig.from_mapping(self.collapse))
-        if self.answer_style not in STYLES:
-            raise ValueError(f"answer_style must be one of {', '.join(STYLES)}; got {self.answer_style!r}")
-        if self.tie_break not in TIE_BREAKS:
-            raise ValueError(f"tie_break must be one of {', '.join(TIE_BREAKS)}; got {self.tie_break!r}")
-        if not 0.0 <= float(self.min_ratio) <= 1.0:
-            raise ValueError(f"min_ratio must be in [0, 1]; got {self.min_ratio!r}")
+            object.__setattr__(self, "collapse", from_mapping(CollapseConfig, self.collapse, "collapse"))
+        check_one_of("answer_style", self.answer_style, STYLES)
+        check_vote_settings(self.tie_break, self.min_ratio)
         for name in ("n_votes", "n_train"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
@@ -65,5 +60,4 @@ class VoteConfig:
 
     @classmethod
     def from_mapping(cls, values: Optional[Mapping[str, Any]]) -> "VoteConfig":
-        """Build from a config mapping; an unknown key is an error naming the known ones."""
         return from_mapping(cls, values, "majority-vote")

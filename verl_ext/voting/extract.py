@@ -7,8 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from verl_ext.voting.normalize import normalize, partners
-
-__all__ = ["STYLES", "extract_answer", "option_map", "to_letter"]
+from verl_ext.voting.settings import check_one_of
 
 STYLES = ("boxed", "answer_tag", "choice")
 
@@ -125,8 +124,7 @@ def extract_answer(
     only used by ``"choice"``: it restricts letters to the options given and maps an answer
     equal to an option's text (after :func:`~verl_ext.voting.normalize`) to that letter.
     """
-    if style not in STYLES:
-        raise ValueError(f"unknown answer style {style!r}; valid styles: {', '.join(STYLES)}")
+    check_one_of("answer style", style, STYLES)
     if text is None:
         return None
     if style == "boxed":

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from verl_ext.voting.equivalence import Deadline, Representatives, get_timeouts
 from verl_ext.voting.normalize import normalize
-
-__all__ = ["Vote", "TIE_BREAKS", "cluster_answers", "vote"]
+from verl_ext.voting.settings import check_one_of
 
 TIE_BREAKS = ("none", "first", "random")
 # Slack for comparing a ratio like 3/10 with a min_ratio typed as 0.3.
@@ -34,18 +33,17 @@ class Vote:
     clusters: list[list[int]]
 
 
-def cluster_answers(answers: Sequence[str | None], *, budget: float | None = None) -> list[list[int]]:
+def cluster_answers(answers: Sequence[str | None]) -> list[list[int]]:
     """Group indices of equivalent answers, clusters in order of first appearance.
 
     Each new answer joins the first cluster whose first answer is equivalent to it
     (see :func:`~verl_ext.voting.is_equivalent`), else starts a cluster. ``None`` and
-    answers that normalise to an empty string are left out. ``budget`` (seconds,
-    default: the ``per_vote`` value of :func:`~verl_ext.voting.set_timeouts`) bounds the
-    symbolic checks.
+    answers that normalise to an empty string are left out. The ``per_vote`` budget of
+    :func:`~verl_ext.voting.set_timeouts` bounds the symbolic checks.
     """
     if isinstance(answers, (str, bytes)):
         raise TypeError("answers must be a sequence of answers (str or None), not one string")
-    deadline = Deadline(get_timeouts()[1] if budget is None else budget)
+    deadline = Deadline(get_timeouts()[1])
     cluster_of: dict[str, int] = {}
     representatives = Representatives()
     clusters: list[list[int]] = []
@@ -68,13 +66,14 @@ def cluster_answers(answers: Sequence[str | None], *, budget: float | None = Non
     return clusters
 
 
+def check_vote_settings(tie_break: str, min_ratio: float) -> None:
+    check_one_of("tie_break", tie_break, TIE_BREAKS)
+    if not 0.0 <= float(min_ratio) <= 1.0:
+        raise ValueError(f"min_ratio must be in [0, 1]; got {min_ratio!r}")
+
+
 def vote(
-    answers: Sequence[str | None],
-    *,
-    min_ratio: float = 0.0,
-    tie_break: str = "none",
-    seed: int = 0,
-    soft: bool = False,
+    answers: Sequence[str | None], *, min_ratio: float = 0.0, tie_break: str = "none", seed: int = 0, soft: bool = False
 ) -> Vote:
     """Majority vote over ``answers``; members of the winning cluster earn reward 1.0.
 
@@ -86,29 +85,18 @@ def vote(
     ``soft=True``, each answer gets its own cluster's size / ``len(answers)`` instead of
     0/1. ``None`` answers never vote and always get 0.0.
     """
-    if isinstance(answers, (str, bytes)):
-        raise TypeError("answers must be a sequence of answers (str or None), not one string")
-    if tie_break not in TIE_BREAKS:
-        raise ValueError(f"tie_break must be one of {', '.join(TIE_BREAKS)}; got {tie_break!r}")
-    if not 0.0 <= min_ratio <= 1.0:
-        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio!r}")
-    n = len(answers)
+    check_vote_settings(tie_break, min_ratio)
     clusters = cluster_answers(answers)
-    no_label = [0.0] * n
-    if not clusters:
-        return Vote(label=None, ratio=0.0, rewards=no_label, clusters=clusters)
-    top = max(len(c) for c in clusters)
-    ratio = top / n
+    n = len(answers)
+    top = max(map(len, clusters), default=0)
+    ratio = top / n if top else 0.0
     leaders = [c for c in clusters if len(c) == top]
-    if len(leaders) == 1 or tie_break == "first":
-        winner = leaders[0]
-    elif tie_break == "random":
-        winner = random.Random(seed).choice(leaders)
-    else:
-        winner = None
-    if winner is None or ratio + _RATIO_EPS < min_ratio:
-        return Vote(label=None, ratio=ratio, rewards=no_label, clusters=clusters)
+    if len(leaders) > 1 and tie_break != "first":
+        leaders = [random.Random(seed).choice(leaders)] if tie_break == "random" else []
     rewards = [0.0] * n
+    if not leaders or ratio + _RATIO_EPS < min_ratio:
+        return Vote(label=None, ratio=ratio, rewards=rewards, clusters=clusters)
+    winner = leaders[0]
     for cluster in clusters if soft else [winner]:
         value = len(cluster) / n if soft else 1.0
         for i in cluster:
