@@ -6,30 +6,7 @@ Start replicas from a composed verl config with :class:`~verl_ext.generation.rep
 ``settings.n`` completion texts per request out.
 """
 
-from verl_ext.generation.base import (
-    IMAGE_PLACEHOLDER,
-    BackendConfig,
-    BatchedGenerator,
-    GenerationRequest,
-    Generator,
-    SamplingSettings,
-    load_image,
-    load_images,
-    structured_messages,
-)
-from verl_ext.generation.factory import BACKENDS, make_generator, resolve_backend
+from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
+from verl_ext.generation.factory import make_generator
 
-__all__ = [
-    "BACKENDS",
-    "IMAGE_PLACEHOLDER",
-    "BackendConfig",
-    "BatchedGenerator",
-    "GenerationRequest",
-    "Generator",
-    "SamplingSettings",
-    "load_image",
-    "load_images",
-    "make_generator",
-    "resolve_backend",
-    "structured_messages",
-]
+__all__ = ["BackendConfig", "GenerationRequest", "Generator", "SamplingSettings", "make_generator"]

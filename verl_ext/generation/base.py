@@ -10,35 +10,15 @@ from __future__ import annotations
 
 import abc
 import io
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 from PIL import Image
 from tqdm.auto import tqdm
 
 from verl_ext.prompts import IMAGE_PLACEHOLDER
-
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "IMAGE_PLACEHOLDER",
-    "BackendConfig",
-    "BatchCallback",
-    "BatchedGenerator",
-    "GenerationRequest",
-    "Generator",
-    "ImageSource",
-    "SamplingSettings",
-    "load_image",
-    "load_images",
-    "render_prompt",
-    "structured_messages",
-    "text_messages",
-]
 
 
 ImageSource = Union[Image.Image, bytes, str, os.PathLike, Mapping[str, Any]]
@@ -260,23 +240,17 @@ def structured_messages(request: GenerationRequest) -> list[dict[str, Any]]:
     return messages
 
 
-def text_messages(request: GenerationRequest) -> list[dict[str, str]]:
-    """The messages with plain string content, for text-only chat templates; images are an error."""
-    if request.images:
-        raise ValueError("this model has no vision encoder, but the request carries images")
-    out = []
-    for message in structured_messages(request):
-        out.append({"role": message["role"], "content": "".join(p["text"] for p in message["content"])})
-    return out
-
-
 def render_prompt(template_owner: Any, request: GenerationRequest, *, vision: bool) -> str:
     """The prompt text of ``request`` under the chat template of a processor or tokenizer.
 
     ``vision`` selects structured content (a multimodal processor renders image parts as its vision
-    placeholders) or plain strings (text-only chat templates only understand strings).
+    placeholders) or plain strings (text-only chat templates only understand strings; images are an error).
     """
-    messages = structured_messages(request) if vision else text_messages(request)
+    messages = structured_messages(request)
+    if not vision:
+        if request.images:
+            raise ValueError("this model has no vision encoder, but the request carries images")
+        messages = [{"role": m["role"], "content": "".join(p["text"] for p in m["content"])} for m in messages]
     return template_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -285,19 +259,16 @@ def render_prompt(template_owner: Any, request: GenerationRequest, *, vision: bo
 
 def load_image(source: ImageSource) -> Image.Image:
     """Decode one image source to an RGB PIL image."""
+    if isinstance(source, Mapping):
+        source = source.get("bytes") or source.get("path")
+        if not source:
+            raise ValueError("an image dict needs non-empty 'bytes' or 'path'")
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, (bytes, bytearray)):
         image = Image.open(io.BytesIO(source))
     elif isinstance(source, (str, os.PathLike)):
-        image = Image.open(Path(source))
-    elif isinstance(source, Mapping):
-        if source.get("bytes"):
-            image = Image.open(io.BytesIO(source["bytes"]))
-        elif source.get("path"):
-            image = Image.open(Path(source["path"]))
-        else:
-            raise ValueError("an image dict needs non-empty 'bytes' or 'path'")
+        image = Image.open(source)
     else:
         raise TypeError(f"cannot read an image from {type(source).__name__}")
     # Benchmarks hold palette, RGBA, CMYK and multi-frame images; the processors expect RGB.

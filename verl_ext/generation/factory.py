@@ -11,22 +11,8 @@ from verl_ext.generation.base import BackendConfig, BatchedGenerator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "cuda_available", "make_generator", "resolve_backend", "vllm_available"]
-
 BACKENDS = ("auto", "hf", "vllm")
 """Rollout engines: ``hf`` (this package's transformers replica) or ``vllm`` (verl's); ``auto`` picks."""
-
-
-def vllm_available() -> bool:
-    """Whether vllm can be imported (checked without importing it)."""
-    return importlib.util.find_spec("vllm") is not None
-
-
-def cuda_available() -> bool:
-    """Whether torch sees a CUDA device."""
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def resolve_backend(backend: str = "auto") -> str:
@@ -35,7 +21,10 @@ def resolve_backend(backend: str = "auto") -> str:
         raise ValueError(f"unknown generation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    return "vllm" if vllm_available() and cuda_available() else "hf"
+    import torch
+
+    # find_spec: whether vllm is installed, without importing it.
+    return "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "hf"
 
 
 def make_generator(

@@ -1,17 +1,10 @@
 """Generation through verl's rollout replicas: the one engine behind synthesis and evaluation.
 
-:class:`ReplicaGenerator` starts standalone rollout replicas from verl's own replica registry, the way
-``verl/trainer/main_generation_server.py`` does (``get_rollout_replica_class(rollout.name)``, one replica
-per ``tensor_model_parallel_size`` devices over ``trainer.n_gpus_per_node * trainer.nnodes``, then
-``init_standalone()``): vLLM replicas on a GPU cluster, this package's ``hf`` replica on a CPU. It then
-sends each request to a replica's server as the trainer's agent loop does (token ids in, token ids
-out: ``server.generate(prompt_ids, sampling_params, request_id, image_data, mm_processor_kwargs)``),
-spreading requests over the replicas and giving every completion its own seed.
-
+:class:`ReplicaGenerator` starts standalone replicas from verl's replica registry as
+``verl/trainer/main_generation_server.py`` does (vLLM on a GPU cluster, this package's ``hf`` replica on
+a CPU) and sends each request to a server as the trainer's agent loop does: token ids in, token ids out.
 The prompt is rendered and its image placeholders expanded here, with the model's processor, so every
-replica sees exactly the token ids verl's own data pipeline would build. Settings are verl's keys
-(``actor_rollout_ref.model.*``, ``actor_rollout_ref.rollout.*``, ``trainer.n_gpus_per_node``,
-``trainer.nnodes``, ``ray_kwargs.ray_init``): set them once for training, synthesis and evaluation.
+replica sees the token ids verl's own data pipeline would build.
 """
 
 from __future__ import annotations
@@ -39,7 +32,6 @@ from verl_ext.generation.base import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReplicaGenerator", "ServerGenerator", "generation_config", "replica_count"]
 
 def completion_seed(seed: int, request: int, k: int) -> int:
     """The seed of completion ``k`` of request number ``request``: a hash, so no two completions share one
@@ -136,22 +128,22 @@ class ServerGenerator(BatchedGenerator):
         pixel_kwargs = self.config.pixel_kwargs()
         # Greedy completions are identical: ask for one and repeat it.
         per_request = 1 if settings.greedy else settings.n
+        seeded = settings.seed is not None and not settings.greedy
+        base = {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": settings.top_k,
+            "repetition_penalty": settings.repetition_penalty,
+            "max_tokens": settings.max_new_tokens,
+            "logprobs": False,
+        }
         calls = []
         for offset, request in enumerate(requests):
             prompt_ids, images = self.encode(request, pixel_kwargs)
+            # The seed follows the request (its key, or its place in the run), not the batch it lands in.
+            key = first + offset if request.seed_key is None else request.seed_key
             for k in range(per_request):
-                params = {
-                    "temperature": settings.temperature,
-                    "top_p": settings.top_p,
-                    "top_k": settings.top_k,
-                    "repetition_penalty": settings.repetition_penalty,
-                    "max_tokens": settings.max_new_tokens,
-                    "logprobs": False,
-                }
-                if settings.seed is not None and not settings.greedy:
-                    # The seed follows the request (its key, or its place in the run), not the batch it lands in.
-                    key = first + offset if request.seed_key is None else request.seed_key
-                    params["seed"] = completion_seed(settings.seed, key, k)
+                params = {**base, "seed": completion_seed(settings.seed, key, k)} if seeded else dict(base)
                 message = {
                     "prompt_ids": prompt_ids,
                     "sampling_params": params,
@@ -189,60 +181,42 @@ class ReplicaGenerator(ServerGenerator):
 
     def __init__(self, cfg: DictConfig, config: Optional[BackendConfig] = None):
         import ray
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.workers.config import HFModelConfig
+        from verl.workers.rollout.replica import get_rollout_replica_class
 
-        self.config = config or BackendConfig()
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        rollout_cfg = cfg.actor_rollout_ref.rollout
-        model_cfg = cfg.actor_rollout_ref.model
+        rollout_cfg, model_cfg = cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.model
+        super().__init__(omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig), config)
         self.name = str(rollout_cfg.name)
         self.num_replicas = replica_count(cfg)
+        if self.name == "hf":
+            # Standalone hf servers run on this (the driver's) node, one torch process each: share its cores.
+            threads = max(1, (os.cpu_count() or 1) // self.num_replicas)
+            rollout_cfg.custom = {"num_threads": threads, **(rollout_cfg.get("custom") or {})}
         self.replicas: list[Any] = []
         self.own_ray = not ray.is_initialized()
-        self._loop = None
         if self.own_ray:
             init = dict((cfg.get("ray_kwargs", {}) or {}).get("ray_init", {}) or {})
             init = {k: v for k, v in init.items() if v is not None and k != "timeline_json_file"}
             ray.init(include_dashboard=False, logging_level=logging.WARNING, **init)
         try:
-            self._start_replicas(cfg, rollout_cfg, model_cfg)
+            replica_cls = get_rollout_replica_class(self.name)
+            # Server actors are named by replica rank: a suffix keeps two generators (or a trainer) apart.
+            suffix = f"gen_{uuid.uuid4().hex[:8]}"
+            gpus_per_node = int(cfg.trainer.n_gpus_per_node)
+            self.replicas = [
+                replica_cls(replica_rank=rank, config=rollout_cfg, model_config=model_cfg,
+                            gpus_per_node=gpus_per_node, name_suffix=suffix)
+                for rank in range(self.num_replicas)
+            ]
+            self.run(self._start())
         except BaseException:
             self.close()
             raise
-
-    def _start_replicas(self, cfg: DictConfig, rollout_cfg: DictConfig, model_cfg: DictConfig) -> None:
-        from verl.utils.config import omega_conf_to_dataclass
-        from verl.workers.config import HFModelConfig
-        from verl.workers.rollout.replica import get_rollout_replica_class
-
-        if self.name == "hf":
-            # Standalone hf servers run on this (the driver's) node, one torch process each: share its cores.
-            custom = dict(rollout_cfg.get("custom") or {})
-            cpus = os.cpu_count() or 1
-            custom.setdefault("num_threads", max(1, cpus // self.num_replicas))
-            rollout_cfg.custom = custom
-        super().__init__(omega_conf_to_dataclass(model_cfg, dataclass_type=HFModelConfig), self.config)
-        replica_cls = get_rollout_replica_class(self.name)
-        # Server actors are named by replica rank: a suffix keeps two generators (or a trainer) apart.
-        suffix = f"gen_{uuid.uuid4().hex[:8]}"
-        self.replicas = [
-            replica_cls(
-                replica_rank=rank,
-                config=rollout_cfg,
-                model_config=model_cfg,
-                gpus_per_node=int(cfg.trainer.n_gpus_per_node),
-                name_suffix=suffix,
-            )
-            for rank in range(self.num_replicas)
-        ]
-        self.run(self._start())
         self.servers = [r.server_handle for r in self.replicas]
-        logger.info(
-            "generation: %d %s replica(s) of %s (tensor parallel %d)",
-            self.num_replicas,
-            self.name,
-            model_cfg.path,
-            int(rollout_cfg.tensor_model_parallel_size),
-        )
+        logger.info("generation: %d %s replica(s) of %s (tensor parallel %d)", self.num_replicas, self.name,
+                    model_cfg.path, int(rollout_cfg.tensor_model_parallel_size))
 
     async def _start(self) -> None:
         await asyncio.gather(*[r.init_standalone() for r in self.replicas])
