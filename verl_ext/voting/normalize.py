@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from itertools import accumulate
 
-__all__ = ["normalize", "is_number", "is_plain_text", "grader_safe"]
-
-_UNICODE = {
+_UNICODE = str.maketrans({
     "\u2212": "-",  # minus sign
     "\u2013": "-",
     "\u00b7": r"\cdot ",
@@ -20,16 +19,19 @@ _UNICODE = {
     "\u03c0": r"\pi ",
     "\u221e": r"\infty ",
     "\u00b0": r"^\circ",
-}
+})
 _DROP = re.compile(
     r"\\left\.|\\right\.|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])"
     r"|\\[bB]ig{1,2}[lr]?(?![a-zA-Z])|\\displaystyle|\\textstyle"
     r"|\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\?\$"
 )
-_FRAC_ALIAS = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
-_BINOM_ALIAS = re.compile(r"\\[dt]binom(?![a-zA-Z])")
-_DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])")
-_PERCENT = re.compile(r"\\?%")
+# Aliases to one spelling; degrees and percent signs dropped.
+_ALIASES = (
+    (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
+    (re.compile(r"\\[dt]binom(?![a-zA-Z])"), r"\\binom"),
+    (re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])"), ""),
+    (re.compile(r"\\?%"), ""),
+)
 _WRAPPERS = ("text", "textbf", "textit", "textrm", "mathrm", "mathbf", "mathit", "mbox", "operatorname")
 _WRAPPER = re.compile(r"\\(?:" + "|".join(_WRAPPERS) + r")\s*\{")
 # A number written plainly or as a LaTeX fraction of integers; used to recognise "number + unit".
@@ -48,10 +50,13 @@ _SPACE = re.compile(r"\s+")
 _SPACE_DROP = re.compile(r"(?<![a-zA-Z0-9]) | (?![a-zA-Z0-9])|(?<=[a-zA-Z]) (?=[0-9])|(?<=[0-9]) (?=[a-zA-Z])")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")
 _LHS = re.compile(r"^[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)? ?= ?")
-_FRAC_TWO = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])")
-_FRAC_NUM = re.compile(r"\\frac\s*([0-9a-zA-Z])\s*\{")
-_FRAC_DEN = re.compile(r"\\frac(\{[^{}]*\})\s*([0-9a-zA-Z])")
-_SQRT_ONE = re.compile(r"\\sqrt\s*([0-9a-zA-Z])")
+# One-character arguments braced: \frac12, \frac1{x}, \frac{x}2, \sqrt2.
+_BRACED_ARGUMENTS = (
+    (re.compile(r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])"), r"\\frac{\1}{\2}"),
+    (re.compile(r"\\frac\s*([0-9a-zA-Z])\s*\{"), r"\\frac{\1}{"),
+    (re.compile(r"\\frac(\{[^{}]*\})\s*([0-9a-zA-Z])"), r"\\frac\1{\2}"),
+    (re.compile(r"\\sqrt\s*([0-9a-zA-Z])"), r"\\sqrt{\1}"),
+)
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _SLASH_NUMBER = re.compile(r"^([+-]?\d+)/([+-]?\d+)$")
@@ -101,18 +106,6 @@ def _unwrap(text: str, opener: re.Pattern[str]) -> str:
     return "".join(out)
 
 
-def _strip_outer_braces(s: str) -> str:
-    """Remove braces enclosing the whole string, however many layers, in linear time."""
-    return _strip_enclosing(s, "{", "}")
-
-
-def _strip_outer_parens(s: str) -> str:
-    """Remove parentheses enclosing the whole string unless they make a tuple: ``(x+1)`` -> ``x+1``."""
-    if "," in s:
-        return s
-    return _strip_enclosing(s, "(", ")")
-
-
 def partners(text: str, opening: str = "{", closing: str = "}") -> dict[int, int]:
     """Map each ``opening`` index to its matching ``closing`` index, in one pass; backslash-escaped ones are literals."""
     found: dict[int, int] = {}
@@ -131,7 +124,8 @@ def partners(text: str, opening: str = "{", closing: str = "}") -> dict[int, int
     return found
 
 
-def _strip_enclosing(s: str, opening: str, closing: str) -> str:
+def _strip_enclosing(s: str, opening: str = "{", closing: str = "}") -> str:
+    """Remove ``opening``/``closing`` pairs enclosing the whole string, however many layers, in linear time."""
     partner = partners(s, opening, closing)
     lo, hi = 0, len(s) - 1
     while lo < hi and partner.get(lo) == hi:
@@ -192,28 +186,19 @@ def normalize(answer: str) -> str:
     brace ``\\frac12``/``\\sqrt2``; and write plain numbers (integers, decimals, ``a/b``,
     ``\\frac{a}{b}``, ``1,000``) as a reduced fraction: ``0.5``, ``1/2``, ``\\frac{1}{2}`` and
     ``\\dfrac12`` all become ``"1/2"``; ``3.0`` becomes ``"3"``; the elements of a set written
-    ``\\{...\\}`` are sorted.
-
-    Decided on purpose: ``10%`` is ``10`` (the sign is dropped, as most benchmarks write the
-    answer without it), not ``0.1``; ``2,3`` and ``(2,3)`` are ordered (coordinates, intervals), so
-    ``3,2`` is another answer (the vote does not see whether the question asked for a set); only
-    ``\\{2,3\\}`` is unordered.
+    ``\\{...\\}`` are sorted. What this decides on purpose (``10%`` is ``10``, tuples are ordered)
+    is listed in README.md.
     """
-    s = answer.strip()
-    for symbol, latex in _UNICODE.items():
-        s = s.replace(symbol, latex)
-    s = _DROP.sub(" ", _THIN_THOUSANDS.sub("", s))
-    s = _FRAC_ALIAS.sub(r"\\frac", s)
-    s = _BINOM_ALIAS.sub(r"\\binom", s)
-    s = _DEGREE.sub("", s)
-    s = _PERCENT.sub("", s)
-    s = _strip_units(_strip_outer_braces(_strip_lhs(_tidy(s))))
+    s = _DROP.sub(" ", _THIN_THOUSANDS.sub("", answer.strip().translate(_UNICODE)))
+    for pattern, replacement in _ALIASES:
+        s = pattern.sub(replacement, s)
+    s = _strip_units(_strip_enclosing(_strip_lhs(_tidy(s))))
     s = _strip_units(_tidy(_unwrap(s, _WRAPPER)))
-    s = _strip_outer_parens(_strip_outer_braces(_strip_lhs(_SPACE_DROP.sub("", s))))
-    s = _FRAC_TWO.sub(r"\\frac{\1}{\2}", s)
-    s = _FRAC_NUM.sub(r"\\frac{\1}{", s)
-    s = _FRAC_DEN.sub(r"\\frac\1{\2}", s)
-    s = _SQRT_ONE.sub(r"\\sqrt{\1}", s)
+    s = _strip_enclosing(_strip_lhs(_SPACE_DROP.sub("", s)))
+    if "," not in s:  # parentheses around a tuple are part of it
+        s = _strip_enclosing(s, "(", ")")
+    for pattern, replacement in _BRACED_ARGUMENTS:
+        s = pattern.sub(replacement, s)
     value = _as_fraction(s)
     if value is not None:
         return str(value)  # Fraction prints "3" or "-1/2": already canonical
@@ -256,17 +241,6 @@ def is_plain_text(normalized: str) -> bool:
     return len(normalized) <= MAX_GRADER_LEN and _PLAIN_TEXT.match(normalized) is not None
 
 
-def _depth(s: str) -> int:
-    depth = deepest = 0
-    for ch in s:
-        if ch in "{([":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "})]":
-            depth -= 1
-    return deepest
-
-
 def grader_safe(normalized: str) -> bool:
     """Whether a normalised answer may be given to the symbolic grader.
 
@@ -274,8 +248,7 @@ def grader_safe(normalized: str) -> bool:
     iterated factorials are refused: such an answer then only equals answers with the same
     normalised string.
     """
-    if len(normalized) > MAX_GRADER_LEN:
+    if len(normalized) > MAX_GRADER_LEN or _HOSTILE.search(normalized) is not None:
         return False
-    if _HOSTILE.search(normalized) is not None:
-        return False
-    return _depth(normalized) <= MAX_GRADER_DEPTH
+    depth = accumulate(((ch in "{([") - (ch in "})]") for ch in normalized), initial=0)
+    return max(depth) <= MAX_GRADER_DEPTH
