@@ -14,6 +14,7 @@ can call :meth:`Grader.check`. This file is also the supervisor's entry point: i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import enum
 import logging
 import os
@@ -85,13 +86,6 @@ class _Child:
         self.owner_pid = os.getpid()
         self.ready = False
 
-    def send(self, message: dict) -> bool:
-        try:
-            self.conn.send(message)
-        except OSError:
-            return False
-        return True
-
     def kill(self) -> None:
         if self.owner_pid != os.getpid():
             return  # inherited through fork: the process belongs to our parent
@@ -103,8 +97,7 @@ class _Child:
 class Grader:
     """Thread-safe client of the grader processes, which start on first use.
 
-    :meth:`check` sends all pairs of a request in one round trip and returns a
-    :class:`Verdict` per pair. Requests from different threads are serialised.
+    :meth:`check` returns a :class:`Verdict` per pair. Calls from different threads are serialised.
     """
 
     def __init__(self) -> None:
@@ -139,12 +132,7 @@ class Grader:
         self._child = None
 
     def check(
-        self,
-        pairs: Sequence[tuple[str, str]],
-        *,
-        timeout: float,
-        deadline: Deadline,
-        stop_on_equal: bool = False,
+        self, pairs: Sequence[tuple[str, str]], *, timeout: float, deadline: Deadline, stop_on_equal: bool = False
     ) -> list[Verdict]:
         """Grade each pair (``grade_answer`` in both directions), at most ``timeout`` s per pair.
 
@@ -172,35 +160,29 @@ class Grader:
         return verdicts
 
     def _run(self, child: _Child, pairs, verdicts: list[Verdict], timeout: float, deadline: float, stop: bool) -> None:
-        self._next_id += 1
-        request_id = self._next_id
-        if not child.send({"id": request_id, "pairs": list(pairs), "stop": stop, "timeout": timeout}):
-            self._replace_child("its input pipe is closed")
-            return
-        answered = 0
-        while answered < len(pairs):
+        for index, pair in enumerate(pairs):
+            if time.monotonic() >= deadline:
+                return  # out of budget: the rest stays SKIPPED
+            self._next_id += 1
             wait_until = min(time.monotonic() + timeout + _GRACE, deadline)
             try:
-                message = _receive(child.conn, wait_until)
-                while message is not None and message.get("id") != request_id:  # left over from a cancel
-                    message = _receive(child.conn, wait_until)
+                child.conn.send({"id": self._next_id, "pair": pair, "timeout": timeout})
+                reply = _receive(child.conn, wait_until)
+                while reply is not None and reply["id"] != self._next_id:  # left over from a cancel
+                    reply = _receive(child.conn, wait_until)
             except _GONE:
-                self._replace_child("it exited")
+                self._replace_child("its connection closed")
                 return
-            if message is None:
-                if wait_until >= deadline:
-                    child.send({"cancel": request_id})  # out of budget: the rest stays SKIPPED
-                else:
+            if reply is None:
+                if wait_until < deadline:
                     self._replace_child("it stopped answering")
+                else:
+                    with contextlib.suppress(OSError):
+                        child.conn.send({"cancel": self._next_id})
                 return
-            index = message["i"]
-            if message.get("timed_out"):
-                verdicts[index] = Verdict.TIMED_OUT
-            else:
-                verdicts[index] = Verdict.EQUAL if message["equal"] else Verdict.UNEQUAL
-                if message["equal"] and stop:
-                    return
-            answered = index + 1
+            verdicts[index] = Verdict(reply["verdict"])
+            if verdicts[index] is Verdict.EQUAL and stop:
+                return
 
     def _current_child(self) -> _Child:
         if self._child is None or self._child.owner_pid != os.getpid():
@@ -239,12 +221,8 @@ class Grader:
 # ---- Supervisor and worker side (runs in the child processes) ----
 
 
-class _Cancelled(Exception):
-    """The parent cancelled the request being served."""
-
-
 class _Supervisor:
-    """Serves the parent's requests through a forked worker, one pair at a time, enforcing the per-pair timeout."""
+    """Serves the parent's requests through a forked worker, enforcing the per-pair timeout."""
 
     def __init__(self, grade, memory_limit: int, parent: Connection) -> None:
         self.grade = grade
@@ -276,58 +254,41 @@ class _Supervisor:
         os.waitpid(self.worker_pid, 0)
         self.worker.close()
 
-    def _replace_worker(self) -> None:
-        self._stop_worker()
-        self._fork_worker()
-
     def serve(self) -> None:
         self.parent.send({"ready": True})
         try:
             while True:
-                message = _receive(self.parent, time.monotonic() + 1.0)
-                if message is None:
+                request = _receive(self.parent, time.monotonic() + 1.0)
+                if request is None:
                     if os.getppid() != self.parent_pid:
                         return  # orphaned without EOF (someone else holds a copy of our socket)
-                elif "pairs" in message:
-                    self._handle(message)
+                elif "pair" in request:
+                    verdict = self._grade(request)
+                    if verdict is not None:
+                        self.parent.send({"id": request["id"], "verdict": verdict})
         except _GONE:
             return  # the parent is gone
         finally:
             self._stop_worker()
 
-    def _handle(self, request: dict) -> None:
-        for index, pair in enumerate(request["pairs"]):
-            try:
-                equal = self._grade(pair, request["id"], time.monotonic() + request["timeout"])
-            except _Cancelled:
-                self._replace_worker()
-                return
-            if equal is None:
-                self._replace_worker()
-                self.parent.send({"id": request["id"], "i": index, "timed_out": True})
-                continue
-            self.parent.send({"id": request["id"], "i": index, "equal": equal})
-            if equal and request["stop"]:
-                return
-
-    def _grade(self, pair: list[str], request_id: int, deadline: float) -> bool | None:
-        """The worker's verdict on ``pair``, or ``None`` if it timed out or died."""
-        try:
-            self.worker.send(pair)
-        except OSError:
-            return None
-        while True:
-            ready = wait([self.parent, self.worker], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
-            if self.parent in ready:
-                if self.parent.recv().get("cancel") == request_id:  # the parent gone: serve() ends
-                    raise _Cancelled
-                continue
-            try:
-                return self.worker.recv()
-            except _GONE:
-                return None
+    def _grade(self, request: dict) -> str | None:
+        """The worker's verdict on the request's pair, or ``None`` if the parent cancels the request; a
+        worker that times out, dies or is cancelled is replaced by a fresh fork."""
+        deadline = time.monotonic() + request["timeout"]
+        with contextlib.suppress(OSError):  # a dead worker is seen below
+            self.worker.send(request["pair"])
+        verdict = Verdict.TIMED_OUT.value
+        while ready := wait([self.parent, self.worker], max(0.0, deadline - time.monotonic())):
+            if self.parent not in ready:
+                with contextlib.suppress(*_GONE):
+                    return self.worker.recv()
+                break  # the worker died
+            if self.parent.recv().get("cancel") == request["id"]:  # the parent gone: serve() ends
+                verdict = None
+                break
+        self._stop_worker()
+        self._fork_worker()
+        return verdict
 
 
 def _work(grade, conn: Connection, memory_limit: int) -> None:
@@ -348,7 +309,7 @@ def _work(grade, conn: Connection, memory_limit: int) -> None:
             equal = bool(grade(a, b) or grade(b, a))
         except Exception:  # noqa: BLE001 - whatever sympy raises, the pair was not shown equal
             equal = False
-        conn.send(equal)
+        conn.send(Verdict.EQUAL.value if equal else Verdict.UNEQUAL.value)
 
 
 def _die_with_parent(parent_pid: int) -> None:
