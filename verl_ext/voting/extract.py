@@ -12,6 +12,7 @@ from verl_ext.voting.settings import check_one_of
 STYLES = ("boxed", "answer_tag", "choice")
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_BLANKS = re.compile(r"[ \t]*")
 _BARE_ARGUMENT = re.compile(r"\s*(\\[a-zA-Z]+|[^\s$]+)")
 _OPEN_TAG = re.compile(r"<answer\s*>", re.IGNORECASE)
 _CLOSE_TAG = re.compile(r"</answer\s*>", re.IGNORECASE)
@@ -32,23 +33,16 @@ def _boxed(text: str) -> str | None:
         return None
     pairs = partners(text)
     for m in reversed(boxes):
-        start = _skip_blanks(text, m.end())
-        end = pairs.get(start)
-        if end is not None:
-            return text[start + 1 : end]
+        start = _BLANKS.match(text, m.end()).end()
+        if start in pairs:
+            return text[start + 1 : pairs[start]]
     for m in reversed(boxes):
-        start = _skip_blanks(text, m.end())
+        start = _BLANKS.match(text, m.end()).end()
         if start > m.end() or text[start : start + 1].isdigit() or text.startswith("\\", start):
             bare = _BARE_ARGUMENT.match(text, start)
             if bare is not None and not bare.group(1).startswith("{"):
                 return bare.group(1).rstrip(".,;:")
     return None
-
-
-def _skip_blanks(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    return i
 
 
 def _answer_tag(text: str) -> str | None:

@@ -4,7 +4,7 @@ sympy can run for minutes (or exhaust memory) on some inputs. A thread cannot be
 SIGALRM only reaches the main thread (votes may run in a Ray actor thread), so grading happens in
 other processes: a *supervisor*, started lazily as a fresh interpreter (nothing of the trainer is
 inherited), imports mathruler once, warms sympy up, then forks a *worker*. The parent sends the
-supervisor batches of pairs (or a cancel) over a socket and reads one message per pair back; when a
+supervisor one pair at a time (or a cancel) over a socket and reads its verdict back; when a
 pair exceeds its timeout the supervisor kills the worker and forks a fresh, already warm one in
 milliseconds, instead of paying sympy's import again. The parent waits with timeouts, so any thread
 can call :meth:`Grader.check`. This file is also the supervisor's entry point: it is run by path

@@ -1,10 +1,7 @@
 """The one scorer of an answer against a label.
 
-The supervised reward, the majority-vote reward manager, the vote's monitoring metrics, the
-diagnosis and the benchmark evaluation all grade through :func:`is_correct`, so a response is right
-or wrong the same way everywhere. :func:`read_answer` reads a response's final answer, mapping it to
-an option letter on a multiple-choice row, so that equal answers written differently ("B", "(B) 5",
-"5") vote together and grade alike.
+The supervised reward, the vote's monitoring metrics, the diagnosis and the benchmark evaluation all
+grade through :func:`is_correct`, so a response is right or wrong the same way everywhere.
 """
 
 from __future__ import annotations
@@ -12,18 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from string import ascii_uppercase
 from typing import Optional
 
 from verl_ext.voting.equivalence import is_equivalent
 from verl_ext.voting.extract import extract_answer, option_map, to_letter
 from verl_ext.voting.normalize import is_number, normalize
 
-__all__ = ["LETTERS", "is_correct", "read_answer"]
-
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
 Choices = Optional[Sequence[str] | Mapping[str, str]]
+LETTERS = frozenset(ascii_uppercase)
 
+# "\$1.45": the normaliser drops "$" (math delimiters) but keeps the escaping backslash, so an
+# escaped dollar sign (MathVista's money answers) must go before comparison.
 _CURRENCY = re.compile(r"\\\$|\\(?:text|mathrm)\{\s*\\?\$\s*\}")
 
 
@@ -32,7 +29,8 @@ def read_answer(text: Optional[str], style: str = "boxed", choices: Choices = No
 
     The style alone decides whether there is an answer (a boxed-style response without a box has
     none); on a multiple-choice row an answer that is an option's letter, its text, or an expression
-    equal to its text ("1/2" for "0.5") becomes that letter.
+    equal to its text ("1/2" for "0.5") becomes that letter, so that equal answers written
+    differently ("B", "(B) 5", "5") vote together and grade alike.
     """
     options = option_map(choices)
     answer = extract_answer(text, style, options)
@@ -47,20 +45,12 @@ def read_answer(text: Optional[str], style: str = "boxed", choices: Choices = No
     return answer
 
 
-def _strip_currency(text: str) -> str:
-    # "\$1.45": the normaliser drops "$" (math delimiters) but keeps the escaping backslash, so an
-    # escaped dollar sign (MathVista's money answers) must go before comparison.
-    return _CURRENCY.sub("", text).strip()
-
-
-def _value(text: str) -> Optional[Fraction]:
+def _value(text: str) -> Optional[float]:
     key = normalize(text)
-    if key and is_number(key):
-        try:
-            return Fraction(key)
-        except (ValueError, ZeroDivisionError):
-            return None
-    return None
+    try:
+        return float(Fraction(key)) if is_number(key) else None
+    except ZeroDivisionError:  # "1/0" stays as written
+        return None
 
 
 def _items(text: str) -> list[str]:
@@ -87,18 +77,18 @@ def is_correct(
     label = "" if label is None else str(label).strip()
     if answer is None or not label:
         return False
-    answer = _strip_currency(answer)
+    answer = _CURRENCY.sub("", answer).strip()
     options = option_map(choices)
     if options is not None or answer_type == "choice":
-        gold_letter = to_letter(label, options) if options else (label if len(label) == 1 and label in LETTERS else None)
-        if len(answer) == 1 and answer in (options or LETTERS) and gold_letter is not None:
+        gold_letter = to_letter(label, options) if options else (label if label in LETTERS else None)
+        if answer in (options or LETTERS) and gold_letter is not None:
             return answer == gold_letter
         gold_text = options.get(gold_letter, label) if options and gold_letter else label
         return is_equivalent(answer, gold_text)
     if answer_type == "float" and precision is not None:
         pred, gold = _value(answer), _value(label)
         if pred is not None and gold is not None:
-            return round(float(pred), precision) == round(float(gold), precision)
+            return round(pred, precision) == round(gold, precision)
     if answer_type == "list":
         pred_items, gold_items = _items(answer), _items(label)
         if len(pred_items) == len(gold_items) and gold_items:
