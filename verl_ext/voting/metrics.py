@@ -41,10 +41,8 @@ def cluster_correctness(group: GroupOutcome) -> list[bool]:
 def answer_entropy(vote: Vote, n: int) -> float:
     """Entropy (nats) of the answer distribution over clusters, responses without an answer as one more outcome."""
     sizes = [len(c) for c in vote.clusters]
-    unanswered = n - sum(sizes)
-    if unanswered:
-        sizes.append(unanswered)
-    return -sum((s / n) * math.log(s / n) for s in sizes if s) if n else 0.0
+    sizes.append(n - sum(sizes))
+    return -sum(s / n * math.log(s / n) for s in sizes if s)
 
 
 def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict[str, float]:
@@ -77,15 +75,11 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
     labeled = [g for g in groups if g.truth]
     metrics["labeled_groups"] = float(len(labeled))
     if labeled:
-        label_hits, agree, count = 0, 0, 0
+        label_hits = agree = 0
         for g in labeled:
             correct = cluster_correctness(g)
-            # The label is the first answer of the winning cluster: its grade is that cluster's.
-            label_hits += g.vote.label is not None and any(
-                correct[c[0]] for c in g.vote.clusters if g.answers[c[0]] == g.vote.label
-            )
+            label_hits += g.vote.label is not None and correct[g.answers.index(g.vote.label)]
             agree += sum((reward > 0) == right for reward, right in zip(g.vote.rewards, correct))
-            count += len(g.answers)
         metrics["label_accuracy"] = label_hits / len(labeled)
-        metrics["reward_accuracy"] = agree / count
+        metrics["reward_accuracy"] = agree / sum(len(g.answers) for g in labeled)
     return {f"{PREFIX}/{k}": float(v) for k, v in metrics.items()}
