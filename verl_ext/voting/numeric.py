@@ -1,19 +1,12 @@
-"""A sympy-free numeric probe: tell that two normalised answers are different values.
+"""A sympy-free numeric probe: evaluate two normalised answers in floating point at a few sample points.
 
-Most pairs that reach the symbolic grader are simply different answers (``\\frac{\\sqrt{3}}{2}``
-vs ``\\sqrt{3}``), and sympy spends milliseconds per direction to say so. Evaluating both
-sides in floating point at a few sample points settles those pairs in microseconds.
-
-The probe only understands a small LaTeX subset: decimal numbers, single lower-case
-letters (free variables), ``\\pi``, ``+ - * / ^``, ``\\cdot``, ``\\times``, implicit
-products, ``( )``/``{ }`` groups, ``\\frac{}{}`` and ``\\sqrt{}``. Anything else, and any
-domain problem at a sample point (division by zero, square root of a negative...), gives
-no verdict. :func:`numerically_different` never claims equality; :func:`constants_equal` does, only
-for expressions without variables whose values are small enough for float64 to tell them apart.
-
-It reads ``\\frac{x+1}{2}`` as a fraction, while mathruler's LaTeX conversion reads it as
-``x+1/2``; so the probe keeps ``\\frac{x+1}{2}`` and ``x+\\frac{1}{2}`` apart where
-``grade_answer`` alone would (wrongly) merge them.
+Most pairs that reach the symbolic grader are simply different answers (``\\frac{\\sqrt{3}}{2}`` vs
+``\\sqrt{3}``): sympy needs milliseconds per direction to say so, the probe microseconds. It understands
+a small LaTeX subset: decimal numbers, single lower-case letters (free variables), ``\\pi``, ``+ - * / ^``,
+``\\cdot``, ``\\times``, implicit products, ``( )``/``{ }`` groups, ``\\frac{}{}`` and ``\\sqrt{}``; anything
+else, and any domain problem at a sample point, gives no verdict. It reads ``\\frac{x+1}{2}`` as a
+fraction where mathruler's LaTeX conversion reads ``x+1/2``, so it keeps ``\\frac{x+1}{2}`` and
+``x+\\frac{1}{2}`` apart where ``grade_answer`` alone would (wrongly) merge them.
 """
 
 from __future__ import annotations
