@@ -3,28 +3,20 @@
 The recipe is composed with the overrides (:mod:`verl_ext.config.compose`: the override grammar and
 its one-line errors), its values are checked before Ray starts, relative paths are made absolute
 (Ray workers do not run in the caller's directory) and verl's own ``main_ppo.main`` runs it.
-
-``python -m verl_ext.main`` is the same command. verl 0.9.1 has no ``verl.trainer.main`` module:
-``python -m`` imports ``verl.trainer`` (and with it ``verl``, which loads this package's plugin)
-before it looks the module up, so a finder the plugin appends to ``sys.meta_path``
-(:func:`install_alias`) answers for that one name with this file, without writing into verl's
-folder. Being last on the path, it never shadows a ``verl.trainer.main`` verl may ship one day.
+``python -m verl_ext.main`` is the same command.
 """
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.util
-import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from verl_ext.config.compose import CLIError, first_line, absolutize_paths, compose, split_args
-
-logger = logging.getLogger(__name__)
+from verl_ext.config.compose import CLIError, absolutize_paths, check_model_path, compose, first_line, split_args
 
 USAGE = "usage: python -m verl.trainer.main config=RECIPE.yaml [key=value ...]"
 
@@ -92,23 +84,24 @@ def check_paths(cfg: DictConfig) -> None:
         for path in list(value) if OmegaConf.is_list(value) else [value]:
             if isinstance(path, str) and path and "://" not in path and not Path(path).exists():
                 raise CLIError(f"{key}: no such file: {path}")
-    from verl_ext.model_path import model_path_problem
-
-    model = OmegaConf.select(cfg, "actor_rollout_ref.model.path", default=None)
-    problem = model_path_problem(model) if isinstance(model, str) else None
-    if problem:
-        raise CLIError(f"actor_rollout_ref.model.path: {problem}")
+    check_model_path(cfg)
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Refuse settings that verl accepts but does not do, before Ray starts.
+    """Refuse, before Ray starts, settings the workers would refuse late and settings verl accepts but does not do.
 
     verl 0.9.1's agent loop reads ``rollout.val_kwargs.temperature``, ``top_p``, ``top_k`` and ``n``
     but never ``val_kwargs.do_sample`` (``verl/trainer/ppo/v1/agent_loop_tq.py``): with
     ``do_sample=false`` and a positive temperature, "greedy" validation samples, and its figures
     carry sampling noise (a few points on 100 questions). Greedy decoding is temperature 0.
     """
-    _check_vote_settings(cfg)
+    if OmegaConf.select(cfg, "reward.reward_manager.name", default=None) == "majority_vote":
+        from verl_ext.rewards.majority_vote import vote_config_from
+
+        try:  # the vote's settings (trainer.v1.sampler.sampler_kwargs) are parsed in the workers
+            vote_config_from(cfg)
+        except (ValueError, TypeError) as err:
+            raise CLIError(f"trainer.v1.sampler.sampler_kwargs: {first_line(err)}") from None
     if OmegaConf.select(cfg, "online_synthesis", default=None) is not None:
         import warnings
 
@@ -128,18 +121,6 @@ def check_settings(cfg: DictConfig) -> None:
             f"actor_rollout_ref.rollout.val_kwargs.do_sample=false with temperature={temperature}: verl 0.9.1 "
             "ignores do_sample and would sample; for greedy validation set val_kwargs.temperature=0"
         )
-
-
-def _check_vote_settings(cfg: DictConfig) -> None:
-    """The vote's settings (``trainer.v1.sampler.sampler_kwargs``) are parsed in the workers; parse them here first."""
-    if OmegaConf.select(cfg, "reward.reward_manager.name", default=None) != "majority_vote":
-        return
-    from verl_ext.rewards.majority_vote import vote_config_from
-
-    try:
-        vote_config_from(cfg)
-    except (ValueError, TypeError) as err:
-        raise CLIError(f"trainer.v1.sampler.sampler_kwargs: {first_line(err)}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,18 +148,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------ alias
+# verl 0.9.1 has no verl.trainer.main: ``python -m`` imports ``verl.trainer`` (and with it verl, which loads
+# this package's plugin) before it looks the module up, so a finder the plugin appends to sys.meta_path
+# answers for that one name with this file. Last on the path, it never shadows a module verl may ship.
 
 ALIAS = "verl.trainer.main"
-TARGET = Path(__file__)
 
 
 class MainAliasFinder(importlib.abc.MetaPathFinder):
     """Finds ``verl.trainer.main`` as the source of this file."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != ALIAS:
-            return None
-        return importlib.util.spec_from_file_location(fullname, TARGET)
+        return importlib.util.spec_from_file_location(fullname, __file__) if fullname == ALIAS else None
 
 
 def install_alias() -> bool:

@@ -1,27 +1,24 @@
-"""Compose a recipe with ``key=value`` overrides, the way every verl-ext command is configured.
+"""Compose a recipe (a verl Hydra config) with ``key=value`` overrides: training, synthesis and evaluation.
 
-A recipe is a native verl Hydra config (it extends verl's ``ppo_trainer``); the training CLI
-(:mod:`verl_ext.main`), synthesis and evaluation compose theirs here, so all of them give the same
-one-line errors for a missing recipe, an unknown key (with the closest key, or the verl key of an
-EasyR1 key) and a value of the wrong type.
+All of them give the same one-line errors for a missing recipe, an unknown key (with the closest key,
+or the verl key of an EasyR1 key) and a value of the wrong type. ``key=value`` sets an existing key, its
+value read as YAML as EasyR1 reads it (``data.format_prompt=\\boxed{}`` stays a string,
+``trainer.logger=[console]`` is a list); ``+key=value``, ``++key=value``, ``~key``, ``hydra.*`` keys and
+config-group choices (``group/sub=option``, ``mmupt=option``) use Hydra's override grammar.
 
-Overrides:
-- ``key=value``: set an existing key. The value is read as YAML, as EasyR1 reads it, so
-  ``data.format_prompt=\\boxed{}`` stays a string and ``trainer.logger=[console]`` is a list.
-- ``+key=value``, ``++key=value``, ``~key``, ``hydra.*`` keys and config-group choices
-  (``group/sub=option``, and ``mmupt=option`` to change a recipe's ``mmupt`` choice) use Hydra's
-  override grammar, as with ``python -m verl.trainer.main_ppo``.
+The small commands (data preparation, toy builders, reports) set a config dataclass from ``key=value``
+with :func:`settings_from_argv` / :func:`builder_command`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import typing
 import logging
 import os
-import sys
 import re
+import sys
+import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -50,7 +47,6 @@ EASYR1_KEYS = {
     "data.min_pixels": "data.mm_processor_kwargs.min_pixels",
     "data.answer_key": "data.reward_fn_key",
     "algorithm.kl_coef": "actor_rollout_ref.actor.kl_loss_coef",
-    "trainer.n_gpus_per_node": "trainer.n_gpus_per_node",
     "trainer.save_checkpoint_path": "trainer.default_local_dir",
     "trainer.val_freq": "trainer.test_freq",
     "trainer.max_steps": "trainer.total_training_steps",
@@ -130,37 +126,33 @@ def _parse_value(key: str, text: str) -> Any:
 
 def _check_type(cfg: DictConfig, key: str, value: Any) -> None:
     """A number or a switch set to text (``trainer.total_epochs=abc``) is refused with the expected type."""
-    node = cfg
-    for part in key.split("."):
-        node = node._get_node(int(part) if OmegaConf.is_list(node) else part)
+    node = _node(cfg, key)
     if node._is_interpolation() or node._is_none() or OmegaConf.is_config(node):
         return
     old = node._value()
-    # An int default may be a float setting written "0" (a temperature): numbers pass for numbers.
-    expected = {bool: "true or false", int: "a number", float: "a number"}.get(type(old))
-    if expected is None or value is None:
+    if value is None or type(old) not in (bool, int, float):
         return
     if type(old) is bool:
-        ok = isinstance(value, bool)
-    else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok:
-        example = str(old).lower() if type(old) is bool else old
-        raise CLIError(f"{key} must be {expected} (like {example}); got {value!r}")
+        if not isinstance(value, bool):
+            raise CLIError(f"{key} must be true or false (like {str(old).lower()}); got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        # An int default may be a float setting written "0" (a temperature): numbers pass for numbers.
+        raise CLIError(f"{key} must be a number (like {old}); got {value!r}")
 
 
-def _has_key(cfg: DictConfig, dotted: str) -> bool:
+def _node(cfg: DictConfig, dotted: str) -> Any:
+    """The node at a dotted key (list items by index), or None when there is none."""
     node: Any = cfg
     for part in dotted.split("."):
         # keys(), not `in node`: DictConfig.__contains__ resolves the value, which would build an asset
         # (the toy SFT model: minutes) just to check that an override's key exists.
         if isinstance(node, DictConfig) and part in node.keys():
             node = node._get_node(part)
-        elif OmegaConf.is_list(node) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
             node = node._get_node(int(part))
         else:
-            return False
-    return True
+            return None
+    return node
 
 
 def unknown_key_message(cfg: DictConfig, key: str) -> str:
@@ -169,15 +161,12 @@ def unknown_key_message(cfg: DictConfig, key: str) -> str:
         return f"unknown key {key!r} (an EasyR1 key); in verl use {EASYR1_KEYS[key]!r}"
     parts = key.split(".")
     # The first part that does not exist is the one to correct ("trainerr.x" -> "trainer").
-    depth = next(i for i in range(len(parts)) if not _has_key(cfg, ".".join(parts[: i + 1])))
+    depth = next(i for i in range(len(parts)) if _node(cfg, ".".join(parts[: i + 1])) is None)
     parent = ".".join(parts[:depth])
     node = OmegaConf.select(cfg, parent) if parent else cfg
     siblings = [str(s) for s in node.keys()] if isinstance(node, DictConfig) else []
     close = difflib.get_close_matches(parts[depth], siblings, n=1)
-    hint = ""
-    if close:
-        suggestion = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
-        hint = f"; did you mean {suggestion!r}?"
+    hint = f"; did you mean {'.'.join([*parts[:depth], close[0], *parts[depth + 1 :]])!r}?" if close else ""
     return f"unknown key {key!r}{hint} (use +{key}=... to add a new key)"
 
 
@@ -205,7 +194,7 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
         raise CLIError(f"cannot compose {recipe}: {first_line(err)}") from None
     for arg in plain:
         key, _, text = arg.partition("=")
-        if not _has_key(cfg, key):
+        if _node(cfg, key) is None:
             raise CLIError(unknown_key_message(cfg, key))
         value = _parse_value(key, text)
         _check_type(cfg, key, value)
@@ -247,7 +236,7 @@ def absolutize_paths(cfg: DictConfig, cwd: Path | None = None) -> list[str]:
     cwd = cwd or Path.cwd()
     changed = []
     for key in PATH_KEYS:
-        if not _has_key(cfg, key):
+        if _node(cfg, key) is None:
             continue
         value = OmegaConf.select(cfg, key)
         if OmegaConf.is_list(value):
@@ -283,12 +272,18 @@ def compose_command(argv: Sequence[str], usage: str, required: Sequence[str] = (
         if OmegaConf.select(cfg, key, default=None, throw_on_missing=False) in (None, "???"):
             raise CLIError(f"{key} is required: set {key}=... ({recipe})")
     absolutize_paths(cfg)
+    check_model_path(cfg)
+    return cfg
+
+
+def check_model_path(cfg: DictConfig) -> None:
+    """A local model path that does not exist is a CLIError (a hub id such as Org/Name is allowed)."""
     from verl_ext.model_path import model_path_problem
 
-    problem = model_path_problem(cfg.actor_rollout_ref.model.path)
+    model = OmegaConf.select(cfg, "actor_rollout_ref.model.path", default=None)
+    problem = model_path_problem(model) if isinstance(model, str) else None
     if problem:
         raise CLIError(f"actor_rollout_ref.model.path: {problem}")
-    return cfg
 
 
 def start_command(argv: Sequence[str] | None, doc: str, usage: str) -> list[str] | None:
@@ -328,10 +323,7 @@ def _tuples(obj: Any) -> Any:
 def _listed(schema: DictConfig, arg: str) -> str:
     # A list setting given one plain value (dataset=geometry3k) means a list of that one value.
     key, _, value = arg.partition("=")
-    node: Any = schema
-    for part in key.split("."):
-        node = node._get_node(part) if isinstance(node, DictConfig) else None
-    if isinstance(node, ListConfig) and value and not value.lstrip().startswith("["):
+    if isinstance(_node(schema, key), ListConfig) and value and not value.lstrip().startswith("["):
         return f"{key}=[{value}]"
     return arg
 
@@ -372,10 +364,10 @@ def builder_command(
 ) -> int:
     """The command of a cached builder of laptop assets: ``out=DIR [force=true] [key=value ...]``.
 
-    ``prog`` is the command (``python -m verl_ext.toy.visual_math``). The keys are ``config_cls``'s fields (their defaults ``defaults``'s values, a ``config_cls``
-    instance) and ``extra`` (``(name, type, default)``). ``build(out, config, force=..., **extra)``
-    returns a path or ``{name: path}``, printed one per line. Exit status 0, or 2 with one line
-    for a bad setting.
+    ``prog`` is the command (``python -m verl_ext.toy.visual_math``). The keys are ``config_cls``'s fields
+    (their defaults ``defaults``'s values, a ``config_cls`` instance) and ``extra`` (``(name, type, default)``).
+    ``build(out, config, force=..., **extra)`` returns a path or ``{name: path}``, printed one per line.
+    Exit status 0, or 2 with one line for a bad setting.
     """
     usage = f"usage: {prog} out=DIR [force=true] [key=value ...]"
     argv = start_command(argv, doc, usage)
@@ -392,13 +384,11 @@ def builder_command(
     try:
         settings = settings_from_argv(command, argv, usage)
         config = config_cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(config_cls)})
-    except CLIError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    except (TypeError, ValueError) as err:
+    except (CLIError, TypeError, ValueError) as err:  # TypeError, ValueError: config_cls's own validation
         sys.stderr.write(f"error: {first_line(err)}\n")
         return 2
-    made = build(Path(settings.out), config, force=settings.force, **{name: getattr(settings, name) for name, _, _ in extra})
+    extras = {name: getattr(settings, name) for name, _, _ in extra}
+    made = build(Path(settings.out), config, force=settings.force, **extras)
     for name, path in (made.items() if isinstance(made, dict) else [("out", made)]):
         print(f"{name}: {path}")
     return 0

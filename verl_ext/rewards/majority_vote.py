@@ -9,8 +9,6 @@ a run whose vote is not configured is stopped at start instead of training on la
 
 from __future__ import annotations
 
-import logging
-
 from omegaconf import OmegaConf
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register
@@ -18,8 +16,6 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from verl_ext.voting.config import VoteConfig
 from verl_ext.voting.score import is_correct, read_answer
-
-logger = logging.getLogger(__name__)
 
 NAME = "majority_vote"
 SAMPLER_PATH = "pkg://verl_ext.trainer.vote_buffer"
