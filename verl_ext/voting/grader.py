@@ -146,13 +146,11 @@ class Grader:
             return verdicts
         try:
             child = self._current_child()
-            if not child.ready:
-                waited_from = time.monotonic()
-                first_start = not self._ever_ready
-                if not self._wait_ready(child, waited_from + STARTUP_TIMEOUT if first_start else deadline.at):
-                    return verdicts
-                if first_start:
-                    deadline.at += time.monotonic() - waited_from
+            waited_from, first_start = time.monotonic(), not self._ever_ready
+            if not self._wait_ready(child, waited_from + STARTUP_TIMEOUT if first_start else deadline.at):
+                return verdicts
+            if first_start:
+                deadline.at += time.monotonic() - waited_from
             if deadline.remaining() > 0:
                 self._run(child, pairs, verdicts, timeout, deadline.at, stop_on_equal)
         finally:
@@ -247,10 +245,8 @@ class _Supervisor:
         self.worker_pid, self.worker = pid, mine
 
     def _stop_worker(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.worker_pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         os.waitpid(self.worker_pid, 0)
         self.worker.close()
 
@@ -292,14 +288,12 @@ class _Supervisor:
 
 
 def _work(grade, conn: Connection, memory_limit: int) -> None:
-    try:
-        import resource
+    import resource
 
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        limit = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (ImportError, ValueError, OSError):
-        pass
     while True:
         try:
             a, b = conn.recv()
@@ -314,12 +308,10 @@ def _work(grade, conn: Connection, memory_limit: int) -> None:
 
 def _die_with_parent(parent_pid: int) -> None:
     # A worker stuck in sympy never reads its socket, so it would not notice the supervisor's death.
-    try:
-        import ctypes
+    import ctypes
 
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
-    except (OSError, AttributeError):
-        pass
     if os.getppid() != parent_pid:
         os._exit(0)  # the supervisor died before the signal was armed
 

@@ -107,7 +107,7 @@ def _unwrap(text: str, opener: re.Pattern[str]) -> str:
 
 
 def partners(text: str, opening: str = "{", closing: str = "}") -> dict[int, int]:
-    """Map each ``opening`` index to its matching ``closing`` index, in one pass; backslash-escaped ones are literals."""
+    """Map each ``opening`` index to its matching ``closing`` index, in one pass; escaped ones are literals."""
     found: dict[int, int] = {}
     stack: list[int] = []
     i = 0

@@ -80,7 +80,7 @@ class _Parser:
             if token in _PRODUCTS:
                 self.take()
                 value = _PRODUCTS[token](value, self.unary())
-            elif token is not None and _starts_primary(token):
+            elif token not in (None, ")", "}", "+", "-"):
                 value *= self.power()  # implicit product binds like '*', as in sympy
             else:
                 return value
@@ -120,10 +120,6 @@ class _Parser:
         if token == r"\sqrt":
             return math.sqrt(self.group())
         raise _Unsupported
-
-
-def _starts_primary(token: str) -> bool:
-    return token[0].isdigit() or token[0] == "." or token.isalpha() or token in ("(", "{", r"\pi", r"\frac", r"\sqrt")
 
 
 def _power(base: float, exponent: float) -> float:
