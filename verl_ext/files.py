@@ -22,19 +22,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "MANIFEST_NAME",
-    "LockHeld",
-    "atomic_path",
-    "build_once",
-    "exclusive_lock",
-    "manifest_matches",
-    "temp_sibling",
-    "write_json",
-    "write_manifest",
-    "write_parquet",
-]
-
 MANIFEST_NAME = "manifest.json"
 """The file :func:`build_once` writes last into a complete build."""
 

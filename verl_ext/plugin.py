@@ -19,9 +19,9 @@ REGISTERED: dict[str, list[str]] = {}
 
 
 def _note(kind: str, name: str) -> None:
-    REGISTERED.setdefault(kind, [])
-    if name not in REGISTERED[kind]:
-        REGISTERED[kind].append(name)
+    names = REGISTERED.setdefault(kind, [])
+    if name not in names:
+        names.append(name)
 
 
 def _register_platform() -> None:
@@ -117,9 +117,10 @@ def register() -> dict[str, list[str]]:
 if __name__ == "__main__":
     # Run as a script, this file is not the module verl loads: importing verl registers through
     # that one, and registering here as well would import verl_ext.plugin twice, half-initialised.
+    import importlib
     import json
 
-    import verl  # noqa: F401
+    importlib.import_module("verl")
     from verl_ext.plugin import REGISTERED as LOADED
 
     print(json.dumps(LOADED, indent=2))

@@ -10,7 +10,6 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-PROVIDER = "verl-ext"
 PATH = "pkg://verl_ext.config"
 
 
@@ -18,7 +17,7 @@ class VerlExtSearchPathPlugin(SearchPathPlugin):
     """Appends ``pkg://verl_ext.config`` to every Hydra config search path."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        search_path.append(provider=PROVIDER, path=PATH)
+        search_path.append(provider="verl-ext", path=PATH)
 
 
 def register() -> None:

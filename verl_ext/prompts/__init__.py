@@ -24,18 +24,6 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-__all__ = [
-    "FIELDS",
-    "FORMAT_INSTRUCTION",
-    "IMAGE_PLACEHOLDER",
-    "PROMPT_DIR",
-    "PromptError",
-    "PromptTemplate",
-    "available_prompts",
-    "format_choices",
-    "load_prompt",
-]
-
 PROMPT_DIR = Path(__file__).resolve().parent
 """Where the built-in templates live."""
 FIELDS: tuple[str, ...] = ("question", "answer", "choices")

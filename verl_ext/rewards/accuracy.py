@@ -27,7 +27,7 @@ def compute_score(
     A row without a label (``ground_truth`` empty, as in unlabeled training data) scores 0.0: this
     function never invents a label.
     """
-    choices = (extra_info or {}).get("choices") if isinstance(extra_info, dict) else None
+    choices = extra_info.get("choices") if isinstance(extra_info, dict) else None
     pred = read_answer(solution_str, answer_style, choices)
     score = 1.0 if is_correct(pred, ground_truth, choices=choices) else 0.0
     return {"score": score, "acc": score, "pred": pred or ""}
