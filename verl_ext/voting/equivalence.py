@@ -223,9 +223,5 @@ def is_equivalent(a: str | None, b: str | None) -> bool:
     A symbolic check, if needed, is bounded like a one-pair vote: the per-pair timeout
     and the per-vote budget of :func:`set_timeouts`.
     """
-    if a is None or b is None:
-        return False
-    key_a, key_b = normalize(a), normalize(b)
-    if not key_a or not key_b:
-        return False
-    return first_equivalent(key_a, [key_b], deadline=Deadline(get_timeouts()[1])) == 0
+    key_a, key_b = normalize(a or ""), normalize(b or "")
+    return bool(key_a and key_b) and first_equivalent(key_a, [key_b], deadline=Deadline(get_timeouts()[1])) == 0
