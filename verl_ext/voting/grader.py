@@ -151,8 +151,7 @@ class Grader:
                 return verdicts
             if first_start:
                 deadline.at += time.monotonic() - waited_from
-            if deadline.remaining() > 0:
-                self._run(child, pairs, verdicts, timeout, deadline.at, stop_on_equal)
+            self._run(child, pairs, verdicts, timeout, deadline.at, stop_on_equal)
         finally:
             self._lock.release()
         return verdicts
