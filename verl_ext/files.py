@@ -12,7 +12,6 @@ No torch, no verl: every layer above may use this module.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -91,10 +90,8 @@ def exclusive_lock(lock_path: str | os.PathLike[str], *, blocking: bool = True) 
     with open(lock_path, "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise LockHeld(f"{lock_path} is held by another process") from None
-            raise
+        except BlockingIOError:  # EAGAIN / EWOULDBLOCK: only with LOCK_NB
+            raise LockHeld(f"{lock_path} is held by another process") from None
         try:
             yield
         finally:

@@ -163,11 +163,6 @@ class BatchedGenerator(abc.ABC):
             for batch_index, start in enumerate(range(0, len(requests), size)):
                 batch = requests[start : start + size]
                 outputs = self._generate_batch(batch, settings, batch_index)
-                if len(outputs) != len(batch) or any(len(texts) != settings.n for texts in outputs):
-                    raise RuntimeError(
-                        f"{type(self).__name__} returned {[len(t) for t in outputs]} completions for "
-                        f"{len(batch)} requests with n={settings.n}"
-                    )
                 results.extend(outputs)
                 if on_batch is not None:
                     on_batch(start, outputs)

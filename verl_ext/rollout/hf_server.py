@@ -79,31 +79,25 @@ class _Request:
     prompt_ids: list[int]
     vision: dict[str, Any]
     params: dict[str, Any]
+    """The sampling parameters without ``max_tokens``/``max_new_tokens`` and ``seed``."""
     max_tokens: int
+    seed: Optional[int]
     future: asyncio.Future
-
-    @property
-    def seed(self) -> Optional[int]:
-        value = self.params.get("seed")
-        return None if value is None else int(value)
 
     @property
     def key(self) -> tuple[str, int, bool]:
         # Seeded and unseeded requests sample differently (per row vs the shared RNG): never mixed.
-        return repr(sorted((k, v) for k, v in self.params.items() if k != "seed")), self.max_tokens, self.seed is None
+        return repr(sorted(self.params.items())), self.max_tokens, self.seed is None
 
 
 class SeededRowSampler(LogitsProcessor):
     """Samples each row's next token from its own seeded RNG, then leaves only that token for greedy search.
 
-    transformers draws one batch's samples from the shared torch RNG, so what a request gets would depend
-    on which requests share its batch. A request with a seed (vLLM's per-request ``seed``) must get the
-    same completion however the server batches it: each row gets a ``torch.Generator`` seeded with its
-    request's seed, and the usual warpers (temperature, top-k, top-p, as transformers orders them) are
-    applied before the draw. The draw is the Gumbel-max trick (argmax of scores plus Gumbel noise is a
-    sample of their softmax), with each row's noise drawn from its generator a few steps at a time, so
-    a step costs one vectorised argmax rather than one multinomial call per row. Runs after the
-    built-in processors (repetition penalty, suppressed tokens).
+    transformers samples a batch from the shared torch RNG, so a request's completion would depend on its
+    batch mates; a seeded request (vLLM's per-request ``seed``) must get the same one however it is batched.
+    Each row gets a ``torch.Generator``; after the usual warpers (temperature, top-k, top-p, in transformers'
+    order) the draw is Gumbel-max (argmax of scores plus Gumbel noise, pre-drawn a few steps at a time), one
+    vectorised argmax per step. Runs after the built-in processors (repetition penalty, suppressed tokens).
     """
 
     #: Noise values drawn per refill (all rows): bounds the memory of the pre-drawn noise to ~16 MB.
@@ -222,8 +216,10 @@ class HFRolloutServer:
         prompt_ids = [int(t) for t in prompt_ids]
         params = dict(sampling_params)
         max_tokens = max_new_tokens(self.config, len(prompt_ids), params)
+        seed = params.pop("seed", None)
         vision = self._vision_inputs(prompt_ids, image_data, mm_processor_kwargs) if image_data else {}
-        request = _Request(prompt_ids, vision, params, max_tokens, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        request = _Request(prompt_ids, vision, params, max_tokens, None if seed is None else int(seed), future)
         self._pending.append(request)
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._serve_pending())
