@@ -11,13 +11,9 @@ import re
 from fractions import Fraction
 from itertools import accumulate
 
+# Unicode math symbols (minus sign, en dash, middle dot, times, pi, infinity, degree) to LaTeX.
 _UNICODE = str.maketrans({
-    "\u2212": "-",  # minus sign
-    "\u2013": "-",
-    "\u00b7": r"\cdot ",
-    "\u00d7": r"\times ",
-    "\u03c0": r"\pi ",
-    "\u221e": r"\infty ",
+    "\u2212": "-", "\u2013": "-", "\u00b7": r"\cdot ", "\u00d7": r"\times ", "\u03c0": r"\pi ", "\u221e": r"\infty ",
     "\u00b0": r"^\circ",
 })
 _DROP = re.compile(

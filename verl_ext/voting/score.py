@@ -36,13 +36,8 @@ def read_answer(text: Optional[str], style: str = "boxed", choices: Choices = No
     answer = extract_answer(text, style, options)
     if answer is None or options is None or style == "choice":
         return answer
-    letter = to_letter(answer, options)
-    if letter is not None:
-        return letter
-    for option, option_text in options.items():
-        if option_text.strip() and is_equivalent(answer, option_text):
-            return option
-    return answer
+    equal_options = (letter for letter, text in options.items() if text.strip() and is_equivalent(answer, text))
+    return to_letter(answer, options) or next(equal_options, answer)
 
 
 def _value(text: str) -> Optional[float]:
