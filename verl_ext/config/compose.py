@@ -80,27 +80,27 @@ class CLIError(Exception):
     """A problem with the command line, reported as one line."""
 
 
-def split_args(argv: Sequence[str], usage: str = "usage: COMMAND config=RECIPE.yaml [key=value ...]") -> tuple[Path, list[str], list[str]]:
+def split_args(
+    argv: Sequence[str], usage: str = "usage: COMMAND config=RECIPE.yaml [key=value ...]"
+) -> tuple[Path, list[str], list[str]]:
     """Split argv into the recipe path, plain ``key=value`` overrides and Hydra overrides."""
     recipe = None
     plain, hydra_style = [], []
     for arg in argv:
-        if arg.startswith("config="):
+        key, sep, value = arg.partition("=")
+        if key == "config" and sep:
             if recipe is not None:
                 raise CLIError("config= given twice")
-            recipe = arg.split("=", 1)[1]
-            continue
-        if arg.startswith("~"):
+            recipe = value
+        elif arg.startswith("~"):
             hydra_style.append(arg)
-            continue
-        key, sep, _ = arg.partition("=")
-        if not sep or not key.lstrip("+"):
+        elif not sep or not key.lstrip("+"):
             raise CLIError(f"malformed override {arg!r}: expected key=value")
-        if key.startswith("+") or key.startswith("hydra.") or "/" in key or "@" in key or key in CONFIG_GROUPS:
+        elif key.startswith(("+", "hydra.")) or "/" in key or "@" in key or key in CONFIG_GROUPS:
             hydra_style.append(arg)
+        elif not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
+            raise CLIError(f"malformed override {arg!r}: {key!r} is not a dotted key")
         else:
-            if not all(part.isidentifier() or part.isdigit() for part in key.split(".")):
-                raise CLIError(f"malformed override {arg!r}: {key!r} is not a dotted key")
             plain.append(arg)
     if recipe is None:
         raise CLIError(f"no recipe given. {usage}")
@@ -115,7 +115,8 @@ def _parse_value(key: str, text: str) -> Any:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as err:
         if text.lstrip()[:1] in "[{":
-            raise CLIError(f"malformed value for {key}: {text!r} is not a valid list or mapping ({first_line(err)})") from None
+            problem = f"{text!r} is not a valid list or mapping ({first_line(err)})"
+            raise CLIError(f"malformed value for {key}: {problem}") from None
         # Not YAML (e.g. a LaTeX fragment with a colon): keep the text as written.
         return text
     if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
