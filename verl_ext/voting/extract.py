@@ -5,11 +5,14 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 from verl_ext.voting.normalize import normalize, partners
 from verl_ext.voting.settings import check_one_of
 
 STYLES = ("boxed", "answer_tag", "choice")
+# Options: their texts in order A, B, ..., or a dict letter -> text.
+Choices = Optional[Sequence[str] | Mapping[str, str]]
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BLANKS = re.compile(r"[ \t]*")
@@ -58,7 +61,7 @@ def _answer_tag(text: str) -> str | None:
     return None
 
 
-def option_map(choices: Sequence[str] | Mapping[str, str] | None) -> dict[str, str] | None:
+def option_map(choices: Choices) -> dict[str, str] | None:
     """Options as letter -> text (texts in order A, B, ... or a dict); None for no or empty choices."""
     if choices is None or len(choices) == 0:
         return None
@@ -81,11 +84,8 @@ def to_letter(candidate: str, options: dict[str, str] | None) -> str | None:
         letter = next(g for g in m.groups() if g).upper()
         if options is None or letter in options:
             return letter
-    if options:
-        key = normalize(s)
-        for letter, text in options.items():
-            if key and normalize(str(text)) == key:
-                return letter
+    if options and (key := normalize(s)):
+        return next((letter for letter, text in options.items() if normalize(str(text)) == key), None)
     return None
 
 
@@ -103,11 +103,7 @@ def _choice(text: str, options: dict[str, str] | None) -> str | None:
     return to_letter(lines[-1], options) if lines else None
 
 
-def extract_answer(
-    text: str | None,
-    style: str = "boxed",
-    choices: Sequence[str] | Mapping[str, str] | None = None,
-) -> str | None:
+def extract_answer(text: str | None, style: str = "boxed", choices: Choices = None) -> str | None:
     """Return the final answer in ``text``, stripped, or ``None`` if there is none or it is empty.
 
     Styles: ``"boxed"``: the last complete ``\\boxed{...}``/``\\fbox{...}`` (nested braces
@@ -121,13 +117,8 @@ def extract_answer(
     check_one_of("answer style", style, STYLES)
     if text is None:
         return None
-    if style == "boxed":
-        answer = _boxed(text)
-    elif style == "answer_tag":
-        answer = _answer_tag(text)
-    else:
+    if style == "choice":
         answer = _choice(text, option_map(choices))
-    if answer is None:
-        return None
-    answer = answer.strip()
-    return answer or None
+    else:
+        answer = (_boxed if style == "boxed" else _answer_tag)(text)
+    return (answer or "").strip() or None

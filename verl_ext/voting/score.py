@@ -7,16 +7,14 @@ grade through :func:`is_correct`, so a response is right or wrong the same way e
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from string import ascii_uppercase
 from typing import Optional
 
 from verl_ext.voting.equivalence import is_equivalent
-from verl_ext.voting.extract import extract_answer, option_map, to_letter
+from verl_ext.voting.extract import Choices, extract_answer, option_map, to_letter
 from verl_ext.voting.normalize import is_number, normalize
 
-Choices = Optional[Sequence[str] | Mapping[str, str]]
 LETTERS = frozenset(ascii_uppercase)
 
 # "\$1.45": the normaliser drops "$" (math delimiters) but keeps the escaping backslash, so an
