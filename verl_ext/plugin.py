@@ -7,6 +7,7 @@ as "Rollout hf with mode async not found" in some worker, so failures are logged
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -49,13 +50,9 @@ def _register_rollout() -> None:
 
     # verl 0.9.1 has no public API for the adapter registry; the dict is the registry.
     rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "verl_ext.rollout.hf_adapter.HFServerAdapter"
-
-    def _load_replica():
-        from verl_ext.rollout.hf_replica import HFReplica
-
-        return HFReplica
-
-    RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
+    # Loaded lazily, as verl's own replicas are: the replica module imports Ray and the server.
+    replica_module = "verl_ext.rollout.hf_replica"
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: importlib.import_module(replica_module).HFReplica)
     _note("rollout", ROLLOUT_NAME)
 
 
@@ -117,7 +114,6 @@ def register() -> dict[str, list[str]]:
 if __name__ == "__main__":
     # Run as a script, this file is not the module verl loads: importing verl registers through
     # that one, and registering here as well would import verl_ext.plugin twice, half-initialised.
-    import importlib
     import json
 
     importlib.import_module("verl")
