@@ -98,11 +98,6 @@ def exclusive_lock(lock_path: str | os.PathLike[str], *, blocking: bool = True) 
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def write_manifest(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
-    """Write the manifest ``payload`` to ``path`` atomically."""
-    write_json(path, payload)
-
-
 def manifest_matches(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> bool:
     """True when ``path`` holds ``payload`` (compared through JSON, so tuples equal lists); False if unreadable."""
     try:
@@ -141,5 +136,5 @@ def build_once(
             return False  # another process built it while this one waited
         manifest.unlink(missing_ok=True)
         build()
-        write_manifest(manifest, payload)
+        write_json(manifest, payload)
     return True
