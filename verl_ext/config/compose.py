@@ -277,6 +277,23 @@ def compose_command(argv: Sequence[str], usage: str, required: Sequence[str] = (
     return cfg
 
 
+def command_settings(cfg: DictConfig, section: str, cls: type, listed_in: str, **parts: Any) -> dict[str, Any]:
+    """The keyword arguments of the run dataclass ``cls`` of a composed command recipe: ``cfg.<section>``'s
+    settings, verl's model path and rollout engine as ``model`` and ``backend``, and each nested field of
+    ``parts`` (``name=(constructor, keys)``) built from its keys. A key ``cls`` does not take is a ValueError
+    naming ``verl_ext/config/command/<listed_in>.yaml``."""
+    settings = OmegaConf.to_container(cfg[section], resolve=True)
+    nested = {key for _, keys in parts.values() for key in keys}
+    own = {f.name for f in dataclasses.fields(cls)} - {"model", "backend", *parts}
+    unknown = sorted(set(settings) - own - nested)
+    if unknown:
+        listing = f"verl_ext/config/command/{listed_in}.yaml lists the settings"
+        raise ValueError(f"unknown key {section}.{unknown[0]} ({listing})")
+    built = {name: build(**{key: settings.pop(key) for key in keys}) for name, (build, keys) in parts.items()}
+    rollout = cfg.actor_rollout_ref
+    return {**settings, **built, "model": str(rollout.model.path), "backend": str(rollout.rollout.name)}
+
+
 def check_model_path(cfg: DictConfig) -> None:
     """A local model path that does not exist is a CLIError (a hub id such as Org/Name is allowed)."""
     from verl_ext.model_path import model_path_problem
@@ -285,6 +302,21 @@ def check_model_path(cfg: DictConfig) -> None:
     problem = model_path_problem(model) if isinstance(model, str) else None
     if problem:
         raise CLIError(f"actor_rollout_ref.model.path: {problem}")
+
+
+def run_command(
+    argv: Sequence[str] | None, doc: str, usage: str, body: Callable[[list[str]], Any], errors: tuple[type, ...] = ()
+) -> Any:
+    """A verl-ext command: :func:`start_command`, then ``body(argv)``'s result (0 after ``-h``); a CLIError or
+    one of ``errors`` is one line ``error: ...`` on stderr and the result 2 (the exit status)."""
+    argv = start_command(argv, doc, usage)
+    if argv is None:
+        return 0
+    try:
+        return body(argv)
+    except (CLIError, *errors) as err:
+        sys.stderr.write(f"error: {first_line(err)}\n")
+        return 2
 
 
 def start_command(argv: Sequence[str] | None, doc: str, usage: str) -> list[str] | None:
@@ -348,7 +380,7 @@ def settings_from_argv(cls: type, argv: Sequence[str], usage: str) -> Any:
         return _tuples(OmegaConf.to_object(cfg))
     except OmegaConfBaseException as err:
         known = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise CLIError(f"{str(err).splitlines()[0]} (settings: {known})") from None
+        raise CLIError(f"{first_line(err)} (settings: {known})") from None
     except (TypeError, ValueError) as err:  # a dataclass's own validation
         raise CLIError(first_line(err)) from None
 
@@ -371,9 +403,6 @@ def builder_command(
     Exit status 0, or 2 with one line for a bad setting.
     """
     usage = f"usage: {prog} out=DIR [force=true] [key=value ...]"
-    argv = start_command(argv, doc, usage)
-    if argv is None:
-        return 0
     base = defaults if defaults is not None else config_cls()
     hints = typing.get_type_hints(config_cls)
     fields = [("out", str, dataclasses.field(default=MISSING)), ("force", bool, dataclasses.field(default=False))]
@@ -382,14 +411,17 @@ def builder_command(
         value = getattr(base, f.name)
         fields.append((f.name, hints[f.name], dataclasses.field(default_factory=lambda v=value: v)))
     command = dataclasses.make_dataclass(f"{config_cls.__name__}Command", fields)
-    try:
+
+    def body(argv: list[str]) -> int:
         settings = settings_from_argv(command, argv, usage)
-        config = config_cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(config_cls)})
-    except (CLIError, TypeError, ValueError) as err:  # TypeError, ValueError: config_cls's own validation
-        sys.stderr.write(f"error: {first_line(err)}\n")
-        return 2
-    extras = {name: getattr(settings, name) for name, _, _ in extra}
-    made = build(Path(settings.out), config, force=settings.force, **extras)
-    for name, path in (made.items() if isinstance(made, dict) else [("out", made)]):
-        print(f"{name}: {path}")
-    return 0
+        try:
+            config = config_cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(config_cls)})
+        except (TypeError, ValueError) as err:  # config_cls's own validation
+            raise CLIError(first_line(err)) from None
+        extras = {name: getattr(settings, name) for name, _, _ in extra}
+        made = build(Path(settings.out), config, force=settings.force, **extras)
+        for name, path in (made.items() if isinstance(made, dict) else [("out", made)]):
+            print(f"{name}: {path}")
+        return 0
+
+    return run_command(argv, doc, usage, body)

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from verl_ext.config.compose import first_line
 from verl_ext.data.prepare import UsageError
 from verl_ext.data.synth_filters import FilterSettings
 from verl_ext.data.synthesize import SynthesizeConfig, synthesize
@@ -249,7 +250,7 @@ def settings_problem(config: Any) -> Optional[str]:
     try:
         settings = OnlineSynthesisConfig.from_config(config)
     except (ValueError, TypeError) as err:
-        return f"online_synthesis: {str(err).splitlines()[0]}"
+        return f"online_synthesis: {first_line(err)}"
     if not settings.every:
         return None
     if OmegaConf.select(config, "reward.reward_manager.name", default=None) != "majority_vote":

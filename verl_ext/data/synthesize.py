@@ -42,6 +42,7 @@ from verl_ext.data.prepare import RowRejected, UsageError, answer_text, choice_t
 from verl_ext.data.schema import IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
 from verl_ext.data.synth_filters import UNANSWERABLE, FilterSettings, answerability_ratio, image_key, is_answerable
 from verl_ext.data.synth_filters import normalize_question, screen, tidy_question
+from verl_ext.config.compose import command_settings, compose_command, first_line, run_command
 from verl_ext.files import LockHeld, atomic_path, exclusive_lock, write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator
@@ -679,8 +680,7 @@ class _Run:
             try:  # before the first shard, so a model that does not load is a usage error; a finished run loads none
                 self.generator, self.own_generator = self.factory(c.backend, c.model, c.backend_config), True
             except (OSError, ValueError) as exc:
-                first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
-                raise UsageError(f"actor_rollout_ref.model.path={c.model} does not load: {first_line}") from None
+                raise UsageError(f"actor_rollout_ref.model.path={c.model} does not load: {first_line(exc)}") from None
         done_seeds = sum(min(span, (i + 1) * c.shard_size) - i * c.shard_size for i in finished)
         consecutive_failures = 0
         with tqdm(total=span, initial=done_seeds, desc=f"synthesize {c.strategy}", unit="seed", disable=None,
@@ -776,30 +776,16 @@ _BACKEND_KEYS = ("batch_size", "batch_timeout_s", "min_pixels", "max_pixels")
 
 def config_from(cfg: Any) -> SynthesizeConfig:
     """The run of a composed synthesis recipe: its ``synth`` section, verl's model path and rollout engine."""
-    from omegaconf import OmegaConf
-
-    section = OmegaConf.to_container(cfg.synth, resolve=True)
-    known = {f.name for f in dataclasses.fields(SynthesizeConfig)} - {"model", "backend", "backend_config", "filters"}
-    unknown = sorted(set(section) - known - {"min_chars", "max_chars", *_BACKEND_KEYS})
-    if unknown:
-        raise UsageError(f"unknown key synth.{unknown[0]} (verl_ext/config/command/synthesize.yaml lists the settings)")
-    seeds = section.pop("seeds")
-    seeds = [seeds] if isinstance(seeds, str) else list(seeds or [])
     try:
         # The synthesis bar counts seeds; a second bar per call would only add noise.
-        backend_config = BackendConfig(show_progress=False, **{k: section.pop(k) for k in _BACKEND_KEYS})
-        filters = FilterSettings(min_chars=section.pop("min_chars"), max_chars=section.pop("max_chars"))
-        return SynthesizeConfig(
-            seeds=tuple(Path(p) for p in seeds),
-            out=Path(section.pop("out")),
-            model=str(cfg.actor_rollout_ref.model.path),
-            backend=str(cfg.actor_rollout_ref.rollout.name),
-            backend_config=backend_config,
-            filters=filters,
-            **section,
-        )
+        backend = (functools.partial(BackendConfig, show_progress=False), _BACKEND_KEYS)
+        settings = command_settings(cfg, "synth", SynthesizeConfig, "synthesize", backend_config=backend,
+                                    filters=(FilterSettings, ("min_chars", "max_chars")))
+        seeds, out = settings.pop("seeds"), settings.pop("out")
+        seeds = [seeds] if isinstance(seeds, str) else list(seeds or [])
+        return SynthesizeConfig(seeds=tuple(Path(p) for p in seeds), out=Path(out), **settings)
     except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc).splitlines()[0]) from None
+        raise UsageError(first_line(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None, generator_factory: Callable[..., Generator] | None = None) -> int:
@@ -808,28 +794,22 @@ def main(argv: Sequence[str] | None = None, generator_factory: Callable[..., Gen
     ``generator_factory(backend, model, backend_config)`` replaces the rollout replicas the recipe
     describes (tests, stand-ins).
     """
-    from verl_ext.config.compose import CLIError, compose_command, start_command
 
-    argv = start_command(argv, __doc__, USAGE)
-    if argv is None:
-        return 0
-    if argv[:1] == ["--list-prompts"]:
-        logger.info("built-in prompt templates (in %s): %s", PROMPT_DIR, ", ".join(available_prompts()))
-        return 0
-    try:
+    def command(argv: list[str]) -> int:
+        if argv[:1] == ["--list-prompts"]:
+            logger.info("built-in prompt templates (in %s): %s", PROMPT_DIR, ", ".join(available_prompts()))
+            return 0
         cfg = compose_command(argv, USAGE, REQUIRED)
-        config = config_from(cfg)
-        if generator_factory is None:
+        factory = generator_factory
+        if factory is None:
             from verl_ext.generation.replicas import ReplicaGenerator
 
-            def generator_factory(backend: str, model: str, backend_config: BackendConfig) -> Generator:
+            def factory(backend: str, model: str, backend_config: BackendConfig) -> Generator:
                 return ReplicaGenerator(cfg, backend_config)
 
-        result = synthesize(config, generator_factory=generator_factory)
-    except (CLIError, UsageError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    return result.exit_code
+        return synthesize(config_from(cfg), generator_factory=factory).exit_code
+
+    return run_command(argv, __doc__, USAGE, command, (UsageError,))
 
 
 if __name__ == "__main__":

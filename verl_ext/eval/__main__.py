@@ -19,7 +19,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from verl_ext.eval.report import (
     plot_accuracy,
     summarize,
 )
+from verl_ext.config.compose import command_settings, compose_command, first_line, run_command
 from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, BatchedGenerator
 from verl_ext.generation.factory import BACKENDS, make_generator
@@ -289,7 +289,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
                 name, split=split, data_dir=config.data_dir, max_samples=config.max_samples, cache_dir=config.cache_dir
             )
         except (FileNotFoundError, ValueError) as err:  # datasets: unknown split, missing files
-            raise UsageError(f"{name} split {split!r}: {str(err).splitlines()[0]}") from None
+            raise UsageError(f"{name} split {split!r}: {first_line(err)}") from None
         samples += [(s, split) for s in loaded]
     store = ResultStore(config.output_dir / SAMPLES_FILE)
     done = store.finished(config.protocol.n)
@@ -303,8 +303,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
         try:
             generator = generator_factory(config.backend, config.model, backend_config)
         except (OSError, ValueError) as err:  # not a model directory, unknown architecture
-            message = f"actor_rollout_ref.model.path={config.model} does not load: {str(err).splitlines()[0]}"
-            raise UsageError(message) from None
+            raise UsageError(f"actor_rollout_ref.model.path={config.model} does not load: {first_line(err)}") from None
     if not has_run_file:
         _write_run_file(config)
     if pending:
@@ -378,28 +377,18 @@ _BACKEND_KEYS = ("batch_size", "batch_timeout_s", "show_progress")
 
 def config_from(cfg: Any) -> EvalConfig:
     """The run of a composed evaluation recipe: its ``eval`` section, verl's model path and rollout engine."""
-    from omegaconf import OmegaConf
-
-    section = OmegaConf.to_container(cfg.eval, resolve=True)
-    own = {f.name for f in dataclasses.fields(EvalConfig)} - {"model", "backend", "backend_config", "protocol"}
-    unknown = sorted(set(section) - own - set(_PROTOCOL_KEYS) - set(_BACKEND_KEYS))
-    if unknown:
-        raise ValueError(f"unknown key eval.{unknown[0]} (verl_ext/config/command/evaluate.yaml lists the settings)")
-    model = str(cfg.actor_rollout_ref.model.path)
-    benchmarks = section.pop("benchmarks")
-    output_dir = section.pop("output_dir") or Path("outputs") / "eval" / (Path(model.rstrip("/")).name or "model")
+    settings = command_settings(cfg, "eval", EvalConfig, "evaluate", backend_config=(BackendConfig, _BACKEND_KEYS),
+                                protocol=(EvalProtocol, _PROTOCOL_KEYS))
+    model, benchmarks = settings["model"], settings.pop("benchmarks")
+    output_dir = settings.pop("output_dir") or Path("outputs") / "eval" / (Path(model.rstrip("/")).name or "model")
     for key in ("data_dir", "judge_prompt"):
-        if section.get(key) is not None:
-            section[key] = Path(section[key])
+        if settings.get(key) is not None:
+            settings[key] = Path(settings[key])
     return EvalConfig(
-        model=model,
         output_dir=Path(output_dir),
         benchmarks=parse_benchmarks(benchmarks if isinstance(benchmarks, str) else ",".join(benchmarks)),
-        splits={parse_benchmarks(name)[0]: str(split) for name, split in (section.pop("splits") or {}).items()},
-        backend=str(cfg.actor_rollout_ref.rollout.name),
-        backend_config=BackendConfig(**{k: section.pop(k) for k in _BACKEND_KEYS}),
-        protocol=EvalProtocol(**{k: section.pop(k) for k in _PROTOCOL_KEYS}),
-        **section,
+        splits={parse_benchmarks(name)[0]: str(split) for name, split in (settings.pop("splits") or {}).items()},
+        **settings,
     )
 
 
@@ -407,37 +396,32 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[Gener
     """Entry point; returns the run summary (what was generated and skipped, accuracies, output paths).
 
     ``generator_factory(backend, model, backend_config)`` replaces the rollout replicas the recipe
-    describes (tests, stand-ins).
+    describes (tests, stand-ins). ``-h`` and usage errors end in SystemExit (0, 2).
     """
-    from verl_ext.config.compose import CLIError, compose_command, first_line, start_command
 
-    argv = start_command(argv, __doc__, USAGE)
-    if argv is None:
-        raise SystemExit(0)
-    try:
+    def command(argv: list[str]) -> dict[str, Any]:
         cfg = compose_command(argv, USAGE, ("actor_rollout_ref.model.path",))
-        config = config_from(cfg)
-    except (CLIError, ValueError, TypeError) as err:  # the command line itself
-        _usage_exit(first_line(err))
-    if generator_factory is None:
-        from omegaconf import OmegaConf
+        try:
+            config = config_from(cfg)
+        except (ValueError, TypeError) as err:  # the command line itself
+            raise UsageError(first_line(err)) from None
+        factory = generator_factory
+        if factory is None:
+            from omegaconf import OmegaConf
 
-        from verl_ext.generation.replicas import ReplicaGenerator
+            from verl_ext.generation.replicas import ReplicaGenerator
 
-        def generator_factory(backend: str, model: str, backend_config: BackendConfig) -> BatchedGenerator:
-            # A local judge is another model on the same engine and cluster settings.
-            path = {"actor_rollout_ref": {"model": {"path": model}}}
-            return ReplicaGenerator(cfg if model == config.model else OmegaConf.merge(cfg, path), backend_config)
+            def factory(backend: str, model: str, backend_config: BackendConfig) -> BatchedGenerator:
+                # A local judge is another model on the same engine and cluster settings.
+                path = {"actor_rollout_ref": {"model": {"path": model}}}
+                return ReplicaGenerator(cfg if model == config.model else OmegaConf.merge(cfg, path), backend_config)
 
-    try:
-        return run(config, generator_factory)
-    except UsageError as err:  # inputs found wrong before any generation; other errors keep their traceback
-        _usage_exit(first_line(err))
+        return run(config, factory)  # inputs found wrong before any generation are UsageErrors: exit 2
 
-
-def _usage_exit(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
-    raise SystemExit(2) from None
+    summary = run_command(argv, __doc__, USAGE, command, (UsageError,))
+    if isinstance(summary, int):
+        raise SystemExit(summary)
+    return summary
 
 
 if __name__ == "__main__":

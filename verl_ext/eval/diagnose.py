@@ -206,27 +206,24 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
-    from verl_ext.config.compose import CLIError, settings_from_argv
+    from verl_ext.config.compose import run_command, settings_from_argv
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = settings_from_argv(DiagnoseConfig, sys.argv[1:] if argv is None else argv, USAGE)
-    except CLIError as err:
-        print(f"verl_ext.eval.diagnose: {err}", file=sys.stderr)
-        return 2
-    report = diagnose(config)
-    table = markdown_table({Path(p).name: t for p, t in report["summary"].items()}, config.n)
-    print(
-        f"model {config.model}: greedy vs {config.n} samples at temperature {config.temperature} "
-        f"(vote: min_ratio {config.min_ratio}, ties {config.tie_break})\n{table}"
-    )
-    if config.out:
-        from verl_ext.files import write_json
+    def command(argv: list[str]) -> int:
+        config = settings_from_argv(DiagnoseConfig, argv, USAGE)
+        report = diagnose(config)
+        table = markdown_table({Path(p).name: t for p, t in report["summary"].items()}, config.n)
+        print(
+            f"model {config.model}: greedy vs {config.n} samples at temperature {config.temperature} "
+            f"(vote: min_ratio {config.min_ratio}, ties {config.tie_break})\n{table}"
+        )
+        if config.out:
+            from verl_ext.files import write_json
 
-        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
-        write_json(Path(config.out), report)
-        logger.info("wrote %s", config.out)
-    return 0
+            write_json(config.out, report)  # its folder made if needed
+            logger.info("wrote %s", config.out)
+        return 0
+
+    return run_command(argv, __doc__, USAGE, command)
 
 
 if __name__ == "__main__":
