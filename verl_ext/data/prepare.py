@@ -81,7 +81,6 @@ INVALID_TEXT = "invalid_text"  # not valid Unicode (a lone surrogate from a JSON
 QUESTION_TOO_LONG = "question_too_long"  # over max_question_chars
 DUPLICATE = "duplicate"  # the same question and images as a row already written (to either split): kept once
 
-_WARN_PER_REASON = 3  # individual warnings per drop reason before only the summary counts them
 _BAD_LINE = object()  # a JSON Lines line that does not parse
 
 
@@ -604,13 +603,25 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) ->
     return planned
 
 
-def _log_drop(split: str, count: int, context: RowContext, reason: str, detail: str) -> None:
-    """Warn about the first few drops of each reason (``count`` so far); the rest are only in the summary counts."""
-    if count == _WARN_PER_REASON + 1:
-        logger.warning("%s: more %s drops; from now on they are only counted in the summary", split, reason)
-    level = logging.WARNING if count <= _WARN_PER_REASON else logging.DEBUG
-    details = f" ({detail})" if detail else ""
-    logger.log(level, "%s: dropped %s row %s: %s%s", split, context.source, context.index, reason, details)
+class ReasonLog:
+    """Log the first few events of each reason at ``level``; the rest go to the debug log (the summary counts them)."""
+
+    LIMIT = 3
+
+    def __init__(self, log: logging.Logger, level: int, what: str) -> None:
+        self.log, self.level, self.what, self.seen = log, level, what, Counter()
+
+    def __call__(self, reason: str, where: str, detail: str = "") -> None:
+        self.seen[reason] += 1
+        if self.seen[reason] == self.LIMIT + 1:
+            self.log.log(self.level, "%s: more %s; from now on they are only counted in the summary", self.what, reason)
+        level = self.level if self.seen[reason] <= self.LIMIT else logging.DEBUG
+        self.log.log(level, "%s %s: %s%s", self.what, where, reason, f" ({detail})" if detail else "")
+
+
+def counts(counter: Counter) -> str:
+    """``reason=n, ...`` in name order, or ``none``."""
+    return ", ".join(f"{reason}={n}" for reason, n in sorted(counter.items())) or "none"
 
 
 def _content_key(row: Mapping[str, Any]) -> bytes:
@@ -629,6 +640,7 @@ def _run_job(
 
     ``keys`` are the content keys of the rows written so far, to any split.
     """
+    log_drop = ReasonLog(logger, logging.WARNING, f"{split}: dropped")
     with (
         RowWriter(config.out / f"{split}.parquet") as writer,
         tqdm(indices, desc=f"prepare {split}", unit="row", disable=None, dynamic_ncols=True) as progress,
@@ -647,7 +659,7 @@ def _run_job(
                     stats.written += 1
                 except RowRejected as exc:
                     stats.dropped[exc.reason] += 1
-                    _log_drop(split, stats.dropped[exc.reason], context, exc.reason, exc.detail)
+                    log_drop(exc.reason, f"{context.source} row {context.index}", exc.detail)
                 except Exception as exc:  # one broken row must not end the run; the traceback goes to the log
                     stats.dropped[ERROR] += 1
                     logger.warning("%s: row %s failed", split, i, exc_info=exc)
@@ -674,13 +686,10 @@ def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: st
 
 
 def _log_summary(result: PrepareResult) -> None:
-    def counts(counter: Counter) -> str:
-        return ", ".join(f"{reason}={n}" for reason, n in sorted(counter.items()))
-
     for split, s in result.stats.items():
         n_dropped = sum(s.dropped.values())
         logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, n_dropped,
-                    counts(s.dropped) or "none")
+                    counts(s.dropped))
     if result.failures:
         logger.info("unreadable: %s", counts(result.failures))
     read = sum(s.read for s in result.stats.values())

@@ -111,20 +111,14 @@ def build_row(
     The answer goes to ``extra_info["answer"]`` only, unless ``keep_label`` also makes it the reward
     model's ground truth (supervised baselines and validation data).
     """
-    if not data_source:
-        raise SchemaError("data_source must be a non-empty string")
-    if any(not isinstance(image, bytes | bytearray) or not image for image in images):
-        raise SchemaError("images must be non-empty bytes")
-    if len(choices) > MAX_CHOICES:
-        raise SchemaError(f"at most {MAX_CHOICES} choices are supported, got {len(choices)}")
     clash = set(extra_info or ()) & set(EXTRA_INFO_FIELDS)
     if clash:
         raise SchemaError(f"extra_info fields {sorted(clash)} are set by build_row")
     content, clean = compose_prompt(question, len(images))
-    return {
+    row = {
         "data_source": data_source,
         "prompt": [{"role": "user", "content": content}],
-        "images": [{"bytes": bytes(image), "path": None} for image in images],
+        "images": [{"bytes": image, "path": None} for image in images],
         "ability": ABILITY,
         "reward_model": {"style": REWARD_STYLE, "ground_truth": answer if keep_label else ""},
         "extra_info": {
@@ -137,6 +131,10 @@ def build_row(
             **(extra_info or {}),
         },
     }
+    problems = validate_row(row, check_images=False, extra_info_fields=extra_info or ())
+    if problems:
+        raise SchemaError("; ".join(problems))
+    return row
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -156,9 +154,11 @@ def open_verified(data: bytes) -> Iterator[Any]:
         yield image
 
 
-def _image_problem(data: Any) -> str | None:
-    if not isinstance(data, bytes | bytearray) or not data:
+def _image_problem(data: Any, decode: bool) -> str | None:
+    if not isinstance(data, bytes) or not data:
         return "image bytes are missing"
+    if not decode:
+        return None
     try:
         with open_verified(data) as image:
             fmt = image.format
@@ -195,7 +195,7 @@ def validate_row(
     for i, image in enumerate(images):
         if not isinstance(image, Mapping) or set(image) != {"bytes", "path"}:
             problems.append(f"image {i} must be a {{'bytes', 'path'}} dict")
-        elif check_images and (problem := _image_problem(image["bytes"])):
+        elif problem := _image_problem(image["bytes"], check_images):
             problems.append(f"image {i}: {problem}")
     reward = row["reward_model"]
     if not isinstance(reward, Mapping) or reward.get("style") != REWARD_STYLE or not isinstance(

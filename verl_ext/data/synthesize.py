@@ -38,7 +38,8 @@ from typing import Any
 from tqdm import tqdm
 
 from verl_ext.data import prepare
-from verl_ext.data.prepare import RowRejected, UsageError, answer_text, choice_texts, image_bytes, image_items
+from verl_ext.data.prepare import ReasonLog, RowRejected, UsageError, answer_text, choice_texts, counts, image_bytes
+from verl_ext.data.prepare import image_items
 from verl_ext.data.schema import IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
 from verl_ext.data.synth_filters import UNANSWERABLE, FilterSettings, answerability_ratio, image_key, is_answerable
 from verl_ext.data.synth_filters import normalize_question, screen, tidy_question
@@ -62,7 +63,6 @@ MANIFEST_VERSION = 1
 GENERATION_ERROR = "generation_error"
 """A shard whose generation failed (counted per shard; a rerun retries it). Seed reasons are prepare's."""
 
-_WARN_PER_REASON = 3  # individual log lines per reason before only the summary counts them
 _MAX_CONSECUTIVE_FAILURES = 3  # a failure that repeats shard after shard (e.g. out of memory) is systematic
 _SHARD_SEED_STRIDE = 100_003  # HF seeds batch b with seed + b: keep shards' streams apart
 _ANSWER_SEED_OFFSET = 50_021
@@ -374,20 +374,6 @@ def _check_template(template: PromptTemplate, strategy: str) -> frozenset[str]:
 # ------------------------------------------------------------------------------------------------ run
 
 
-class _ReasonLog:
-    """Log the first few events of each reason; the rest only show up in the summary counts."""
-
-    def __init__(self, level: int, what: str) -> None:
-        self.level, self.what, self.seen = level, what, Counter()
-
-    def __call__(self, reason: str, where: str, detail: str = "") -> None:
-        self.seen[reason] += 1
-        if self.seen[reason] <= _WARN_PER_REASON:
-            logger.log(self.level, "%s %s: %s%s", self.what, where, reason, f" ({detail})" if detail else "")
-        elif self.seen[reason] == _WARN_PER_REASON + 1:
-            logger.log(self.level, "%s: more %s; from now on they are only counted in the summary", self.what, reason)
-
-
 @dataclass
 class _Shard:
     """The seed range and outcome of one shard."""
@@ -406,10 +392,6 @@ class _Shard:
         """The manifest entry."""
         return {"file": self.file, "seed_range": [self.start, self.stop], "seeds": self.seeds,
                 "candidates": self.candidates, "kept": self.kept, "dropped": self.dropped, "bad_input": self.bad_input}
-
-
-def _counts(counter: Counter) -> str:
-    return ", ".join(f"{reason}={n}" for reason, n in sorted(counter.items())) or "none"
 
 
 class _Run:
@@ -432,8 +414,8 @@ class _Run:
         self.data_source = config.data_source or f"verl_ext/synthesized/{config.strategy}"
         self.result = SynthesizeResult(out=self.out)
         self.seen: set[tuple[str, str]] = set()
-        self.seed_log = _ReasonLog(logging.WARNING, "seed")
-        self.candidate_log = _ReasonLog(logging.INFO, "question")
+        self.seed_log = ReasonLog(logger, logging.WARNING, "seed")
+        self.candidate_log = ReasonLog(logger, logging.INFO, "question")
 
     # ---- settings and manifest
 
@@ -736,11 +718,11 @@ class _Run:
         logger.info("synthesize %s (%s, prompt %s): %d/%d shard(s) finished (%d skipped as already done)", state,
                     self.config.strategy, self.template.name, r.shards_done + r.shards_skipped, r.shards_total,
                     r.shards_skipped)
-        logger.info("seed rows: %d, bad input %d (%s)", r.seeds, r.bad_input.total(), _counts(r.bad_input))
+        logger.info("seed rows: %d, bad input %d (%s)", r.seeds, r.bad_input.total(), counts(r.bad_input))
         logger.info("questions: generated %d, kept %d, dropped %d (%s)", r.candidates, r.kept, r.dropped.total(),
-                    _counts(r.dropped))
+                    counts(r.dropped))
         if r.failures:
-            logger.info("failures: %s", _counts(r.failures))
+            logger.info("failures: %s", counts(r.failures))
         if r.merged is not None:
             logger.info("train on it with: data.train_files=%s", r.merged)
         elif r.files:
