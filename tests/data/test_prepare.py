@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from verl_ext.config.compose import CLIError
 from verl_ext.data import prepare as prep
 from verl_ext.data import sources
 from verl_ext.data.prepare import (
     PrepareConfig,
     RowRejected,
-    UsageError,
     answer_text,
     choice_texts,
     image_bytes,
@@ -560,7 +560,7 @@ def test_sources() -> None:
     assert columns == sources.Columns(image="image", question="problem", answer="solution", choices=None)
     with pytest.raises(sources.ColumnError, match="no image"):
         sources.resolve_columns(["problem"], sources.GEOMETRY3K)
-    with pytest.raises(UsageError):
+    with pytest.raises(CLIError):
         PrepareConfig(dataset=("x",), out=Path("o"), val_fraction=0.2, val_split="test")
 
 

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from verl_ext.config.compose import CLIError
 from verl_ext.data import synthesize as synth
-from verl_ext.data.prepare import UsageError
 from verl_ext.data.schema import FORMAT_INSTRUCTION, arrow_schema, build_row, read_rows, validate_file
 from verl_ext.data.synthesize import MANIFEST_NAME, MERGED_NAME, SynthesizeConfig, main, synthesize
 from verl_ext.toy.visual_math import VisualMathConfig, write_dataset
@@ -456,9 +456,9 @@ def test_repeated_failures_stop_the_run(tmp_path: Path, visual_math: Path) -> No
 
 def test_other_settings_are_refused_and_overwrite_starts_over(tmp_path: Path, visual_math: Path) -> None:
     synthesize(config(tmp_path, [visual_math], max_seeds=2), ScriptedGenerator(one_good_question))
-    with pytest.raises(UsageError, match="other settings.*num_per_seed"):
+    with pytest.raises(CLIError, match="other settings.*num_per_seed"):
         synthesize(config(tmp_path, [visual_math], max_seeds=2, num_per_seed=2), ScriptedGenerator(one_good_question))
-    with pytest.raises(UsageError, match="seeds"):
+    with pytest.raises(CLIError, match="seeds"):
         synthesize(config(tmp_path, [visual_math], max_seeds=3), ScriptedGenerator(one_good_question))
 
     two = ScriptedGenerator(lambda r, s: ["<question>What is drawn in the picture?</question>"] * s.n)
@@ -468,7 +468,7 @@ def test_other_settings_are_refused_and_overwrite_starts_over(tmp_path: Path, vi
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, visual_math: Path) -> None:
     with exclusive_lock(tmp_path / "out" / synth.LOCK_NAME):
-        with pytest.raises(UsageError, match="another synthesis run"):
+        with pytest.raises(CLIError, match="another synthesis run"):
             synthesize(config(tmp_path, [visual_math]), ScriptedGenerator(one_good_question))
 
 

@@ -77,7 +77,7 @@ CONFIG_GROUPS = frozenset(
 
 
 class CLIError(Exception):
-    """A problem with the command line, reported as one line."""
+    """A usage error of a command (its arguments, settings or inputs): one line, exit status 2."""
 
 
 def split_args(

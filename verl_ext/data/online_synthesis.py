@@ -22,8 +22,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from verl_ext.config.compose import first_line
-from verl_ext.data.prepare import UsageError
+from verl_ext.config.compose import CLIError, first_line
 from verl_ext.data.synth_filters import FilterSettings
 from verl_ext.data.synthesize import SynthesizeConfig, synthesize
 from verl_ext.generation.base import BackendConfig
@@ -89,7 +88,7 @@ class OnlineSynthesisConfig:
             raise ValueError(f"share must be in (0, 1], got {self.share}")
         try:  # the settings a round passes on are checked where they are used
             self.synthesize_config([Path("seeds.parquet")], Path("out"), 0, 0)
-        except UsageError as exc:
+        except CLIError as exc:
             raise ValueError(str(exc).removeprefix("synth.")) from None
 
     @classmethod

@@ -42,6 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from verl_ext.config.compose import CLIError
 from verl_ext.data import sources
 from verl_ext.data.schema import (
     IMAGE_PLACEHOLDER,
@@ -82,10 +83,6 @@ QUESTION_TOO_LONG = "question_too_long"  # over max_question_chars
 DUPLICATE = "duplicate"  # the same question and images as a row already written (to either split): kept once
 
 _BAD_LINE = object()  # a JSON Lines line that does not parse
-
-
-class UsageError(Exception):
-    """The command line or configuration is wrong (exit status 2)."""
 
 
 class RowRejected(Exception):
@@ -140,17 +137,17 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if not self.dataset:
-            raise UsageError("dataset is required")
+            raise CLIError("dataset is required")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise UsageError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise CLIError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_fraction > 0 and self.val_split is not None:
-            raise UsageError("val_fraction and val_split are exclusive: choose one way to get a validation split")
+            raise CLIError("val_fraction and val_split are exclusive: choose one way to get a validation split")
         if self.max_rows is not None and self.max_rows < 1:
-            raise UsageError(f"max_rows must be >= 1, got {self.max_rows}")
+            raise CLIError(f"max_rows must be >= 1, got {self.max_rows}")
         if self.max_aspect_ratio < 1:
-            raise UsageError("max_aspect_ratio must be >= 1")
+            raise CLIError("max_aspect_ratio must be >= 1")
         if self.data_source is not None and not self.data_source.strip():
-            raise UsageError("data_source must not be empty")
+            raise CLIError("data_source must not be empty")
 
 
 @dataclass
@@ -413,14 +410,14 @@ class SourceRows:
 def load_hub_split(name_or_dir: str, split: str, *, cache_dir: Path | None = None) -> Any:
     """``split`` of a hub dataset (an id, or a local snapshot directory) from ``datasets.load_dataset``, in Arrow
     format so images keep their encoded bytes (not decoded to PIL and re-encoded); a split the dataset does not
-    have is a :class:`UsageError`."""
+    have is a :class:`CLIError`."""
     import datasets
 
     try:
         ds = datasets.load_dataset(name_or_dir, split=split, cache_dir=str(cache_dir) if cache_dir else None)
     except ValueError as exc:
         if "unknown split" in str(exc).lower():
-            raise UsageError(f"{name_or_dir}: {exc}") from None
+            raise CLIError(f"{name_or_dir}: {exc}") from None
         raise
     return ds.with_format("arrow")
 
@@ -513,22 +510,22 @@ def _is_local_file(value: str) -> bool:
 
 
 def resolve_source(config: PrepareConfig) -> ResolvedSource:
-    """Decide whether ``config.dataset`` names local files or a hub dataset; raises UsageError if unclear."""
+    """Decide whether ``config.dataset`` names local files or a hub dataset; raises CLIError if unclear."""
     values = config.dataset
     if all(_is_local_file(v) for v in values):
         paths = tuple(Path(v).expanduser() for v in values)
         bad = [str(p) for p in paths if p.suffix.lower() not in DATA_SUFFIXES]
         if bad:
-            raise UsageError(f"unsupported data file type: {', '.join(bad)} (use {', '.join(DATA_SUFFIXES)})")
+            raise CLIError(f"unsupported data file type: {', '.join(bad)} (use {', '.join(DATA_SUFFIXES)})")
         if config.data_dir is not None:
-            raise UsageError("data_dir is for hub datasets; local files are read directly")
+            raise CLIError("data_dir is for hub datasets; local files are read directly")
         return ResolvedSource(sources.GENERIC, files=paths)
     if len(values) > 1:
-        raise UsageError("several dataset values are only supported for local data files")
+        raise CLIError("several dataset values are only supported for local data files")
     value = values[0]
     spec = sources.lookup(value)
     if config.data_dir is not None and not config.data_dir.expanduser().is_dir():
-        raise UsageError(f"data_dir {config.data_dir} is not a directory")
+        raise CLIError(f"data_dir {config.data_dir} is not a directory")
     directory = config.data_dir or (Path(value) if Path(value).expanduser().is_dir() else None)
     if directory is not None:
         load_from = str(directory.expanduser().absolute())
@@ -540,7 +537,7 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
     if not is_hub_id(value):
         near = difflib.get_close_matches(value.lower(), sorted(sources.KNOWN), n=1, cutoff=0.6)
         hint = f"did you mean {near[0]!r}? " if near else ""
-        raise UsageError(
+        raise CLIError(
             f"dataset {value!r} is not a known dataset, a local path or a hub id (Org/Name): {hint}"
             f"known: {', '.join(sorted(sources.KNOWN))}"
         )
@@ -555,7 +552,7 @@ def _load_split(resolved: ResolvedSource, split: str, config: PrepareConfig, fai
         return _local_rows(resolved.files, config.max_rows, failures)
     try:
         ds = load_hub_split(resolved.load_from, split, cache_dir=config.cache_dir)
-    except UsageError:
+    except CLIError:
         raise
     except Exception as exc:  # hub, network, cache and format errors all mean the same thing here
         failures[UNREADABLE_SOURCE] += 1
@@ -587,7 +584,7 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) ->
     elif config.val_split is not None:
         if resolved.files:
             if not _is_local_file(config.val_split):
-                raise UsageError("for local data files, val_split takes the path of a labelled data file")
+                raise CLIError("for local data files, val_split takes the path of a labelled data file")
             test = _local_rows([Path(config.val_split).expanduser()], config.max_rows, failures)
         else:
             test = _load_split(resolved, config.val_split, config, failures)
@@ -599,7 +596,7 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) ->
         try:
             planned.append((split, rows, indices, sources.resolve_columns(rows.columns, resolved.spec, **names)))
         except ColumnError as exc:
-            raise UsageError(f"{rows.name}: {exc}") from None
+            raise CLIError(f"{rows.name}: {exc}") from None
     return planned
 
 
@@ -761,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     The settings are :class:`PrepareConfig`'s fields as ``key=value`` (``dataset`` takes one value or a
     list: ``dataset=[a.jsonl,b.jsonl]``).
     """
-    from verl_ext.config.compose import CLIError, settings_from_argv, start_command
+    from verl_ext.config.compose import settings_from_argv, start_command
 
     argv = start_command(argv, __doc__, USAGE)
     if argv is None:
@@ -769,7 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = prepare(settings_from_argv(PrepareConfig, argv, USAGE))
-    except (CLIError, UsageError) as exc:
+    except CLIError as exc:
         logger.error("usage error: %s", exc)
         return 2
     finally:

@@ -38,12 +38,12 @@ from typing import Any
 from tqdm import tqdm
 
 from verl_ext.data import prepare
-from verl_ext.data.prepare import ReasonLog, RowRejected, UsageError, answer_text, choice_texts, counts, image_bytes
+from verl_ext.data.prepare import ReasonLog, RowRejected, answer_text, choice_texts, counts, image_bytes
 from verl_ext.data.prepare import image_items
 from verl_ext.data.schema import IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
 from verl_ext.data.synth_filters import UNANSWERABLE, FilterSettings, answerability_ratio, image_key, is_answerable
 from verl_ext.data.synth_filters import normalize_question, screen, tidy_question
-from verl_ext.config.compose import command_settings, compose_command, first_line, run_command
+from verl_ext.config.compose import CLIError, command_settings, compose_command, first_line, run_command
 from verl_ext.files import LockHeld, atomic_path, exclusive_lock, write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator
@@ -139,29 +139,29 @@ class SynthesizeConfig:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise UsageError("synth.seeds is required")
+            raise CLIError("synth.seeds is required")
         if not self.model:
-            raise UsageError("actor_rollout_ref.model.path is required")
+            raise CLIError("actor_rollout_ref.model.path is required")
         for key, value, allowed in (
             ("synth.strategy", self.strategy, STRATEGIES),
             ("actor_rollout_ref.rollout.name", self.backend, BACKENDS),
             ("synth.answer_style", self.answer_style, STYLES),
         ):
             if value not in allowed:
-                raise UsageError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+                raise CLIError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
         minimum = {"num_per_seed": 1, "shard_size": 1, "max_new_tokens": 1, "answer_max_new_tokens": 1,
                    "max_seeds": 1, "first_seed": 0, "answerability_k": 0}
         for name, low in minimum.items():
             if getattr(self, name) is not None and getattr(self, name) < low:
-                raise UsageError(f"synth.{name} must be >= {low}, got {getattr(self, name)}")
+                raise CLIError(f"synth.{name} must be >= {low}, got {getattr(self, name)}")
         if not 0.0 <= self.answerability_threshold <= 1.0:
-            raise UsageError(f"synth.answerability_threshold must be in [0, 1], got {self.answerability_threshold}")
+            raise CLIError(f"synth.answerability_threshold must be in [0, 1], got {self.answerability_threshold}")
         if self.data_source is not None and not self.data_source.strip():
-            raise UsageError("synth.data_source must not be empty")
+            raise CLIError("synth.data_source must not be empty")
         try:
             self.sampling(0, answers=True)
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise CLIError(str(exc)) from None
 
     def sampling(self, shard: int, answers: bool = False) -> SamplingSettings:
         """Sampling of the questions of ``shard`` or, with ``answers``, of its answerability check."""
@@ -350,23 +350,23 @@ def _resolve_seed_paths(values: Sequence[Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.glob("*.parquet") if p.is_file())
             if not found:
-                raise UsageError(f"no .parquet files in seed directory {value}")
+                raise CLIError(f"no .parquet files in seed directory {value}")
             paths.extend(found)
         elif path.suffix.lower() != ".parquet":
-            raise UsageError(f"seed files must be .parquet row files (verl_ext.data.prepare output): {value}")
+            raise CLIError(f"seed files must be .parquet row files (verl_ext.data.prepare output): {value}")
         else:
             paths.append(path)  # a missing file is counted as unreadable, like any other unreadable file
     return paths
 
 
 def _check_template(template: PromptTemplate, strategy: str) -> frozenset[str]:
-    """The seed fields the template needs; raises UsageError when it does not fit the strategy."""
+    """The seed fields the template needs; raises CLIError when it does not fit the strategy."""
     fields = template.fields
     if strategy == "direct" and fields:
-        raise UsageError(f"prompt {template.name} uses {', '.join(sorted(fields))}, but direct synthesis shows only "
+        raise CLIError(f"prompt {template.name} uses {', '.join(sorted(fields))}, but direct synthesis shows only "
                          "the image")
     if strategy == "in_context" and "question" not in fields:
-        raise UsageError(f"prompt {template.name} has no {{{{question}}}}: in-context synthesis shows the seed "
+        raise CLIError(f"prompt {template.name} has no {{{{question}}}}: in-context synthesis shows the seed "
                          "question")
     return fields
 
@@ -403,12 +403,12 @@ class _Run:
         try:
             self.template = load_prompt(config.prompt or f"synth_{config.strategy}")
         except PromptError as exc:
-            raise UsageError(str(exc)) from None
+            raise CLIError(str(exc)) from None
         self.needs = _check_template(self.template, config.strategy)
         # Only for the real loader: tests and callers with their own factory may name models freely.
         problem = model_path_problem(config.model) if generator is None and factory is make_generator else None
         if problem:
-            raise UsageError(f"actor_rollout_ref.model.path: {problem}")
+            raise CLIError(f"actor_rollout_ref.model.path: {problem}")
         self.seed_paths = _resolve_seed_paths(config.seeds)
         self.generator, self.factory, self.own_generator = generator, factory, False
         self.data_source = config.data_source or f"verl_ext/synthesized/{config.strategy}"
@@ -439,7 +439,7 @@ class _Run:
         }
 
     def load_manifest(self, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-        """The manifest of an earlier run in ``out`` (or a fresh one); UsageError if its settings differ."""
+        """The manifest of an earlier run in ``out`` (or a fresh one); CLIError if its settings differ."""
         path = self.out / MANIFEST_NAME
         # Round-trip through JSON so tuples and lists compare equal.
         expected = json.loads(json.dumps(fingerprint, default=str))
@@ -449,10 +449,10 @@ class _Run:
             manifest = json.loads(path.read_text())
             settings, shards = manifest["settings"], dict(manifest["shards"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path} cannot be read ({exc}); use synth.overwrite=true or another synth.out") from None
+            raise CLIError(f"{path} cannot be read ({exc}); use synth.overwrite=true or another synth.out") from None
         if settings != expected:
             differ = sorted(k for k in set(settings) | set(expected) if settings.get(k) != expected.get(k))
-            raise UsageError(
+            raise CLIError(
                 f"{self.out} holds a synthesis run with other settings (differs in: {', '.join(differ)}); "
                 "use another synth.out, or synth.overwrite=true to start over"
             )
@@ -624,7 +624,7 @@ class _Run:
             try:  # two runs must not interleave shards in one output directory
                 stack.enter_context(exclusive_lock(self.out / LOCK_NAME, blocking=False))
             except LockHeld:
-                raise UsageError(f"another synthesis run is writing to {self.out}") from None
+                raise CLIError(f"another synthesis run is writing to {self.out}") from None
             if c.overwrite:
                 self.overwrite()
             # A killed run (SIGKILL, power loss) cannot clean up after itself; under the lock nobody else writes here.
@@ -662,7 +662,7 @@ class _Run:
             try:  # before the first shard, so a model that does not load is a usage error; a finished run loads none
                 self.generator, self.own_generator = self.factory(c.backend, c.model, c.backend_config), True
             except (OSError, ValueError) as exc:
-                raise UsageError(f"actor_rollout_ref.model.path={c.model} does not load: {first_line(exc)}") from None
+                raise CLIError(f"actor_rollout_ref.model.path={c.model} does not load: {first_line(exc)}") from None
         done_seeds = sum(min(span, (i + 1) * c.shard_size) - i * c.shard_size for i in finished)
         consecutive_failures = 0
         with tqdm(total=span, initial=done_seeds, desc=f"synthesize {c.strategy}", unit="seed", disable=None,
@@ -767,7 +767,7 @@ def config_from(cfg: Any) -> SynthesizeConfig:
         seeds = [seeds] if isinstance(seeds, str) else list(seeds or [])
         return SynthesizeConfig(seeds=tuple(Path(p) for p in seeds), out=Path(out), **settings)
     except (ValueError, TypeError) as exc:
-        raise UsageError(first_line(exc)) from None
+        raise CLIError(first_line(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None, generator_factory: Callable[..., Generator] | None = None) -> int:
@@ -791,7 +791,7 @@ def main(argv: Sequence[str] | None = None, generator_factory: Callable[..., Gen
 
         return synthesize(config_from(cfg), generator_factory=factory).exit_code
 
-    return run_command(argv, __doc__, USAGE, command, (UsageError,))
+    return run_command(argv, __doc__, USAGE, command)
 
 
 if __name__ == "__main__":

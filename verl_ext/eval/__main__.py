@@ -35,10 +35,11 @@ from verl_ext.eval.report import (
     plot_accuracy,
     summarize,
 )
-from verl_ext.config.compose import command_settings, compose_command, first_line, run_command
+from verl_ext.config.compose import CLIError, command_settings, compose_command, first_line, run_command
 from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, BatchedGenerator
 from verl_ext.generation.factory import BACKENDS, make_generator
+from verl_ext.voting.settings import check_one_of
 
 logger = logging.getLogger("verl_ext.eval")
 
@@ -47,10 +48,6 @@ RUN_FILE = "run.json"
 JUDGES = ("none", "api", "local")
 
 GeneratorFactory = Callable[..., BatchedGenerator]
-
-
-class UsageError(ValueError):
-    """A bad argument or input path: one line on stderr, exit status 2, before any generation."""
 
 
 @dataclass
@@ -101,18 +98,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         # The model path itself is checked where the recipe is composed (config.compose.compose_command).
         self.output_dir = Path(self.output_dir)
-        if self.backend not in BACKENDS:
-            raise ValueError(
-                f"actor_rollout_ref.rollout.name must be one of {', '.join(BACKENDS)}; got {self.backend!r}"
-            )
-        if self.judge not in JUDGES:
-            raise ValueError(f"judge must be one of {JUDGES}; got {self.judge!r}")
+        for name, value, choices in (
+            ("actor_rollout_ref.rollout.name", self.backend, BACKENDS),
+            ("eval.judge", self.judge, JUDGES),
+            ("eval.judge_mode", self.judge_mode, JUDGE_MODES),
+            ("eval.compare_to", self.compare_to, tuple(PAPER_TABLE1)),
+        ):
+            check_one_of(name, value, choices)
         if self.judge != "none" and not self.judge_model:
             raise ValueError(f"eval.judge={self.judge} needs eval.judge_model")
-        if self.judge_mode not in JUDGE_MODES:
-            raise ValueError(f"judge mode must be one of {JUDGE_MODES}; got {self.judge_mode!r}")
-        if self.compare_to not in PAPER_TABLE1:
-            raise ValueError(f"eval.compare_to must be one of: {', '.join(PAPER_TABLE1)}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("eval.max_samples must be >= 1")
         if self.protocol.n < 1:
@@ -214,7 +208,7 @@ def _check_run_file(config: EvalConfig) -> bool:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         if (config.output_dir / SAMPLES_FILE).exists():
-            raise UsageError(
+            raise CLIError(
                 f"{path} is unreadable, so the settings of {config.output_dir / SAMPLES_FILE} are unknown: "
                 "set another eval.output_dir (or delete the folder)"
             ) from None
@@ -222,7 +216,7 @@ def _check_run_file(config: EvalConfig) -> bool:
         return False
     if not isinstance(previous, dict) or previous.get("fingerprint") != config.run_fingerprint():
         found = previous.get("fingerprint") if isinstance(previous, dict) else previous
-        raise UsageError(
+        raise CLIError(
             f"{config.output_dir} holds a run with other settings ({path}: {json.dumps(found, sort_keys=True)[:200]}); "
             "resuming would mix them: set another eval.output_dir"
         )
@@ -289,7 +283,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
                 name, split=split, data_dir=config.data_dir, max_samples=config.max_samples, cache_dir=config.cache_dir
             )
         except (FileNotFoundError, ValueError) as err:  # datasets: unknown split, missing files
-            raise UsageError(f"{name} split {split!r}: {first_line(err)}") from None
+            raise CLIError(f"{name} split {split!r}: {first_line(err)}") from None
         samples += [(s, split) for s in loaded]
     store = ResultStore(config.output_dir / SAMPLES_FILE)
     done = store.finished(config.protocol.n)
@@ -303,7 +297,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
         try:
             generator = generator_factory(config.backend, config.model, backend_config)
         except (OSError, ValueError) as err:  # not a model directory, unknown architecture
-            raise UsageError(f"actor_rollout_ref.model.path={config.model} does not load: {first_line(err)}") from None
+            raise CLIError(f"actor_rollout_ref.model.path={config.model} does not load: {first_line(err)}") from None
     if not has_run_file:
         _write_run_file(config)
     if pending:
@@ -404,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[Gener
         try:
             config = config_from(cfg)
         except (ValueError, TypeError) as err:  # the command line itself
-            raise UsageError(first_line(err)) from None
+            raise CLIError(first_line(err)) from None
         factory = generator_factory
         if factory is None:
             from omegaconf import OmegaConf
@@ -416,9 +410,9 @@ def main(argv: Optional[Sequence[str]] = None, generator_factory: Optional[Gener
                 path = {"actor_rollout_ref": {"model": {"path": model}}}
                 return ReplicaGenerator(cfg if model == config.model else OmegaConf.merge(cfg, path), backend_config)
 
-        return run(config, factory)  # inputs found wrong before any generation are UsageErrors: exit 2
+        return run(config, factory)  # inputs found wrong before any generation are CLIErrors: exit 2
 
-    summary = run_command(argv, __doc__, USAGE, command, (UsageError,))
+    summary = run_command(argv, __doc__, USAGE, command)
     if isinstance(summary, int):
         raise SystemExit(summary)
     return summary
