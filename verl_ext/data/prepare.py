@@ -53,6 +53,7 @@ from verl_ext.data.schema import (
     build_row,
     compose_prompt,
     open_verified,
+    read_rows,
 )
 from verl_ext.data.sources import DATA_SUFFIXES, ColumnError, Columns, SourceSpec
 from verl_ext.files import write_json
@@ -461,9 +462,7 @@ def read_local_file(path: Path) -> list[Any]:
     row and counts it (``unreadable_row``/``invalid_text``), as the drop report promises.
     """
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
+        return read_rows(path)
     # Undecodable bytes become lone surrogates: only the rows holding them are dropped (invalid_text).
     text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     return _jsonl_rows(text) if path.suffix.lower() == ".jsonl" else _json_rows(text)

@@ -379,7 +379,7 @@ def config_from(cfg: Any) -> EvalConfig:
         if settings.get(key) is not None:
             settings[key] = Path(settings[key])
     return EvalConfig(
-        output_dir=Path(output_dir),
+        output_dir=output_dir,
         benchmarks=parse_benchmarks(benchmarks if isinstance(benchmarks, str) else ",".join(benchmarks)),
         splits={parse_benchmarks(name)[0]: str(split) for name, split in (settings.pop("splits") or {}).items()},
         **settings,

@@ -95,10 +95,10 @@ class DiagnoseConfig:
 
 def load_questions(path: str, limit: Optional[int] = None) -> list[dict[str, Any]]:
     """The questions of a verl-format parquet file (request, label, task); a row without a label is an error."""
-    import pyarrow.parquet as pq
+    from verl_ext.data.schema import read_rows
 
     questions = []
-    for index, row in enumerate(pq.read_table(path).to_pylist()[:limit]):
+    for index, row in enumerate(read_rows(path)[:limit]):
         label = (row.get("reward_model") or {}).get("ground_truth")
         if label is None or not str(label).strip():
             label = (row.get("extra_info") or {}).get("answer")
