@@ -669,29 +669,25 @@ def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: st
     summary = {
         "config": dataclasses.asdict(config),
         "data_source": data_source,
-        "files": {split: str(path) for split, path in result.paths.items()},
-        "splits": {
-            split: {"read": s.read, "written": s.written, "dropped": dict(sorted(s.dropped.items()))}
-            for split, s in result.stats.items()
-        },
-        "unreadable": dict(result.failures),
+        "files": result.paths,
+        "splits": {split: vars(s) for split, s in result.stats.items()},  # read, written, dropped
+        "unreadable": result.failures,
         "interrupted": result.interrupted,
         "seconds": round(seconds, 2),
     }
-    write_json(config.out / SUMMARY_NAME, summary, default=str)  # paths as strings
+    write_json(config.out / SUMMARY_NAME, summary, default=str)  # paths as strings, keys sorted
 
 
 def _log_summary(result: PrepareResult) -> None:
     for split, s in result.stats.items():
-        n_dropped = sum(s.dropped.values())
-        logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, n_dropped,
+        logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, s.dropped.total(),
                     counts(s.dropped))
     if result.failures:
         logger.info("unreadable: %s", counts(result.failures))
     read = sum(s.read for s in result.stats.values())
-    dropped = sum(sum(s.dropped.values()) for s in result.stats.values())
+    dropped = sum(s.dropped.total() for s in result.stats.values())
     files = ", ".join(f"{split}={path}" for split, path in result.paths.items()) or "nothing"
-    unreadable = f", {sum(result.failures.values())} unreadable file(s)/source(s)" if result.failures else ""
+    unreadable = f", {result.failures.total()} unreadable file(s)/source(s)" if result.failures else ""
     logger.info("prepare %s: read %d rows, wrote %d, dropped %d%s -> %s",
                 "interrupted" if result.interrupted else "done", read, result.written, dropped, unreadable, files)
 

@@ -551,10 +551,8 @@ class _Run:
             outputs = self.generator.generate(
                 requests, c.sampling(shard.index), on_batch=lambda _start, texts: bar.update(len(texts))
             )
-        if len(outputs) != len(requests):
-            raise RuntimeError(f"the generator returned {len(outputs)} results for {len(requests)} requests")
         candidates: list[tuple[Seed, dict[str, Any]]] = []
-        for seed, texts in zip(usable, outputs):
+        for seed, texts in zip(usable, outputs, strict=True):  # too few results: a generation error
             for j, text in enumerate(texts[: c.num_per_seed]):
                 shard.candidates += 1
                 verdict = screen(
