@@ -200,13 +200,13 @@ class ResultStore:
 
 
 def _check_run_file(config: EvalConfig) -> bool:
-    """Refuse an output directory holding a run with other settings; True if its run.json exists."""
+    """Refuse an output directory holding a run with other settings; True if it holds this run's run.json."""
     path = config.output_dir / RUN_FILE
     if not path.exists():
         return False
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        found = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
         if (config.output_dir / SAMPLES_FILE).exists():
             raise CLIError(
                 f"{path} is unreadable, so the settings of {config.output_dir / SAMPLES_FILE} are unknown: "
@@ -214,25 +214,12 @@ def _check_run_file(config: EvalConfig) -> bool:
             ) from None
         logger.warning("%s is unreadable; it is written again", path)
         return False
-    if not isinstance(previous, dict) or previous.get("fingerprint") != config.run_fingerprint():
-        found = previous.get("fingerprint") if isinstance(previous, dict) else previous
+    if found != config.run_fingerprint():
         raise CLIError(
             f"{config.output_dir} holds a run with other settings ({path}: {json.dumps(found, sort_keys=True)[:200]}); "
             "resuming would mix them: set another eval.output_dir"
         )
     return True
-
-
-def _write_run_file(config: EvalConfig) -> None:
-    # Written atomically once the data and the model have loaded, so a failed first try never blocks
-    # the corrected command.
-    payload = {
-        "fingerprint": config.run_fingerprint(),
-        "backend": config.backend,
-        "backend_config": dataclasses.asdict(config.backend_config),
-        "judge": {"kind": config.judge, "model": config.judge_model, "mode": config.judge_mode},
-    }
-    write_json(config.output_dir / RUN_FILE, payload)
 
 
 def _record(sample: Sample, split: str, index: int, response: str, grade: Grade) -> dict[str, Any]:
@@ -298,8 +285,13 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
             generator = generator_factory(config.backend, config.model, backend_config)
         except (OSError, ValueError) as err:  # not a model directory, unknown architecture
             raise CLIError(f"actor_rollout_ref.model.path={config.model} does not load: {first_line(err)}") from None
-    if not has_run_file:
-        _write_run_file(config)
+    if not has_run_file:  # once the data and the model have loaded: a failed first try never blocks the next
+        write_json(config.output_dir / RUN_FILE, {
+            "fingerprint": config.run_fingerprint(),
+            "backend": config.backend,
+            "backend_config": dataclasses.asdict(config.backend_config),
+            "judge": {"kind": config.judge, "model": config.judge_model, "mode": config.judge_mode},
+        })
     if pending:
         judge = None
         try:
