@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from verl_ext.model_path import model_path_problem
+
 #: Common EasyR1 keys and the verl keys that mean the same thing.
 EASYR1_KEYS = {
     "worker.actor.model.model_path": "actor_rollout_ref.model.path",
@@ -296,25 +298,21 @@ def command_settings(cfg: DictConfig, section: str, cls: type, listed_in: str, *
 
 def check_model_path(cfg: DictConfig) -> None:
     """A local model path that does not exist is a CLIError (a hub id such as Org/Name is allowed)."""
-    from verl_ext.model_path import model_path_problem
-
     model = OmegaConf.select(cfg, "actor_rollout_ref.model.path", default=None)
     problem = model_path_problem(model) if isinstance(model, str) else None
     if problem:
         raise CLIError(f"actor_rollout_ref.model.path: {problem}")
 
 
-def run_command(
-    argv: Sequence[str] | None, doc: str, usage: str, body: Callable[[list[str]], Any], errors: tuple[type, ...] = ()
-) -> Any:
-    """A verl-ext command: :func:`start_command`, then ``body(argv)``'s result (0 after ``-h``); a CLIError or
-    one of ``errors`` is one line ``error: ...`` on stderr and the result 2 (the exit status)."""
+def run_command(argv: Sequence[str] | None, doc: str, usage: str, body: Callable[[list[str]], Any]) -> Any:
+    """A verl-ext command: :func:`start_command`, then ``body(argv)``'s result (0 after ``-h``); a CLIError is
+    one line ``error: ...`` on stderr and the result 2 (the exit status)."""
     argv = start_command(argv, doc, usage)
     if argv is None:
         return 0
     try:
         return body(argv)
-    except (CLIError, *errors) as err:
+    except CLIError as err:
         sys.stderr.write(f"error: {first_line(err)}\n")
         return 2
 

@@ -1,13 +1,10 @@
-"""Synthesize new training questions from seed rows with the model itself (MM-UPT's data synthesis).
+"""Synthesize new training questions from seed rows with the model itself (MM-UPT's data synthesis; README, "Data").
 
-Strategies (arXiv 2505.22453): ``in_context`` shows a seed row's image(s), question and answer and asks for a
-*different* question; ``direct`` shows only the image(s). Completions are parsed and filtered by
-:mod:`verl_ext.data.synth_filters`, then optionally by the answerability vote (``synth.answerability_k``); kept rows
-carry their provenance in ``extra_info`` (:func:`extra_info_fields`). Seed rows are processed in shards of
-``synth.shard_size``: each shard file is written atomically, then recorded in ``OUT/synthesize_manifest.json`` with
-the run's settings and counts, so a rerun of the same command skips finished shards and a rerun with other settings
-is refused. Bad seed input is counted per reason; a failed shard is left for a rerun. Exit status: 0 if the output
-holds any row, 1 if not, 2 for usage errors. Settings: ``verl_ext/config/command/synthesize.yaml``; README, "Data".
+``in_context`` shows a seed row's image(s), question and answer and asks for a *different* question; ``direct``
+shows only the image(s). Seed rows go in shards of ``synth.shard_size``, each written atomically, then recorded in
+``OUT/synthesize_manifest.json`` with the run's settings, so a rerun skips finished shards and a rerun with other
+settings is refused. Exit status: 0 if the output holds any row, 1 if not, 2 for usage errors. Every setting:
+``verl_ext/config/command/synthesize.yaml``.
 
     python -m verl_ext.data.synthesize config=recipes/synth/in_context.yaml \\
         synth.seeds=[data/geometry3k/train.parquet] synth.out=data/synth/in_context \\
