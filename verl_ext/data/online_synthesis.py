@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from verl_ext.config.compose import CLIError, first_line
 from verl_ext.data.synth_filters import FilterSettings
-from verl_ext.data.synthesize import SynthesizeConfig, synthesize
+from verl_ext.data.synthesize import SynthesisSettings, SynthesizeConfig, synthesize
 from verl_ext.generation.base import BackendConfig
 from verl_ext.generation.replicas import ServerGenerator
 from verl_ext.patches import run_around_next_batch
@@ -38,9 +38,10 @@ PREFIX = "mmupt/synth/"
 ROUND_DIR = re.compile(r"^round-(\d+)$")
 
 
-@dataclass
-class OnlineSynthesisConfig:
-    """Settings of ``online_synthesis``; ``+mmupt=online_synthesis`` sets them all, with ``every: 4`` (absent: off)."""
+@dataclass(frozen=True)
+class OnlineSynthesisConfig(SynthesisSettings):
+    """Settings of ``online_synthesis``; ``+mmupt=online_synthesis`` sets them all, with ``every: 4`` (absent: off).
+    The question-writing ones are :class:`SynthesisSettings`, with shorter completions by default."""
 
     every: int = 0
     """Run a round after every K-th training step (0: off)."""
@@ -49,26 +50,12 @@ class OnlineSynthesisConfig:
     seeds_per_round: int = 8
     """Seed rows per round; round r starts at row ``r * seeds_per_round`` modulo the seed rows (the last
     window of a pass over the seeds may be shorter)."""
-    strategy: str = "in_context"
-    """``in_context`` (image + question + answer) or ``direct`` (image only)."""
-    prompt: Optional[str] = None
-    """Synthesis template name or file (None: ``synth_<strategy>``)."""
-    num_per_seed: int = 1
-    """Questions written per seed row."""
-    temperature: float = 1.0
-    """Sampling temperature of question writing."""
     max_new_tokens: int = 128
     """Longest question completion in tokens."""
-    answerability_k: int = 0
-    """Answers sampled per question for the answerability vote; 0 turns it off."""
-    answerability_threshold: float = 0.5
-    """Keep a question when the majority ratio of its answers reaches this."""
     answer_temperature: float = 1.0
     """Sampling temperature of the answerability answers."""
     answer_max_new_tokens: int = 256
     """Longest answerability answer in tokens."""
-    answer_style: str = "boxed"
-    """How the answerability vote reads answers: ``boxed``, ``answer_tag`` or ``choice``."""
     min_chars: int = FilterSettings.min_chars
     """Shortest question kept, in characters."""
     max_chars: int = FilterSettings.max_chars
@@ -100,9 +87,8 @@ class OnlineSynthesisConfig:
 
     def synthesize_config(self, seeds: list[Path], out: Path, step: int, first_seed: int) -> SynthesizeConfig:
         """The offline pipeline's settings for the round after ``step`` (the settings of the same name, and these)."""
-        same = {f.name for f in fields(SynthesizeConfig)} & {f.name for f in fields(self)} - {"seeds", "seed"}
         return SynthesizeConfig(
-            **{name: getattr(self, name) for name in same},
+            **{f.name: getattr(self, f.name) for f in fields(SynthesisSettings)},
             seeds=tuple(seeds),
             out=out,
             model=f"policy@step{step}",

@@ -78,7 +78,33 @@ def extra_info_fields() -> list[tuple[str, Any]]:
 
 
 @dataclass(frozen=True)
-class SynthesizeConfig:
+class SynthesisSettings:
+    """How questions are written and checked: the settings offline and online synthesis share."""
+
+    strategy: str = "in_context"
+    """``in_context`` (image + question + answer) or ``direct`` (image only)."""
+    prompt: str | None = None
+    """Template name or file path; default ``synth_<strategy>``."""
+    num_per_seed: int = 1
+    """Questions sampled per seed row."""
+    temperature: float = 1.0
+    """Sampling temperature of question generation."""
+    max_new_tokens: int = 512
+    """Longest question completion in tokens (a cut-off completion has no closing marker: unparseable)."""
+    answerability_k: int = 0
+    """Answers sampled per kept question for the answerability filter; 0 turns the filter off."""
+    answerability_threshold: float = 0.5
+    """Keep a question when the majority ratio of its k answers is at least this."""
+    answer_temperature: float = 0.7
+    """Sampling temperature of the answers (MM-UPT's rollout temperature)."""
+    answer_max_new_tokens: int = 2048
+    """Longest answer in tokens (MM-UPT's response length)."""
+    answer_style: str = "boxed"
+    """How final answers are read: ``boxed`` (matches the format instruction), ``answer_tag`` or ``choice``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthesizeConfig(SynthesisSettings):
     """What to synthesize, from which seeds, with which model."""
 
     seeds: tuple[Path, ...]
@@ -87,12 +113,6 @@ class SynthesizeConfig:
     """Output directory for the shards, the manifest and (with ``merge``) ``train.parquet``."""
     model: str
     """Model directory or hub name; the same model writes the questions and answers them."""
-    strategy: str = "in_context"
-    """``in_context`` (image + question + answer) or ``direct`` (image only)."""
-    prompt: str | None = None
-    """Template name or file path; default ``synth_<strategy>``."""
-    num_per_seed: int = 1
-    """Questions sampled per seed row."""
     shard_size: int = 256
     """Seed rows per output shard: the unit of resumption."""
     max_seeds: int | None = None
@@ -105,28 +125,14 @@ class SynthesizeConfig:
     """Generation backend: ``auto`` (vLLM on a GPU if installed, else transformers), ``hf`` or ``vllm``."""
     backend_config: BackendConfig = field(default_factory=lambda: BackendConfig(show_progress=False))
     """Batch size, dtype, pixel bounds, replicas and engine settings (tensor parallel size, memory)."""
-    temperature: float = 1.0
-    """Sampling temperature of question generation."""
     top_p: float = 1.0
     """Nucleus sampling mass of question generation."""
     top_k: int = -1
     """Top-k of question generation (-1: off)."""
-    max_new_tokens: int = 512
-    """Longest question completion in tokens (a cut-off completion has no closing marker: unparseable)."""
     seed: int | None = 0
     """Sampling seed (None: unseeded); each shard derives its own from it, so shards are reproducible."""
     filters: FilterSettings = field(default_factory=FilterSettings)
     """Length bounds of the text filters."""
-    answerability_k: int = 0
-    """Answers sampled per kept question for the answerability filter; 0 turns the filter off."""
-    answerability_threshold: float = 0.5
-    """Keep a question when the majority ratio of its k answers is at least this."""
-    answer_temperature: float = 0.7
-    """Sampling temperature of the answers (MM-UPT's rollout temperature)."""
-    answer_max_new_tokens: int = 2048
-    """Longest answer in tokens (MM-UPT's response length)."""
-    answer_style: str = "boxed"
-    """How final answers are read: ``boxed`` (matches the format instruction), ``answer_tag`` or ``choice``."""
     data_source: str | None = None
     """``data_source`` of the rows; default ``verl_ext/synthesized/<strategy>``."""
     merge: bool = False
