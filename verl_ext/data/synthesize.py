@@ -34,13 +34,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from verl_ext.config.compose import CLIError, command_settings, compose_command, first_line, run_command
 from verl_ext.data import prepare
-from verl_ext.data.prepare import ReasonLog, RowRejected, answer_text, choice_texts, counts, image_bytes
-from verl_ext.data.prepare import image_items
+from verl_ext.data.prepare import ReasonLog, RowRejected, answer_text, choice_texts, counts, image_bytes, image_items
 from verl_ext.data.schema import IMAGE_PLACEHOLDER, RowWriter, SchemaError, build_row
 from verl_ext.data.synth_filters import UNANSWERABLE, FilterSettings, answerability_ratio, image_key, is_answerable
 from verl_ext.data.synth_filters import normalize_question, screen, tidy_question
-from verl_ext.config.compose import CLIError, command_settings, compose_command, first_line, run_command
 from verl_ext.files import LockHeld, atomic_path, exclusive_lock, write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, Generator, SamplingSettings
 from verl_ext.generation.factory import BACKENDS, make_generator

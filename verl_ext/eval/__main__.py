@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from verl_ext.config.compose import CLIError, command_settings, compose_command, first_line, run_command
 from verl_ext.eval.benchmarks import BENCHMARKS, Sample, load_benchmark, parse_benchmarks
 from verl_ext.eval.grading import JUDGE_MODES, ApiJudge, GeneratorJudge, Grade, grade_batch, load_judge_prompt
 from verl_ext.eval.prompts import EvalProtocol, build_request
@@ -35,7 +36,6 @@ from verl_ext.eval.report import (
     plot_accuracy,
     summarize,
 )
-from verl_ext.config.compose import CLIError, command_settings, compose_command, first_line, run_command
 from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, BatchedGenerator
 from verl_ext.generation.factory import BACKENDS, make_generator
