@@ -43,7 +43,6 @@ VARIANTS = {
     "mmupt_soft_long": "Soft vote, 3x longer (unlabeled questions)",
     "mmupt_entropy_long": "Token-entropy reward, 3x longer (unlabeled questions)",
 }
-PLOTTED = ("critic/score/mean", "mmupt/majority_ratio", "mmupt/label_accuracy")
 SFT_DIAG = "sft.json"
 TEST_FILE = "test.parquet"
 
@@ -199,12 +198,9 @@ def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) ->
     import matplotlib.pyplot as plt
 
     sft = sft or {}
-    panels = [
-        ("held-out greedy accuracy", None),
-        ("training reward", PLOTTED[0]),
-        ("majority ratio", PLOTTED[1]),
-        ("pseudo-label accuracy", PLOTTED[2]),
-    ]
+    reward = "critic/score/mean"
+    panels = [("held-out greedy accuracy", None), ("training reward", reward),
+              ("majority ratio", "mmupt/majority_ratio"), ("pseudo-label accuracy", "mmupt/label_accuracy")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
     for ax, (title, key) in zip(axes, panels):
         for index, (variant, label) in enumerate(VARIANTS.items()):
@@ -225,7 +221,7 @@ def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) ->
                     ax.axhline(sft[name], color="k", linestyle=style, linewidth=1, label=f"SFT model {name}")
         ax.set_title(title)
         ax.set_xlabel("step")
-        if key != PLOTTED[0]:  # the training reward has its own scale (the entropy reward is negative)
+        if key != reward:  # the training reward has its own scale (the entropy reward is negative)
             ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, loc="lower left")
@@ -253,30 +249,26 @@ USAGE = "usage: python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [n=8]"
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point; returns the exit status (1: no metric logs, 2: a bad setting)."""
-    from verl_ext.config.compose import CLIError, settings_from_argv, start_command
+    from verl_ext.config.compose import run_command, settings_from_argv
 
-    argv = start_command(argv, __doc__, USAGE)
-    if argv is None:
-        return 0
-    try:
+    def command(argv: list[str]) -> int:
         args = settings_from_argv(ReportCommand, argv, USAGE)
-    except CLIError as err:
-        logger.error("%s", err)
-        return 2
-    runs = load_runs(Path(args.runs))
-    if not runs:
-        logger.error("no <variant>-seed<k>.jsonl metric logs in %s", args.runs)
-        return 1
-    sft = attach_diagnoses(runs, Path(args.diag) if args.diag else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = table(runs, sft, args.n)
-    (out / "table.md").write_text(text + "\n")
-    stopping = stopping_table(runs)
-    (out / "stopping.md").write_text(stopping + "\n")
-    plot(runs, out / "curves.png", sft)
-    logger.info("%s\n\n%s\n\nwrote table.md, stopping.md and curves.png to %s", text, stopping, out)
-    return 0
+        runs = load_runs(Path(args.runs))
+        if not runs:
+            logger.error("no <variant>-seed<k>.jsonl metric logs in %s", args.runs)
+            return 1
+        sft = attach_diagnoses(runs, Path(args.diag) if args.diag else None)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        text = table(runs, sft, args.n)
+        (out / "table.md").write_text(text + "\n")
+        stopping = stopping_table(runs)
+        (out / "stopping.md").write_text(stopping + "\n")
+        plot(runs, out / "curves.png", sft)
+        logger.info("%s\n\n%s\n\nwrote table.md, stopping.md and curves.png to %s", text, stopping, out)
+        return 0
+
+    return run_command(argv, __doc__, USAGE, command)
 
 
 if __name__ == "__main__":
