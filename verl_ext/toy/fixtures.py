@@ -1,17 +1,13 @@
-"""Small local copies of the four benchmarks in their real hub schemas, with images drawn locally.
+"""Small local copies of MathVista, MathVerse, We-Math and MathVision in their real hub schemas.
 
-The rows and feature types (``fixtures.json`` next to this file) follow the sources named in
-:mod:`verl_ext.eval.benchmarks`, so ``python -m verl_ext.eval ... eval.data_dir=DIR`` reads them through the
-same code path as a hub snapshot; they stand in for the benchmarks where nothing may be downloaded (the test
-suite, the CPU mode of ``examples/*.sh``). Images are one-colour PNGs (tests read the colour back to check
-which image they got); answers are real but no model is expected to get them right from these pictures.
-
-Usage::
+The rows and feature types (``fixtures.json``) follow the sources of :mod:`verl_ext.eval.benchmarks`, so
+``python -m verl_ext.eval ... eval.data_dir=DIR`` reads them as it reads a hub snapshot where nothing may be
+downloaded (the tests, the CPU mode of ``examples/*.sh``). Images are one-colour PNGs (tests read the colour
+back to tell them apart); the answers are real, but not readable from these pictures.
 
     python -m verl_ext.toy.fixtures out=DIR [per_benchmark=N] [format=parquet|jsonl]
 
-writes ``DIR/<benchmark>/<split>.parquet`` (or ``.jsonl`` with images as files next to it) for
-MathVista, MathVerse, We-Math and MathVision, and prints ``DIR``.
+writes ``DIR/<benchmark>/<split>.parquet`` (or ``.jsonl``, its images as files next to it) and prints ``DIR``.
 """
 
 from __future__ import annotations
@@ -77,11 +73,8 @@ mathvista_rows, mathverse_rows = ROWS["mathvista"], ROWS["mathverse"]
 
 
 def benchmark_rows(name: str, n: Optional[int] = None) -> list[dict[str, Any]]:
-    """The fixture rows of benchmark ``name``: all of them, the first ``n``, or more than there are.
-
-    Beyond the hand-written rows, copies are added in order with ``-1``, ``-2``, ... appended to the id
-    columns (the same suffix for a whole round, so We-Math's multi-step problems stay complete).
-    """
+    """The fixture rows of benchmark ``name``: all, the first ``n``, or more: copies in order with ``-1``, ``-2``,
+    ... appended to the id columns (one suffix per round, so We-Math's multi-step problems stay complete)."""
     name = parse_benchmarks(name)[0]
     base = ROWS[name]()
     if n is None:
@@ -106,12 +99,9 @@ def write_benchmark_files(
     per_benchmark: Optional[int] = None,
     benchmarks: Optional[Iterable[str]] = None,
 ) -> Path:
-    """Write the fixture rows as DIR/NAME/SPLIT.{parquet,jsonl} in each benchmark's real schema.
-
-    ``per_benchmark``: rows per benchmark (default: the hand-written ones, 3-4 each); ``benchmarks``:
-    which ones (default: all four). A JSONL copy stores its images as files next to it and their
-    relative paths in the image column. Returns ``data_dir``.
-    """
+    """Write ``per_benchmark`` rows (default: the 3-4 written) of each of ``benchmarks`` (default: all) as
+    ``data_dir/NAME/SPLIT.{parquet,jsonl}`` in its real schema (JSONL: image files, relative paths in the
+    image column); returns ``data_dir``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     data_dir = Path(data_dir)
@@ -156,21 +146,18 @@ USAGE = "usage: python -m verl_ext.toy.fixtures out=DIR [per_benchmark=N] [forma
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; prints the output directory and returns the exit status (2: a bad setting)."""
-    from verl_ext.config.compose import CLIError, settings_from_argv, start_command
+    from verl_ext.config.compose import CLIError, first_line, run_command, settings_from_argv
 
-    argv = start_command(argv, FixturesCommand.__doc__, USAGE)
-    if argv is None:
-        return 0
-    try:
+    def command(argv: list[str]) -> int:
         args = settings_from_argv(FixturesCommand, argv, USAGE)
-        out = write_benchmark_files(
-            Path(args.out), args.format, per_benchmark=args.per_benchmark, benchmarks=args.benchmarks
-        )
-    except (CLIError, ValueError) as err:
-        logger.error("%s", err)
-        return 2
-    print(out)
-    return 0
+        try:
+            print(write_benchmark_files(Path(args.out), args.format, per_benchmark=args.per_benchmark,
+                                        benchmarks=args.benchmarks))
+        except ValueError as err:
+            raise CLIError(first_line(err)) from None
+        return 0
+
+    return run_command(argv, FixturesCommand.__doc__, USAGE, command)
 
 
 if __name__ == "__main__":
