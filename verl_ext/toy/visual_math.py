@@ -1,16 +1,8 @@
-"""Procedurally generated visual-math problems drawn with PIL, written in verl's multimodal parquet format.
+"""Visual-math problems drawn with PIL, written in verl's multimodal parquet format (its geo3k layout).
 
-Three tasks, each answerable only by looking at the image:
-
-* ``count``: how many shapes of a given colour and kind are drawn among distractors;
-* ``sum``: add the 2-3 numbers printed at random places;
-* ``compare``: which of two labelled bars (A or B) is longer.
-
-Example ``index`` of ``split`` is drawn from a seed derived from ``(config.seed, split, index)``: deterministic,
-with disjoint train and test splits. Rows follow verl's geo3k layout (``data_source``, ``prompt`` with an
-``<image>`` placeholder, ``images``, ``ability``, ``reward_model``, ``extra_info``).
-
-Usage::
+Three tasks, each answerable only from the image: ``count`` the shapes of a colour and kind among distractors,
+``sum`` the 2-3 numbers printed, ``compare`` which of two bars (A or B) is longer. Example ``index`` of
+``split`` is drawn from a seed derived from ``(config.seed, split, index)``: deterministic, disjoint splits.
 
     python -m verl_ext.toy.visual_math out=/tmp/visual_math n_train=256 n_test=64 [layout=hub]
 """
@@ -227,12 +219,6 @@ def _count_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
                  target={"kind": kind, "color": color})
 
 
-def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
-    return not (
-        a[2] + margin < b[0] or b[2] + margin < a[0] or a[3] + margin < b[1] or b[3] + margin < a[1]
-    )
-
-
 def _sum_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
     font = _font(config.font_size)
     n_terms = rng.randint(config.min_terms, config.max_terms)
@@ -245,8 +231,9 @@ def _sum_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
             x = rng.randint(1 - left, config.image_size - 2 - right)
             y = rng.randint(1 - top, config.image_size - 2 - bottom)
             box = (x + left, y + top, x + right - 1, y + bottom - 1)
-            # A wide margin keeps numbers visually separate, e.g. "3" next to "7" must not read as "37".
-            if all(not _boxes_overlap(box, other.box, margin=6) for other in labels):
+            # A wide margin (6 px) keeps numbers visually separate, e.g. "3" next to "7" must not read as "37".
+            if all(box[2] + 6 < o[0] or o[2] + 6 < box[0] or box[3] + 6 < o[1] or o[3] + 6 < box[1]
+                   for o in (other.box for other in labels)):
                 labels.append(Label(text=text, xy=(x, y), box=box))
                 break
         else:
@@ -286,17 +273,13 @@ def _compare_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
 _SCENE_BUILDERS = {"count": _count_scene, "sum": _sum_scene, "compare": _compare_scene}
 
 
-def _rng(config: VisualMathConfig, split: str, index: int) -> random.Random:
-    # A string seed is hashed with SHA-512 by `random`, independent of PYTHONHASHSEED: stable across runs.
-    return random.Random(f"verl_ext.visual_math:{config.seed}:{split}:{index}")
-
-
 def sample_scene(split: str, index: int, config: VisualMathConfig = VisualMathConfig()) -> Scene:
     """Deterministically sample the scene of example ``index`` of ``split``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     task = config.tasks[index % len(config.tasks)]
-    return _SCENE_BUILDERS[task](_rng(config, split, index), config)
+    # A string seed is hashed with SHA-512 by `random`, independent of PYTHONHASHSEED: stable across runs.
+    return _SCENE_BUILDERS[task](random.Random(f"verl_ext.visual_math:{config.seed}:{split}:{index}"), config)
 
 
 def render_scene(scene: Scene) -> Image.Image:
@@ -362,16 +345,11 @@ def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
     colors = Counter(s.color for s in scene.shapes)
     pairs = Counter((s.kind, s.color) for s in scene.shapes)
     asked = (scene.target.get("kind"), scene.target.get("color"))
-    out: list[tuple[str, str]] = []
-    # Another kind/colour combination that is drawn (sorted: the list is deterministic).
-    for kind, color in sorted(pairs):
-        if (kind, color) != asked:
-            out.append((f"How many {color} {kind}s are in the image?", str(pairs[(kind, color)])))
-    # Every shape of one colour, whatever its kind; every shape of one kind, whatever its colour.
-    for color in sorted(colors):
-        out.append((f"How many {color} shapes are in the image?", str(colors[color])))
-    for kind in sorted(kinds):
-        out.append((f"How many {kind}s of any color are in the image?", str(kinds[kind])))
+    # Another kind/colour combination that is drawn (sorted: the list is deterministic), every shape of one
+    # colour, every shape of one kind.
+    out = [(f"How many {c} {k}s are in the image?", str(n)) for (k, c), n in sorted(pairs.items()) if (k, c) != asked]
+    out += [(f"How many {color} shapes are in the image?", str(n)) for color, n in sorted(colors.items())]
+    out += [(f"How many {kind}s of any color are in the image?", str(n)) for kind, n in sorted(kinds.items())]
     out.append(("How many shapes are in the image in total?", str(len(scene.shapes))))
     return out
 
@@ -406,10 +384,8 @@ _ALTERNATIVES = {"count": _count_alternatives, "sum": _sum_alternatives, "compar
 
 
 def alternative_questions(scene: Scene) -> list[tuple[str, str]]:
-    """Other questions about ``scene``'s image with their correct answers, as ``(question, answer)`` pairs: never
-    empty, in a fixed order, each asking for another quantity than ``scene.question`` (not a rewording). They teach
-    a model to write new questions (MM-UPT's in-context synthesis) whose labels are known, so they can be monitored.
-    """
+    """Other ``(question, answer)`` pairs about ``scene``'s image, never empty, in a fixed order, each asking for
+    another quantity than ``scene.question``: they teach a model to write questions whose labels are known."""
     if scene.task not in _ALTERNATIVES:
         raise ValueError(f"unknown task {scene.task!r}")
     return [(q, a) for q, a in _ALTERNATIVES[scene.task](scene) if q != scene.question]
@@ -446,12 +422,9 @@ def _paths(out_dir: Path) -> dict[str, Path]:
 def write_dataset(
     out_dir: str | os.PathLike[str], config: VisualMathConfig = VisualMathConfig(), *, layout: str = "verl"
 ) -> dict[str, Path]:
-    """Write ``train.parquet`` and ``test.parquet`` into ``out_dir`` (each atomically; no manifest: see
-    :func:`ensure_dataset`); returns ``{"train": path, "test": path}``.
-
-    ``layout``: ``verl`` (verl's RL rows, the label in ``reward_model``) or ``hub`` (the public sets' columns
-    ``images``, ``problem``, ``answer``, plus ``task``).
-    """
+    """Write ``{train,test}.parquet`` into ``out_dir`` (each atomically; no manifest: see :func:`ensure_dataset`)
+    as verl's RL rows (``layout=verl``) or the public sets' ``images``, ``problem``, ``answer`` plus ``task``
+    (``hub``); returns ``{"train": path, "test": path}``."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     paths = _paths(Path(out_dir).absolute())
