@@ -1,7 +1,6 @@
 """All data of the toy reproduction of "First SFT, Second RL, Third UPT" (``examples/toy_repro.sh``).
 
-One command writes every file the three stages read, from visual-math scenes (:mod:`verl_ext.toy.visual_math`)
-that never overlap between the files::
+One command writes every file the three stages read, from visual-math scenes that never overlap between files::
 
     OUT/sft/train.parquet     stage 1 (SFT): answer rows + question-writing rows, verl's multi-turn SFT layout
     OUT/sft/test.parquet      the same mix on held-out SFT scenes (SFT validation loss)
@@ -9,16 +8,13 @@ that never overlap between the files::
     OUT/rl/labeled.parquet    stage 2 (supervised GRPO): the same questions with their labels
     OUT/test.parquet          held-out questions with labels: validation of every RL run
 
-Answer rows are :mod:`verl_ext.toy.sft_data`'s (written to ``OUT/sft/answers``). A question-writing row
-(``question_fraction`` of the SFT rows) sends the ``synth_in_context`` prompt rendered for its scene as in-context
-synthesis (``verl_ext.data.synthesize``) renders it for a seed row, with the target ``<question>Q</question>``,
-Q another question about the image (:func:`verl_ext.toy.visual_math.alternative_questions`): a tiny model only
-writes questions in stage 3 if its SFT taught it to. The RL and test files are visual-math data in the public
-sets' hub layout (``OUT/rl/source``) passed through :mod:`verl_ext.data.prepare`, with each scene's task added
-in ``extra_info.task``. ``seed=S`` draws SFT scenes from visual-math seed ``2S+1``, RL and test scenes from
-seed ``2S`` (its train and test splits), all with the same ``difficulty.*`` settings.
-
-Usage::
+Answer rows are :mod:`verl_ext.toy.sft_data`'s (in ``OUT/sft/answers``). A question-writing row sends the
+in-context synthesis prompt rendered for its scene as ``verl_ext.data.synthesize`` renders it for a seed row;
+its target is another question about the image (:func:`verl_ext.toy.visual_math.alternative_questions`) in
+``<question>`` tags: a tiny model only writes questions in stage 3 if its SFT taught it to. The RL and test
+files are visual-math data in the hub layout (``OUT/rl/source``) passed through :mod:`verl_ext.data.prepare`,
+with each scene's task in ``extra_info.task``. SFT scenes come from visual-math seed ``2*seed+1``, RL and
+test scenes from seed ``2*seed``, all with the ``difficulty.*`` settings.
 
     python -m verl_ext.toy.data out=data/toy n_sft=2048 n_rl=256 n_test=128 seed=0
 """
@@ -43,7 +39,6 @@ from verl_ext.toy import visual_math as vm
 from verl_ext.data.schema import IMAGE_PLACEHOLDER
 from verl_ext.data.synth_filters import QUESTION_CLOSE, QUESTION_OPEN
 from verl_ext.data.synthesize import Seed, seed_from_row
-from verl_ext.toy.visual_math import VisualMathConfig
 from verl_ext.files import build_once, write_parquet
 from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
 
@@ -88,7 +83,7 @@ class ToyDataConfig:
     """Share of the SFT rows that teach question writing."""
     seed: int = 0
     """Base seed: SFT scenes come from visual-math seed ``2*seed+1``, RL and test scenes from ``2*seed``."""
-    difficulty: VisualMathConfig = field(default_factory=lambda: VisualMathConfig(n_train=0, n_test=0))
+    difficulty: vm.VisualMathConfig = field(default_factory=lambda: vm.VisualMathConfig(n_train=0, n_test=0))
     """Tasks and difficulty of every scene; its sizes and seed are ignored."""
     data_source: str = DATA_SOURCE
     """``data_source`` of the RL and test rows."""
@@ -128,13 +123,13 @@ class ToyDataConfig:
         total = self.n_sft if split == "train" else self.n_sft_test
         return total - self.question_rows(split)
 
-    def sft_config(self) -> VisualMathConfig:
+    def sft_config(self) -> vm.VisualMathConfig:
         """The visual-math config of the SFT scenes (answer rows are its first scenes of each split)."""
         return dataclasses.replace(
             self.difficulty, n_train=self.answer_rows("train"), n_test=self.answer_rows("test"), seed=self.sft_seed
         )
 
-    def rl_config(self) -> VisualMathConfig:
+    def rl_config(self) -> vm.VisualMathConfig:
         """The visual-math config of the RL (``train``) and held-out (``test``) scenes."""
         return dataclasses.replace(self.difficulty, n_train=self.n_rl, n_test=self.n_test, seed=self.rl_seed)
 
@@ -150,10 +145,6 @@ def question_target(question: str) -> str:
     return f"{QUESTION_OPEN}{question}{QUESTION_CLOSE}"
 
 
-def _question_rng(config: ToyDataConfig, split: str, index: int) -> random.Random:
-    return random.Random(f"verl_ext.toy.data.question:{config.sft_seed}:{split}:{index}")
-
-
 def question_writing_row(
     split: str, index: int, config: ToyDataConfig, template: PromptTemplate | None = None
 ) -> dict[str, Any]:
@@ -166,7 +157,8 @@ def question_writing_row(
     seed = seed_from_row(
         seed_row, position=index, file=Path(f"{split}.parquet"), row=index, needs=frozenset(template.fields)
     )
-    question, answer = _question_rng(config, split, index).choice(vm.alternative_questions(example.scene))
+    rng = random.Random(f"verl_ext.toy.data.question:{config.sft_seed}:{split}:{index}")
+    question, answer = rng.choice(vm.alternative_questions(example.scene))
     target = question_target(question)
     user = {"role": "user", "content": IMAGE_PLACEHOLDER * len(seed.images) + render_seed_prompt(template, seed)}
     return {
@@ -255,7 +247,6 @@ def write_toy_data(out_dir: str | os.PathLike[str], config: ToyDataConfig = ToyD
     if "question" not in template.fields:
         raise ValueError(f"prompt {template.name} has no {{{{question}}}}: it is not an in-context synthesis prompt")
     start = time.perf_counter()
-    (out_dir / RL_DIR).mkdir(parents=True, exist_ok=True)
     _write_sft(out_dir, config, template)
     _write_rl(out_dir, config)
     logger.info("wrote toy data to %s in %.1fs: SFT %d train (%d question-writing) + %d test, RL %d, held-out %d",
