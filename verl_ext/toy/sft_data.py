@@ -1,12 +1,8 @@
-"""The SFT warm-start data: the visual-math RL parquet turned into verl's multi-turn SFT parquet.
+"""The SFT warm-start data (stage 1 teaches the answer format): the visual-math RL parquet as verl's SFT parquet.
 
-Stage 1 of "First SFT, Second RL, Third UPT" teaches the answer format on labelled data. Each RL row keeps
-its columns and gains ``messages`` (read by verl's ``MultiTurnSFTDataset``): the same user turn, then an
-assistant turn ``response`` with one reasoning line derived from the scene and the answer in ``\\boxed{}``,
-e.g. ``There are 3 red circles. The answer is \\boxed{3}.`` The SFT scenes use another seed than the RL data
-(``VisualMathConfig.seed=1`` versus 0), so the warm start never sees the scenes RL/UPT train or validate on.
-
-Usage::
+Each RL row gains ``messages`` (read by verl's ``MultiTurnSFTDataset``): its user turn, then the assistant's
+``response``, a reasoning line and the answer, e.g. ``There are 3 red circles. The answer is \\boxed{3}.``
+The SFT scenes use another seed than the RL data (1 versus 0): the warm start never sees the RL scenes.
 
     python -m verl_ext.toy.sft_data out=/tmp/visual_math_sft
 """
@@ -63,11 +59,8 @@ def response_text(scene: Scene) -> str:
 
 
 def rl_row_to_sft_row(row: dict[str, Any], config: VisualMathConfig) -> dict[str, Any]:
-    """Add ``messages`` and ``response`` to an RL row of a visual-math dataset generated with ``config``.
-
-    The scene is re-sampled from ``(split, index)`` (no image is re-rendered) and checked against the
-    row's label, so a row from a dataset generated with another config is refused rather than mislabelled.
-    """
+    """Add ``messages`` and ``response`` to an RL row of a visual-math dataset generated with ``config``; its
+    scene, re-sampled from ``(split, index)``, must match the row's label (another config's row is refused)."""
     info = row["extra_info"]
     scene = vm.sample_scene(info["split"], int(info["index"]), config)
     label = str(row["reward_model"]["ground_truth"])
@@ -81,19 +74,12 @@ def rl_row_to_sft_row(row: dict[str, Any], config: VisualMathConfig) -> dict[str
     return {**row, MESSAGES_KEY: messages, RESPONSE_KEY: response}
 
 
-def _sft_schema(rl_schema: Any) -> Any:
-    """The RL parquet's schema plus the ``messages`` and ``response`` columns."""
-    import pyarrow as pa
-
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return rl_schema.append(pa.field(MESSAGES_KEY, pa.list_(message))).append(pa.field(RESPONSE_KEY, pa.string()))
-
-
 def write_sft_dataset(
     out_dir: str | os.PathLike[str], config: VisualMathConfig = DEFAULT_SFT_CONFIG
 ) -> dict[str, Path]:
     """Generate the RL data into ``out_dir/rl`` and convert it to ``out_dir/{train,test}.parquet``, each
     atomically (no manifest: see :func:`ensure_sft_dataset`)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     out_dir = Path(out_dir).absolute()
@@ -102,7 +88,10 @@ def write_sft_dataset(
     for split, path in paths.items():
         rl_table = pq.read_table(rl_paths[split])
         rows = [rl_row_to_sft_row(row, config) for row in rl_table.to_pylist()]
-        write_parquet(path, rows, _sft_schema(rl_table.schema.remove_metadata()))
+        # The RL parquet's schema plus the messages and response columns.
+        message = pa.struct([("role", pa.string()), ("content", pa.string())])
+        schema = rl_table.schema.remove_metadata().append(pa.field(MESSAGES_KEY, pa.list_(message)))
+        write_parquet(path, rows, schema.append(pa.field(RESPONSE_KEY, pa.string())))
     logger.info("wrote visual-math SFT data to %s (%d train, %d test)", out_dir, config.n_train, config.n_test)
     return paths
 
