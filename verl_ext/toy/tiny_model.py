@@ -1,10 +1,7 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL checkpoint locally, without the Hugging Face hub.
+"""Build a tiny, randomly initialised Qwen2.5-VL checkpoint locally (no hub), small enough for CPU tests.
 
-The checkpoint has the real Qwen2.5-VL architecture, a byte-level BPE tokenizer trained here on a generated
-corpus (Qwen2's pre-tokenizer, Qwen2.5-VL's special tokens and chat format), and a ``Qwen2_5_VLProcessor``. It is
-small enough to run rollouts and training steps on CPU in tests.
-
-Usage::
+The real architecture, a byte-level BPE tokenizer trained here on a generated corpus (Qwen2's pre-tokenizer,
+Qwen2.5-VL's special tokens and chat format) and a ``Qwen2_5_VLProcessor``.
 
     python -m verl_ext.toy.tiny_model out=/tmp/tiny-qwen2.5-vl
 """
@@ -38,13 +35,9 @@ MARKER_NAME = ".verl_ext_tiny_model.json"
 ENDOFTEXT = "<|endoftext|>"
 IM_END = "<|im_end|>"
 # Same order as in Qwen2.5-VL, so the ids keep the same relative layout (appended after the BPE vocab).
-SPECIAL_TOKENS: tuple[str, ...] = tuple(
-    f"<|{name}|>"
-    for name in (
-        "endoftext im_start im_end object_ref_start object_ref_end box_start box_end quad_start quad_end"
-        " vision_start vision_end vision_pad image_pad video_pad"
-    ).split()
-)
+SPECIAL_TOKENS: tuple[str, ...] = tuple(f"<|{name}|>" for name in (
+    "endoftext im_start im_end object_ref_start object_ref_end box_start box_end quad_start quad_end"
+    " vision_start vision_end vision_pad image_pad video_pad").split())
 
 # Written for this project (chat_template.jinja): exactly the Qwen2-VL chat format, i.e. a default system turn
 # unless the conversation starts with one, <|im_start|>role\n...<|im_end|>\n turns, and vision placeholders.
@@ -164,20 +157,13 @@ def _train_tokenizer(config: TinyModelConfig) -> Any:
     # Same normalizer / pre-tokenizer as Qwen2Tokenizer builds on load, so merges learned here apply unchanged.
     backend = Tokenizer(models.BPE())
     backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=config.vocab_size,
-        min_frequency=2,
-        show_progress=False,
-        special_tokens=[],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
+    trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(_tokenizer_corpus(config), trainer=trainer)
 
     model_json = json.loads(backend.to_str())["model"]
@@ -280,17 +266,10 @@ def _marker(config: TinyModelConfig) -> dict[str, Any]:
 
 
 def build_tiny_model(
-    out_dir: str | os.PathLike[str],
-    config: TinyModelConfig = TinyModelConfig(),
-    *,
-    overwrite: bool = False,
+    out_dir: str | os.PathLike[str], config: TinyModelConfig = TinyModelConfig(), *, overwrite: bool = False
 ) -> Path:
-    """Build the checkpoint into ``out_dir`` atomically and return its path.
-
-    Everything is written to a temporary sibling directory, the completion marker last, and then renamed into
-    place, so an interrupted build never leaves a directory that looks complete. Raises ``FileExistsError`` if
-    ``out_dir`` exists and ``overwrite`` is false.
-    """
+    """Build the checkpoint into ``out_dir`` and return its path: written in a temporary sibling, the marker
+    last, then renamed into place (``FileExistsError`` if ``out_dir`` exists and not ``overwrite``)."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
