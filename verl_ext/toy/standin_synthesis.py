@@ -28,19 +28,13 @@ class QuestionMarkers:
 
     def generate(self, requests, settings, *, on_batch=None):
         outputs = self.inner.generate(requests, settings, on_batch=on_batch)
-        wrapped = []
-        for request, texts in zip(requests, outputs):
-            if request.messages[-1]["content"].endswith(FORMAT_INSTRUCTION):  # answers of the answerability vote
-                wrapped.append(texts)
-                continue
-            wrapped.append(
-                [
-                    text if parse_question(text) else
-                    f"<question>What does the image show (#{zlib.crc32(text.encode()):08x})?</question>"
-                    for text in texts
-                ]
-            )
-        return wrapped
+        return [
+            texts if request.messages[-1]["content"].endswith(FORMAT_INSTRUCTION)  # the answerability vote's answers
+            else [text if parse_question(text) else
+                  f"<question>What does the image show (#{zlib.crc32(text.encode()):08x})?</question>"
+                  for text in texts]
+            for request, texts in zip(requests, outputs)
+        ]
 
     def close(self):
         getattr(self.inner, "close", lambda: None)()
