@@ -1,11 +1,9 @@
-"""The toy SFT model: stage 1 of the toy reproduction, built once on first use and cached.
+"""The toy SFT model (stage 1 of the toy reproduction), built once on first use and cached.
 
-``${verl_ext_asset:toy-sft/model}`` names a tiny Qwen2.5-VL (4 layers, 128 wide) trained by verl's own SFT
-trainer (``recipes/sft_tiny.yaml``) on the toy visual-math data, so a majority vote over its samples has
-something to agree on; ``${verl_ext_asset:toy-sft/data/...}`` names that data (:mod:`verl_ext.toy.data`).
-The build runs ``torchrun -m verl.trainer.sft_trainer`` in a subprocess (about 6 minutes on 2 cores) and keeps
-the checkpoint's Hugging Face copy, under a lock with the manifest last (:func:`verl_ext.files.build_once`).
-``examples/toy_repro.sh`` builds the same model (:data:`TOY_MODEL`, :data:`TOY_DATA`, :data:`SFT_STEPS`).
+``${verl_ext_asset:toy-sft/model}``: a tiny Qwen2.5-VL (4 layers, 128 wide) trained by verl's SFT trainer
+(``recipes/sft_tiny.yaml``, ``torchrun`` in a subprocess, about 6 minutes on 2 cores) on the toy data
+(``${verl_ext_asset:toy-sft/data/...}``, :mod:`verl_ext.toy.data`), so a majority vote over its samples has
+something to agree on. ``examples/toy_repro.sh`` builds the same model.
 """
 
 from __future__ import annotations
@@ -128,12 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m verl_ext.toy.sft_model out=DIR [steps=N] [force=true] [toy data keys]``: build (or reuse)
     the model. The toy data keys are :class:`~verl_ext.toy.data.ToyDataConfig`'s; every default is the
     asset's (the quickstart's model and the toy reproduction's stage 1)."""
-    from verl_ext.config.compose import builder_command
+    from verl_ext.config.compose import CLIError, builder_command
 
     def build(out: Path, data: ToyDataConfig, force: bool, steps: int) -> dict[str, Path]:
         if steps < 1:
-            sys.stderr.write("error: steps must be >= 1\n")
-            raise SystemExit(2)
+            raise CLIError("steps must be >= 1")
         if force:
             (out / MANIFEST_NAME).unlink(missing_ok=True)
         root = ensure_toy_sft_model(out, TOY_MODEL, data, steps)
