@@ -1,12 +1,9 @@
-"""Table and plot of the toy reproduction from the runs' metric logs and diagnoses.
+"""Table and plot of the toy reproduction from verl's metric logs (``RUNS_DIR/<variant>-seed<k>.jsonl``; step 0
+validates the SFT model) and :mod:`verl_ext.eval.diagnose` reports (``DIAG_DIR/sft.json``, one per final checkpoint).
 
-Inputs: verl's file logger of each run (``RUNS_DIR/<variant>-seed<k>.jsonl``, one ``{"step": N, "data": {...}}``
-line per step; step 0 validates the SFT model, greedy, held-out) and :mod:`verl_ext.eval.diagnose` reports in
-``DIAG_DIR`` (``sft.json``; ``<variant>-seed<k>.json`` for each final checkpoint: greedy, mean@N, maj@N).
-"Gap closed" is the share of the SFT model's (maj@N - greedy) gap a variant closes on greedy accuracy, and of
-its (maj@N - mean@N) gap on sampled accuracy ("no gap" when the vote has nothing to add). The "when to stop"
-table replays the collapse rule (``verl_ext.voting.collapse``, default settings) over each label-free run's
-logged majority ratio, beside the step where held-out accuracy peaked.
+"Gap closed": the share of the SFT model's (maj@N - greedy) gap a variant closes on greedy accuracy, and of its
+(maj@N - mean@N) gap on sampled accuracy ("no gap" when the vote adds nothing). The "when to stop" table replays
+the collapse rule (``verl_ext.voting.collapse``) over each label-free run's majority ratio, beside the peak.
 
     python -m verl_ext.toy.report runs=RUNS_DIR diag=DIAG_DIR out=REPORT_DIR
 """
@@ -43,8 +40,6 @@ VARIANTS = {
     "mmupt_soft_long": "Soft vote, 3x longer (unlabeled questions)",
     "mmupt_entropy_long": "Token-entropy reward, 3x longer (unlabeled questions)",
 }
-SFT_DIAG = "sft.json"
-TEST_FILE = "test.parquet"
 
 
 @dataclass
@@ -90,23 +85,22 @@ def load_runs(runs_dir: Path) -> list[Run]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 entry = json.loads(line)
-                steps[int(entry["step"])].update(
-                    {k: float(v) for k, v in entry["data"].items() if isinstance(v, (int, float))}
-                )
+                metrics = {k: float(v) for k, v in entry["data"].items() if isinstance(v, (int, float))}
+                steps[int(entry["step"])].update(metrics)
             except (ValueError, KeyError, TypeError):
                 logger.warning("%s:%d: not a metrics line, skipped", path, number)
         runs.append(Run(match["variant"], int(match["seed"]), dict(steps)))
     return runs
 
 
-def held_out(report_path: Path, test_file: str = TEST_FILE) -> dict[str, float]:
-    """The ``all`` row of a diagnosis report for the file named ``test_file`` ({} if absent or unreadable)."""
+def held_out(report_path: Path) -> dict[str, float]:
+    """The ``all`` row of a diagnosis report for ``test.parquet`` ({} if absent or unreadable)."""
     try:
         summary = json.loads(report_path.read_text())["summary"]
     except (OSError, ValueError, KeyError):
         return {}
     for path, tasks in summary.items():
-        if Path(path).name == test_file:
+        if Path(path).name == "test.parquet":
             return tasks.get("all", {})
     return {}
 
@@ -117,7 +111,7 @@ def attach_diagnoses(runs: list[Run], diag_dir: Optional[Path]) -> dict[str, flo
         return {}
     for run in runs:
         run.final = held_out(diag_dir / f"{run.variant}-seed{run.seed}.json")
-    return held_out(diag_dir / SFT_DIAG)
+    return held_out(diag_dir / "sft.json")
 
 
 def _mean_spread(values: list[float]) -> str:
