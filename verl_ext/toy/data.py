@@ -55,8 +55,6 @@ QUESTION_TASK_PREFIX = "write_question/"
 DEFAULT_PROMPT = "synth_in_context"
 """The template in-context synthesis (``synth.strategy=in_context``) uses by default."""
 
-SFT_DIR = "sft"
-RL_DIR = "rl"
 FILES: dict[str, str] = {
     "sft_train": "sft/train.parquet",
     "sft_test": "sft/test.parquet",
@@ -177,7 +175,7 @@ def question_writing_row(
 def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -> None:
     import pyarrow.parquet as pq
 
-    answer_paths = sft_data.ensure_sft_dataset(out_dir / SFT_DIR / "answers", config.sft_config())
+    answer_paths = sft_data.ensure_sft_dataset(out_dir / "sft" / "answers", config.sft_config())
     for split in vm.SPLITS:
         # The schema is the one sft_data wrote, so both kinds of rows land in exactly its layout.
         schema = pq.read_schema(answer_paths[split])
@@ -186,7 +184,7 @@ def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -
         stop = start + config.question_rows(split)
         rows += [question_writing_row(split, i, config, template) for i in range(start, stop)]
         random.Random(f"verl_ext.toy.data.mix:{config.sft_seed}:{split}").shuffle(rows)
-        write_parquet(out_dir / SFT_DIR / f"{split}.parquet", rows, schema)
+        write_parquet(out_dir / FILES[f"sft_{split}"], rows, schema)
 
 
 def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, Path]:
@@ -207,7 +205,7 @@ def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
 
     from verl_ext.data.schema import arrow_schema
 
-    rl_dir = out_dir / RL_DIR
+    rl_dir = out_dir / "rl"
     source = vm.ensure_dataset(rl_dir / "source", config.rl_config(), layout="hub")
     stage = out_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     prepared = {}
