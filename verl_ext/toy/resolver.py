@@ -1,10 +1,8 @@
 """``${verl_ext_asset:NAME}``: recipe paths to the embedded default assets, built on first use.
 
-A recipe that names ``${verl_ext_asset:tiny-qwen2.5-vl}`` as its model path or
-``${verl_ext_asset:visual-math/train.parquet}`` as its data gets an absolute path into the asset
-cache (``$VERL_EXT_CACHE``, default ``~/.cache/verl_ext``), and the asset is built there the first
-time any process resolves it. So ``python -m verl.trainer.main_ppo`` on a fresh clone needs nothing
-from a hub, and Ray workers, which resolve the same config, see the same absolute path.
+``${verl_ext_asset:tiny-qwen2.5-vl}`` or ``${verl_ext_asset:visual-math/train.parquet}`` resolves to an absolute
+path into the asset cache (``$VERL_EXT_CACHE``, default ``~/.cache/verl_ext``), built there the first time any
+process resolves it: a fresh clone needs no hub, and Ray workers see the same path.
 """
 
 from __future__ import annotations

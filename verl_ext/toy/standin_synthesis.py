@@ -1,10 +1,8 @@
 """``python -m verl_ext.toy.standin_synthesis config=... key=value ...``: synthesis with a random-init model.
 
-The same command as ``python -m verl_ext.data.synthesize`` (same recipes and keys), for the tiny
-random-init model of CPU mode (``examples/*.sh``): that model never writes the ``<question>`` tags,
-so every question would be dropped as unparseable. Its completions are put in the tags instead; the
-model still generates on the rollout replicas, and parsing, filters, the answerability vote, shards
-and the merge are real.
+``python -m verl_ext.data.synthesize`` (same recipes and keys) for the random-init model of CPU mode
+(``examples/*.sh``), which never writes the ``<question>`` tags: its completions are put in them. The model
+still generates on the rollout replicas; parsing, filters, the answerability vote, shards and merge are real.
 """
 
 from __future__ import annotations
