@@ -23,7 +23,7 @@ from typing import Any
 
 from verl_ext.files import atomic_path, exclusive_lock, manifest_matches
 from verl_ext.prompts import FORMAT_INSTRUCTION
-from verl_ext.toy.visual_math import VisualMathConfig, sample_question_texts
+from verl_ext.toy.visual_math import VisualMathConfig, sample_scene
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,10 @@ def _tokenizer_corpus(config: TinyModelConfig) -> list[str]:
     lines = ["You are a helpful assistant.", FORMAT_INSTRUCTION.strip(), "system\nuser\nassistant\n"]
     # Each word in several surface forms so frequent words get whole-word tokens in all positions.
     lines += [f"{word} {word.capitalize()} {word}s {word}." for word in words]
-    lines += sample_question_texts(max(1, config.corpus_lines // 4), seed=config.seed, config=VisualMathConfig())
+    # The visual-math prompts and answers, without drawing their images.
+    visual_math = VisualMathConfig(seed=config.seed)
+    scenes = (sample_scene("train", i, visual_math) for i in range(max(1, config.corpus_lines // 4)))
+    lines += [f"{scene.question}{FORMAT_INSTRUCTION} The answer is \\boxed{{{scene.answer}}}." for scene in scenes]
     for _ in range(config.corpus_lines):
         a, b = rng.randint(0, 99), rng.randint(1, 99)
         fields = {"a": a, "b": b, "c": a + b}

@@ -333,13 +333,6 @@ def build_rows(split: str, config: VisualMathConfig = VisualMathConfig()) -> lis
     return [example_to_row(make_example(split, i, config), config) for i in range(n)]
 
 
-def sample_question_texts(n: int, seed: int = 0, config: VisualMathConfig = VisualMathConfig()) -> list[str]:
-    """``n`` prompt/answer texts of the dataset without drawing images (used as tokenizer training text)."""
-    config = dataclasses.replace(config, seed=seed)
-    scenes = (sample_scene("train", i, config) for i in range(n))
-    return [f"{scene.question}{FORMAT_INSTRUCTION} The answer is \\boxed{{{scene.answer}}}." for scene in scenes]
-
-
 def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
     kinds = Counter(s.kind for s in scene.shapes)
     colors = Counter(s.color for s in scene.shapes)
