@@ -219,8 +219,7 @@ def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
             )
             prepared[name] = _prepare(settings, expected)
             os.replace(stage / name / prep.SUMMARY_NAME, rl_dir / f"prepare_{name}.json")
-        # prepare keeps only a public set's columns: the task goes back in, so the diagnosis and the reports
-        # can break figures down per task.
+        # prepare keeps only a public set's columns: the task goes back in, for the per-task figures.
         for file, name, split in (
             ("rl_unlabeled", "unlabeled", "train"), ("rl_labeled", "labeled", "train"), ("test", "unlabeled", "test")
         ):

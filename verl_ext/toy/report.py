@@ -198,9 +198,8 @@ def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) ->
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
     for ax, (title, key) in zip(axes, panels):
         for index, (variant, label) in enumerate(VARIANTS.items()):
-            group = [r for r in runs if r.variant == variant]
             per_step: dict[int, list[float]] = defaultdict(list)
-            for run in group:
+            for run in (r for r in runs if r.variant == variant):
                 for step, metrics in run.steps.items():
                     value = run.accuracy(step) if key is None else metrics.get(key)
                     if value is not None:

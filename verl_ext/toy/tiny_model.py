@@ -306,8 +306,7 @@ def ensure_tiny_model(
     with exclusive_lock(out_dir.parent / f".{out_dir.name}.lock"):
         if not force and manifest_matches(out_dir / MARKER_NAME, _marker(config)):
             return out_dir
-        # Holding the lock means no build for this out_dir is running: leftovers (verl_ext.files.temp_sibling's
-        # names) are from killed builds.
+        # Under the lock no build of out_dir runs: leftovers (files.temp_sibling's names) are from killed builds.
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             logger.warning("removing leftover of an interrupted build: %s", stale)
             shutil.rmtree(stale, ignore_errors=True)

@@ -338,8 +338,7 @@ def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
     colors = Counter(s.color for s in scene.shapes)
     pairs = Counter((s.kind, s.color) for s in scene.shapes)
     asked = (scene.target.get("kind"), scene.target.get("color"))
-    # Another kind/colour combination that is drawn (sorted: the list is deterministic), every shape of one
-    # colour, every shape of one kind.
+    # Other drawn kind/colour pairs (sorted: deterministic), all shapes of one colour, all of one kind.
     out = [(f"How many {c} {k}s are in the image?", str(n)) for (k, c), n in sorted(pairs.items()) if (k, c) != asked]
     out += [(f"How many {color} shapes are in the image?", str(n)) for color, n in sorted(colors.items())]
     out += [(f"How many {kind}s of any color are in the image?", str(n)) for kind, n in sorted(kinds.items())]
