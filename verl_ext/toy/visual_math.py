@@ -190,15 +190,6 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _shape_in_cell(rng: random.Random, config: VisualMathConfig, cell: tuple[int, int], kind: str, color: str) -> Shape:
-    size = rng.randint(config.min_shape_size, config.max_shape_size)
-    cs = config.cell_size
-    # Keep >= 1 px of background on every side of the cell so neighbouring shapes never touch.
-    x0 = cell[1] * cs + rng.randint(1, cs - 1 - size)
-    y0 = cell[0] * cs + rng.randint(1, cs - 1 - size)
-    return Shape(kind=kind, color=color, box=(x0, y0, x0 + size - 1, y0 + size - 1))
-
-
 def _count_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
     kind = rng.choice(SHAPE_KINDS)
     color = rng.choice(sorted(COLORS))
@@ -212,10 +203,17 @@ def _count_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
     ]
     rng.shuffle(specs)
     cells = rng.sample([(r, c) for r in range(config.grid) for c in range(config.grid)], len(specs))
-    shapes = tuple(_shape_in_cell(rng, config, cell, k, c) for cell, (k, c) in zip(cells, specs, strict=True))
+    cs = config.cell_size
+    shapes = []
+    for (row, col), (k, c) in zip(cells, specs, strict=True):
+        size = rng.randint(config.min_shape_size, config.max_shape_size)
+        # Keep >= 1 px of background on every side of the cell so neighbouring shapes never touch.
+        x0 = col * cs + rng.randint(1, cs - 1 - size)
+        y0 = row * cs + rng.randint(1, cs - 1 - size)
+        shapes.append(Shape(kind=k, color=c, box=(x0, y0, x0 + size - 1, y0 + size - 1)))
     question = rng.choice(_COUNT_QUESTIONS).format(color=color, kind=kind)
     answer = sum(1 for s in shapes if s.kind == kind and s.color == color)
-    return Scene("count", question, str(answer), config.image_size, config.font_size, shapes=shapes,
+    return Scene("count", question, str(answer), config.image_size, config.font_size, shapes=tuple(shapes),
                  target={"kind": kind, "color": color})
 
 
