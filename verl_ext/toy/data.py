@@ -26,9 +26,8 @@ import logging
 import os
 import random
 import sys
-import shutil
+import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,18 +186,6 @@ def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -
         write_parquet(out_dir / FILES[f"sft_{split}"], rows, schema)
 
 
-def _prepare(config: prep.PrepareConfig, expected: dict[str, int]) -> dict[str, Path]:
-    result = prep.prepare(config)
-    got = {split: stats.written for split, stats in result.stats.items()}
-    dropped = {split: dict(stats.dropped) for split, stats in result.stats.items() if stats.dropped}
-    if result.interrupted or result.failures or dropped or got != expected:
-        raise RuntimeError(
-            f"verl_ext.data.prepare did not convert every row into {config.out}: wrote {got}, expected {expected}, "
-            f"dropped {dropped}, failures {dict(result.failures)}"
-        )
-    return result.paths
-
-
 def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -207,18 +194,25 @@ def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
 
     rl_dir = out_dir / "rl"
     source = vm.ensure_dataset(rl_dir / "source", config.rl_config(), layout="hub")
-    stage = out_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     prepared = {}
-    try:
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=out_dir, ignore_cleanup_errors=True) as stage:
         for name, options, expected in (
             ("unlabeled", {"val_split": str(source["test"])}, {"train": config.n_rl, "test": config.n_test}),
             ("labeled", {"keep_labels": True}, {"train": config.n_rl}),
         ):
-            settings = prep.PrepareConfig(
-                dataset=(str(source["train"]),), out=stage / name, data_source=config.data_source, **options
-            )
-            prepared[name] = _prepare(settings, expected)
-            os.replace(stage / name / prep.SUMMARY_NAME, rl_dir / f"prepare_{name}.json")
+            out = Path(stage, name)
+            result = prep.prepare(prep.PrepareConfig(
+                dataset=(str(source["train"]),), out=out, data_source=config.data_source, **options
+            ))
+            got = {split: stats.written for split, stats in result.stats.items()}
+            dropped = {split: dict(stats.dropped) for split, stats in result.stats.items() if stats.dropped}
+            if result.interrupted or result.failures or dropped or got != expected:
+                raise RuntimeError(
+                    f"verl_ext.data.prepare did not convert every row into {out}: wrote {got}, expected {expected}, "
+                    f"dropped {dropped}, failures {dict(result.failures)}"
+                )
+            prepared[name] = result.paths
+            os.replace(out / prep.SUMMARY_NAME, rl_dir / f"prepare_{name}.json")
         # prepare keeps only a public set's columns: the task goes back in, for the per-task figures.
         for file, name, split in (
             ("rl_unlabeled", "unlabeled", "train"), ("rl_labeled", "labeled", "train"), ("test", "unlabeled", "test")
@@ -228,8 +222,6 @@ def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
             for row in rows:
                 row["extra_info"]["task"] = tasks[row["extra_info"]["index"]]
             write_parquet(out_dir / FILES[file], rows, arrow_schema([("task", pa.string())]))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _paths(out_dir: Path) -> dict[str, Path]:
