@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
+import tempfile
 from pathlib import Path
 
 from verl_ext.files import build_once
@@ -109,13 +109,10 @@ def ensure_toy_sft_model(
     def build() -> None:
         base = ensure_tiny_model(root / "base", model)
         files = ensure_toy_data(root / "data", data)
-        work = root / f".sft-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            hf_dir = _run_sft(base, files, steps, work / "ckpt", root / "sft.log")
+        with tempfile.TemporaryDirectory(prefix=".sft-", dir=root, ignore_cleanup_errors=True) as work:
+            hf_dir = _run_sft(base, files, steps, Path(work, "ckpt"), root / "sft.log")
             shutil.rmtree(root / "model", ignore_errors=True)
             os.rename(hf_dir, root / "model")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     build_once(root, _payload(model, data, steps), build, expect=[root / "model"], manifest_name=MANIFEST_NAME)
     logger.info("toy SFT model ready at %s", root / "model")
