@@ -88,13 +88,11 @@ class ToyDataConfig:
     """Template of the question-writing rows: the one the synthesis run will use (name or path)."""
 
     def __post_init__(self) -> None:
-        for name, least in (("n_sft", 0), ("n_sft_test", 0), ("n_rl", 1), ("n_test", 1)):
+        for name, least in (("n_sft", 0), ("n_sft_test", 0), ("n_rl", 1), ("n_test", 1), ("seed", 0)):
             if getattr(self, name) < least:
                 raise ValueError(f"{name} must be >= {least}")
         if not 0.0 <= self.question_fraction < 1.0:
             raise ValueError(f"question_fraction must be in [0, 1), got {self.question_fraction}")
-        if self.seed < 0:
-            raise ValueError("seed must be >= 0")
         if not self.data_source.strip():
             raise ValueError("data_source must not be empty")
         # One canonical difficulty per setting, so the manifest does not depend on ignored fields.
