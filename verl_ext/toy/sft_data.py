@@ -113,9 +113,8 @@ def ensure_sft_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m verl_ext.toy.sft_data out=DIR [force=true] [n_train=... seed=...]``: write (or reuse) the
-    SFT data set; the keys are :class:`~verl_ext.toy.visual_math.VisualMathConfig`'s fields, with the SFT
-    defaults (:data:`DEFAULT_SFT_CONFIG`; its seed differs from the RL data's: keep it so)."""
+    """``python -m verl_ext.toy.sft_data out=DIR [force=true] [n_train=... seed=...]``: write (or reuse) the SFT
+    data; the keys are ``VisualMathConfig``'s, defaults :data:`DEFAULT_SFT_CONFIG`'s (its seed is not the RL's)."""
     from verl_ext.config.compose import builder_command
 
     return builder_command(

@@ -120,9 +120,8 @@ def ensure_toy_sft_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m verl_ext.toy.sft_model out=DIR [steps=N] [force=true] [toy data keys]``: build (or reuse)
-    the model. The toy data keys are :class:`~verl_ext.toy.data.ToyDataConfig`'s; every default is the
-    asset's (the quickstart's model and the toy reproduction's stage 1)."""
+    """``python -m verl_ext.toy.sft_model out=DIR [steps=N] [force=true] [ToyDataConfig keys]``: build (or reuse)
+    the model; every default is the asset's (the quickstart's model and the toy reproduction's stage 1)."""
     from verl_ext.config.compose import CLIError, builder_command
 
     def build(out: Path, data: ToyDataConfig, force: bool, steps: int) -> dict[str, Path]:
