@@ -49,15 +49,8 @@ def arrow_schema(extra_info_fields: Sequence[tuple[str, Any]] = ()) -> Any:
     if clash:
         raise ValueError(f"extra_info fields {sorted(clash)} are already part of the schema")
     text = pa.string()
-    extra_info = [
-        ("split", text),
-        ("index", pa.int64()),
-        ("answer", text),
-        ("question", text),
-        ("choices", pa.list_(text)),
-        ("source", text),
-        *extra_info_fields,
-    ]
+    types = {"index": pa.int64(), "choices": pa.list_(text)}  # the other fields are strings
+    extra_info = [*((name, types.get(name, text)) for name in EXTRA_INFO_FIELDS), *extra_info_fields]
     return pa.schema(
         [
             ("data_source", text),
