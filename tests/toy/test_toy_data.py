@@ -21,7 +21,7 @@ from verl_ext.data import schema as row_schema
 from verl_ext.toy import sft_data
 from verl_ext.toy import visual_math as vm
 from verl_ext.data.synth_filters import image_key, normalize_question, parse_question, screen
-from verl_ext.data.synthesize import SynthesizeConfig, seed_from_row, synthesize
+from verl_ext.data.synthesize import SynthesizeConfig, seed_from_row, seed_prompt, synthesize
 from verl_ext.toy.visual_math import VisualMathConfig, alternative_questions
 from verl_ext.generation.base import GenerationRequest, SamplingSettings
 from verl_ext.prompts import load_prompt
@@ -260,10 +260,10 @@ def test_synthesize_sees_the_sft_prompt_and_parses_the_target(small: dict[str, P
     assert result.kept == len(sft_rows) and not result.dropped and not result.bad_input
     kept = [row for path in result.files for row in _rows(path)]
     assert [r["extra_info"]["question"] for r in kept] == [r["extra_info"]["question"] for r in sft_rows]
-    # The rendering helper of toy.data is the one synthesize applies to a seed.
+    # toy.data's question-writing rows show the model the prompt synthesize sends for a seed.
     template = load_prompt("synth_in_context")
     seed = seed_from_row(seeds[0], position=0, file=seed_file, row=0, needs=template.fields)
-    assert generator.requests[0].messages[0]["content"] == toy.render_seed_prompt(template, seed)
+    assert generator.requests[0].messages[0]["content"] == seed_prompt(template, seed)
 
 
 def test_rl_and_test_files(small: dict[str, Path]) -> None:

@@ -345,6 +345,11 @@ def seed_from_row(
     )
 
 
+def seed_prompt(template: PromptTemplate, seed: Seed) -> str:
+    """The user text that asks for a question about ``seed`` (its images go with the request)."""
+    return template.render({"question": seed.question, "answer": seed.answer, "choices": format_choices(seed.choices)})
+
+
 def _resolve_seed_paths(values: Sequence[Path]) -> list[Path]:
     paths: list[Path] = []
     for value in values:
@@ -502,8 +507,7 @@ class _Run:
                 if values is None:
                     raise RowRejected(prepare.UNREADABLE_ROW, detail)
                 seed = seed_from_row(values, position=position, file=path, row=row, needs=self.needs)
-                values = {"question": seed.question, "answer": seed.answer, "choices": format_choices(seed.choices)}
-                messages = [{"role": "user", "content": self.template.render(values)}]
+                messages = [{"role": "user", "content": seed_prompt(self.template, seed)}]
                 try:
                     requests.append(GenerationRequest(messages, list(seed.images)))
                 except ValueError as exc:  # the template marks a different number of images than the seed has

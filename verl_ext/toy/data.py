@@ -37,9 +37,9 @@ from verl_ext.toy import sft_data
 from verl_ext.toy import visual_math as vm
 from verl_ext.data.schema import IMAGE_PLACEHOLDER
 from verl_ext.data.synth_filters import QUESTION_CLOSE, QUESTION_OPEN
-from verl_ext.data.synthesize import Seed, seed_from_row
+from verl_ext.data.synthesize import seed_from_row, seed_prompt
 from verl_ext.files import build_once, write_parquet
-from verl_ext.prompts import PromptTemplate, format_choices, load_prompt
+from verl_ext.prompts import PromptTemplate, load_prompt
 
 logger = logging.getLogger("verl_ext.toy.data")  # stable under python -m
 
@@ -129,12 +129,6 @@ class ToyDataConfig:
         return dataclasses.replace(self.difficulty, n_train=self.n_rl, n_test=self.n_test, seed=self.rl_seed)
 
 
-def render_seed_prompt(template: PromptTemplate, seed: Seed) -> str:
-    """The user text ``synthesize`` sends for ``seed`` (its ``_Run.question_requests``; images go before it)."""
-    values = {"question": seed.question, "answer": seed.answer, "choices": format_choices(list(seed.choices))}
-    return template.render(values)
-
-
 def question_target(question: str) -> str:
     """The assistant's target of a question-writing row: what the synthesis prompt asks the model to write."""
     return f"{QUESTION_OPEN}{question}{QUESTION_CLOSE}"
@@ -155,7 +149,7 @@ def question_writing_row(
     rng = random.Random(f"verl_ext.toy.data.question:{config.sft_seed}:{split}:{index}")
     question, answer = rng.choice(vm.alternative_questions(example.scene))
     target = question_target(question)
-    user = {"role": "user", "content": IMAGE_PLACEHOLDER * len(seed.images) + render_seed_prompt(template, seed)}
+    user = {"role": "user", "content": IMAGE_PLACEHOLDER * len(seed.images) + seed_prompt(template, seed)}
     return {
         "data_source": vm_config.data_source,
         "prompt": [user],
