@@ -23,15 +23,7 @@ from verl_ext.eval.benchmarks import (
     parse_mathverse_choices,
     parse_wemath_options,
 )
-from verl_ext.toy.fixtures import (
-    FEATURES,
-    MATHVERSE_FEATURES,
-    MATHVISTA_FEATURES,
-    ROWS,
-    mathverse_rows,
-    mathvista_rows,
-    write_benchmark_files,
-)
+from verl_ext.toy.fixtures import FEATURES, ROWS, write_benchmark_files
 from verl_ext.generation.base import load_image
 
 
@@ -130,9 +122,9 @@ def test_hub_snapshot_directory_with_configs(tmp_path, cache_dir):
     # A hub repository as downloaded: MathVerse's README declares one config per parquet file.
     root = tmp_path / "snap" / "mathverse"
     root.mkdir(parents=True)
-    rows = mathverse_rows()
-    datasets.Dataset.from_list(rows, features=MATHVERSE_FEATURES).to_parquet(str(root / "testmini.parquet"))
-    datasets.Dataset.from_list(rows[2:], features=MATHVERSE_FEATURES).to_parquet(
+    rows = ROWS["mathverse"]()
+    datasets.Dataset.from_list(rows, features=FEATURES["mathverse"]).to_parquet(str(root / "testmini.parquet"))
+    datasets.Dataset.from_list(rows[2:], features=FEATURES["mathverse"]).to_parquet(
         str(root / "testmini_text_only.parquet")
     )
     (root / "README.md").write_text(
@@ -177,10 +169,10 @@ def test_missing_local_copy_names_the_expected_files(tmp_path):
 
 
 def test_duplicate_prompt_ids_are_refused(tmp_path, cache_dir):
-    rows = mathvista_rows()
+    rows = ROWS["mathvista"]()
     rows[1]["pid"] = rows[0]["pid"]
     (tmp_path / "mathvista").mkdir()
-    datasets.Dataset.from_list(rows, features=MATHVISTA_FEATURES).to_parquet(
+    datasets.Dataset.from_list(rows, features=FEATURES["mathvista"]).to_parquet(
         str(tmp_path / "mathvista" / "testmini.parquet")
     )
     with pytest.raises(ValueError, match="occurs twice"):

@@ -47,7 +47,6 @@ def _feature(spec: Any) -> Any:
 
 
 FEATURES = {name: Features(_feature(entry["features"])) for name, entry in _DATA.items()}
-MATHVISTA_FEATURES, MATHVERSE_FEATURES = FEATURES["mathvista"], FEATURES["mathverse"]
 IMAGE_COLUMN = {name: next(k for k, v in f.items() if isinstance(v, Image)) for name, f in FEATURES.items()}
 ID_FIELDS = {name: tuple(entry["id_fields"]) for name, entry in _DATA.items()}
 """The columns a benchmark's prompt ids are made of: renamed in the copies ``benchmark_rows`` adds."""
@@ -69,7 +68,6 @@ def _rows(name: str) -> list[dict[str, Any]]:
 
 
 ROWS = {name: functools.partial(_rows, name) for name in _DATA}
-mathvista_rows, mathverse_rows = ROWS["mathvista"], ROWS["mathverse"]
 
 
 def benchmark_rows(name: str, n: Optional[int] = None) -> list[dict[str, Any]]:
