@@ -45,8 +45,7 @@ def arrow_schema(extra_info_fields: Sequence[tuple[str, Any]] = ()) -> Any:
     """The Arrow schema of a row file; ``extra_info_fields`` (name, Arrow type) are appended to ``extra_info``."""
     import pyarrow as pa
 
-    clash = {name for name, _ in extra_info_fields} & set(EXTRA_INFO_FIELDS)
-    if clash:
+    if clash := {name for name, _ in extra_info_fields} & set(EXTRA_INFO_FIELDS):
         raise ValueError(f"extra_info fields {sorted(clash)} are already part of the schema")
     text = pa.string()
     types = {"index": pa.int64(), "choices": pa.list_(text)}  # the other fields are strings
@@ -104,8 +103,7 @@ def build_row(
     The answer goes to ``extra_info["answer"]`` only, unless ``keep_label`` also makes it the reward
     model's ground truth (supervised baselines and validation data).
     """
-    clash = set(extra_info or ()) & set(EXTRA_INFO_FIELDS)
-    if clash:
+    if clash := set(extra_info or ()) & set(EXTRA_INFO_FIELDS):
         raise SchemaError(f"extra_info fields {sorted(clash)} are set by build_row")
     content, clean = compose_prompt(question, len(images))
     row = {
@@ -124,8 +122,7 @@ def build_row(
             **(extra_info or {}),
         },
     }
-    problems = validate_row(row, check_images=False, extra_info_fields=extra_info or ())
-    if problems:
+    if problems := validate_row(row, check_images=False, extra_info_fields=extra_info or ()):
         raise SchemaError("; ".join(problems))
     return row
 
@@ -276,8 +273,7 @@ class RowWriter:
         """Append one row; raises :class:`SchemaError` (and writes nothing) if it is invalid."""
         if self._closed:
             raise RuntimeError("the writer is closed")
-        problems = validate_row(row, check_images=False, extra_info_fields=self._extra_names)
-        if problems:
+        if problems := validate_row(row, check_images=False, extra_info_fields=self._extra_names):
             raise SchemaError("; ".join(problems))
         self._batch.append(dict(row))
         self.rows_written += 1
@@ -325,9 +321,7 @@ class RowWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: Any) -> None:
-        if self._closed:
-            return
-        if exc_type is None:
+        if exc_type is not None:
+            self.abort()  # harmless after a commit: the temp file is gone by then
+        elif not self._closed:
             self.commit()
-        else:
-            self.abort()
