@@ -42,7 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from verl_ext.config.compose import CLIError
+from verl_ext.config.compose import CLIError, settings_from_argv, start_command
 from verl_ext.data import sources
 from verl_ext.data.schema import (
     IMAGE_PLACEHOLDER,
@@ -753,8 +753,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     The settings are :class:`PrepareConfig`'s fields as ``key=value`` (``dataset`` takes one value or a
     list: ``dataset=[a.jsonl,b.jsonl]``).
     """
-    from verl_ext.config.compose import settings_from_argv, start_command
-
     argv = start_command(argv, __doc__, USAGE)
     if argv is None:
         return 0
