@@ -1,4 +1,4 @@
-"""Requests, sampling settings and prompt and image handling of the replica generators.
+"""Requests, sampling settings and the batching generator base of the replica generators.
 
 A :class:`GenerationRequest` is one chat conversation plus its images; a backend answers a list of
 them with ``n`` completions each. Images may be given lazily (encoded bytes, a file path or a
@@ -8,6 +8,7 @@ batch holding the request runs, so a whole benchmark can be queued without holdi
 
 from __future__ import annotations
 
+import abc
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from verl_ext.prompts import IMAGE_PLACEHOLDER
 
@@ -138,6 +140,43 @@ class Generator(Protocol):
     ) -> list[list[str]]:
         """Complete every request, in order; ``on_batch`` sees each batch's results as soon as they exist."""
         ...
+
+
+class BatchedGenerator(abc.ABC):
+    """Splits requests into batches of ``config.batch_size``, shows progress and reports each batch."""
+
+    config: BackendConfig
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        settings: SamplingSettings,
+        *,
+        on_batch: Optional[BatchCallback] = None,
+        desc: str = "generating",
+    ) -> list[list[str]]:
+        """Complete every request in order, ``settings.n`` texts each."""
+        requests = list(requests)
+        results: list[list[str]] = []
+        size = self.config.batch_size
+        with tqdm(total=len(requests), desc=desc, unit="prompt", disable=not self.config.show_progress) as bar:
+            for batch_index, start in enumerate(range(0, len(requests), size)):
+                batch = requests[start : start + size]
+                outputs = self._generate_batch(batch, settings, batch_index)
+                results.extend(outputs)
+                if on_batch is not None:
+                    on_batch(start, outputs)
+                bar.update(len(batch))
+        return results
+
+    @abc.abstractmethod
+    def _generate_batch(
+        self, requests: list[GenerationRequest], settings: SamplingSettings, batch_index: int
+    ) -> list[list[str]]:
+        """Complete one batch: ``settings.n`` texts per request."""
+
+    def close(self) -> None:
+        """Release the model (a no-op unless a backend holds resources worth freeing early)."""
 
 
 # ---------------------------------------------------------------------------------------------- messages

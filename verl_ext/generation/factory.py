@@ -5,12 +5,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from verl_ext.generation.base import BackendConfig
-
-if TYPE_CHECKING:
-    from verl_ext.generation.replicas import ReplicaGenerator
+from verl_ext.generation.base import BackendConfig, BatchedGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +32,7 @@ def make_generator(
     model_path: str = "",
     config: Optional[BackendConfig] = None,
     verl_overrides: Sequence[str] = (),
-) -> ReplicaGenerator:
+) -> BatchedGenerator:
     """Start rollout replicas of ``model_path`` on the chosen engine, from verl's defaults and ``verl_overrides``.
 
     For callers holding a model path (tests, the toy measurements); the commands compose a recipe and

@@ -21,11 +21,9 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from tqdm.auto import tqdm
-
 from verl_ext.generation.base import (
     BackendConfig,
-    BatchCallback,
+    BatchedGenerator,
     GenerationRequest,
     SamplingSettings,
     load_images,
@@ -80,8 +78,8 @@ def replica_count(cfg: DictConfig) -> int:
     return count
 
 
-class ServerGenerator(abc.ABC):
-    """Completes requests on rollout servers in batches: renders and expands prompts, fans them out, decodes.
+class ServerGenerator(BatchedGenerator):
+    """Completes requests on rollout servers: renders and expands prompts, fans them out, decodes.
 
     Subclasses say how one request reaches a server (``_send``): :class:`ReplicaGenerator` owns its
     replicas; the online synthesis sends through the trainer's own LLM client.
@@ -121,26 +119,10 @@ class ServerGenerator(abc.ABC):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return [int(t) for t in ids], images
 
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        settings: SamplingSettings,
-        *,
-        on_batch: Optional[BatchCallback] = None,
-        desc: str = "generating",
+    def _generate_batch(
+        self, requests: list[GenerationRequest], settings: SamplingSettings, batch_index: int
     ) -> list[list[str]]:
-        """Complete every request in order, ``settings.n`` texts each, in batches of ``config.batch_size``."""
-        requests = list(requests)
-        results: list[list[str]] = []
-        size = self.config.batch_size
-        with tqdm(total=len(requests), desc=desc, unit="prompt", disable=not self.config.show_progress) as bar:
-            for start in range(0, len(requests), size):
-                outputs = self.run(self._complete(requests[start : start + size], settings, start))
-                results.extend(outputs)
-                if on_batch is not None:
-                    on_batch(start, outputs)
-                bar.update(len(outputs))
-        return results
+        return self.run(self._complete(requests, settings, batch_index * self.config.batch_size))
 
     async def _complete(self, requests: list[GenerationRequest], settings: SamplingSettings, first: int) -> list[list[str]]:
         pixel_kwargs = self.config.pixel_kwargs()
