@@ -408,21 +408,6 @@ class SourceRows:
     """Row ``i`` -> (its values, not a dict when the line could not be read; where it comes from)."""
 
 
-def load_hub_split(name_or_dir: str, split: str, *, cache_dir: Path | None = None) -> Any:
-    """``split`` of a hub dataset (an id, or a local snapshot directory) from ``datasets.load_dataset``, in Arrow
-    format so images keep their encoded bytes (not decoded to PIL and re-encoded); a split the dataset does not
-    have is a :class:`CLIError`."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(name_or_dir, split=split, cache_dir=str(cache_dir) if cache_dir else None)
-    except ValueError as exc:
-        if "unknown split" in str(exc).lower():
-            raise CLIError(f"{name_or_dir}: {exc}") from None
-        raise
-    return ds.with_format("arrow")
-
-
 def _json_rows(text: str) -> list[Any]:
     """Rows of a ``.json`` file: a list of objects, a dict of equal-length columns, or one list under a key."""
     try:
@@ -455,7 +440,7 @@ def _jsonl_rows(text: str) -> list[Any]:
 def read_local_file(path: Path) -> list[Any]:
     """The rows of one local data file (dicts; unreadable JSON lines as a sentinel).
 
-    Hub sets and snapshot directories go through ``datasets.load_dataset`` (:func:`load_hub_split`);
+    Hub sets and snapshot directories go through ``datasets.load_dataset`` (:func:`_load_split`);
     local JSON/JSONL files do not, for a measured reason: ``datasets`` 5.2.0's json builder rejects the
     whole file for one malformed line (``DatasetGenerationError``) or one byte that is not UTF-8
     (``UnicodeDecodeError``), measured 2026-12-04 on three-line files, where this reader drops that one
@@ -549,11 +534,15 @@ def resolve_source(config: PrepareConfig) -> ResolvedSource:
 def _load_split(resolved: ResolvedSource, split: str, config: PrepareConfig, failures: Counter) -> SourceRows | None:
     if resolved.files:
         return _local_rows(resolved.files, config.max_rows, failures)
+    import datasets
+
+    cache_dir = str(config.cache_dir) if config.cache_dir else None
     try:
-        ds = load_hub_split(resolved.load_from, split, cache_dir=config.cache_dir)
-    except CLIError:
-        raise
+        # Arrow format: images keep their encoded bytes (not decoded to PIL and re-encoded).
+        ds = datasets.load_dataset(resolved.load_from, split=split, cache_dir=cache_dir).with_format("arrow")
     except Exception as exc:  # hub, network, cache and format errors all mean the same thing here
+        if isinstance(exc, ValueError) and "unknown split" in str(exc).lower():
+            raise CLIError(f"{resolved.load_from}: {exc}") from None  # a split the dataset does not have
         failures[UNREADABLE_SOURCE] += 1
         logger.error("%s: %s: %s: %s", UNREADABLE_SOURCE, resolved.load_from, type(exc).__name__, exc)
         return None
