@@ -621,10 +621,7 @@ def _run_job(
     split: str, rows: SourceRows, indices: Sequence[int], columns: Columns, data_source: str,
     config: PrepareConfig, stats: SplitStats, keys: set[bytes],
 ) -> bool:
-    """Convert and write ``split``; returns False if interrupted (the finished rows are still written).
-
-    ``keys`` are the content keys of the rows written so far, to any split.
-    """
+    """Convert and write ``split``; returns False if interrupted (the finished rows are still written)."""
     log_drop = ReasonLog(logger, logging.WARNING, f"{split}: dropped")
     with (
         RowWriter(config.out / f"{split}.parquet") as writer,
