@@ -29,7 +29,9 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from verl_ext.config.compose import run_command, settings_from_argv
 from verl_ext.eval.report import md_table
+from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, SamplingSettings
 from verl_ext.voting import STYLES, TIE_BREAKS, extract_answer, vote
 from verl_ext.voting.score import is_correct
@@ -206,8 +208,6 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point; returns the exit status."""
-    from verl_ext.config.compose import run_command, settings_from_argv
-
     def command(argv: list[str]) -> int:
         config = settings_from_argv(DiagnoseConfig, argv, USAGE)
         report = diagnose(config)
@@ -217,8 +217,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"(vote: min_ratio {config.min_ratio}, ties {config.tie_break})\n{table}"
         )
         if config.out:
-            from verl_ext.files import write_json
-
             write_json(config.out, report)  # its folder made if needed
             logger.info("wrote %s", config.out)
         return 0
