@@ -187,10 +187,8 @@ def validate_row(
             problems.append(f"image {i} must be a {{'bytes', 'path'}} dict")
         elif problem := _image_problem(image["bytes"], check_images):
             problems.append(f"image {i}: {problem}")
-    reward = row["reward_model"]
-    if not isinstance(reward, Mapping) or reward.get("style") != REWARD_STYLE or not isinstance(
-        reward.get("ground_truth"), str
-    ):
+    reward = row["reward_model"] if isinstance(row["reward_model"], Mapping) else {}
+    if reward.get("style") != REWARD_STYLE or not isinstance(reward.get("ground_truth"), str):
         problems.append(f"reward_model must be {{'style': {REWARD_STYLE!r}, 'ground_truth': str}}")
     elif require_label and not reward["ground_truth"]:
         problems.append("reward_model.ground_truth is empty but a label is required")
