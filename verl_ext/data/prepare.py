@@ -564,9 +564,8 @@ def _plan(config: PrepareConfig, resolved: ResolvedSource, failures: Counter) ->
         return []
     jobs = [("train", train, range(train.length))]
     if config.val_fraction > 0:
-        n_val = round(train.length * config.val_fraction)
-        if n_val == 0 and train.length >= 2:
-            n_val = 1  # a requested validation split should never silently come out empty
+        # A requested validation split never silently comes out empty (from two rows on).
+        n_val = max(round(train.length * config.val_fraction), min(1, train.length - 1))
         val = set(random.Random(config.seed).sample(range(train.length), n_val))
         jobs = [("train", train, [i for i in range(train.length) if i not in val]), ("test", train, sorted(val))]
     elif config.val_split is not None:
