@@ -98,6 +98,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         # The model path itself is checked where the recipe is composed (config.compose.compose_command).
         self.output_dir = Path(self.output_dir)
+        self.data_dir, self.judge_prompt = (None if p is None else Path(p) for p in (self.data_dir, self.judge_prompt))
         for name, value, choices in (
             ("actor_rollout_ref.rollout.name", self.backend, BACKENDS),
             ("eval.judge", self.judge, JUDGES),
@@ -113,7 +114,7 @@ class EvalConfig:
             raise ValueError(f"eval.n must be >= 1 (responses per question); got {self.protocol.n}")
         if self.protocol.temperature < 0:
             raise ValueError(f"eval.temperature must be >= 0 (0: greedy); got {self.protocol.temperature}")
-        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+        if self.data_dir is not None and not self.data_dir.is_dir():
             raise ValueError(f"eval.data_dir {self.data_dir}: no such directory")
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise ValueError(f"eval.output_dir {self.output_dir} is a file, not a directory")
@@ -367,9 +368,6 @@ def config_from(cfg: Any) -> EvalConfig:
                                 protocol=(EvalProtocol, _PROTOCOL_KEYS))
     model, benchmarks = settings["model"], settings.pop("benchmarks")
     output_dir = settings.pop("output_dir") or Path("outputs") / "eval" / (Path(model.rstrip("/")).name or "model")
-    for key in ("data_dir", "judge_prompt"):
-        if settings.get(key) is not None:
-            settings[key] = Path(settings[key])
     return EvalConfig(
         output_dir=output_dir,
         benchmarks=parse_benchmarks(benchmarks if isinstance(benchmarks, str) else ",".join(benchmarks)),
