@@ -244,7 +244,7 @@ def validate_file(path: str | os.PathLike[str], **checks: Any) -> FileReport:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-class RowWriter:
+class RowWriter(contextlib.AbstractContextManager):
     """Stream rows into a parquet file that appears at ``path`` only when complete.
 
     Rows are written in row groups to a temporary file next to ``path``; :meth:`commit` renames it into place
@@ -314,9 +314,6 @@ class RowWriter:
             with contextlib.suppress(Exception):  # the temp file goes anyway; a close error must not hide the cause
                 self._writer.close()
         self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> RowWriter:
-        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: Any) -> None:
         if exc_type is not None:
