@@ -299,16 +299,10 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
             judge = _build_judge(config, generator, generator_factory)
 
             def save(start: int, outputs: list[list[str]]) -> None:
-                batch = pending[start : start + len(outputs)]
-                items = [(s, text) for (s, _), texts in zip(batch, outputs) for text in texts]
-                grades = iter(grade_batch(items, judge, config.judge_mode))
-                store.append(
-                    [
-                        _record(s, split, k, text, next(grades))
-                        for (s, split), texts in zip(batch, outputs)
-                        for k, text in enumerate(texts)
-                    ]
-                )
+                answered = zip(pending[start : start + len(outputs)], outputs)
+                batch = [(s, split, k, text) for (s, split), texts in answered for k, text in enumerate(texts)]
+                grades = grade_batch([(s, text) for s, _, _, text in batch], judge, config.judge_mode)
+                store.append([_record(*entry, grade) for entry, grade in zip(batch, grades)])
 
             requests = [build_request(s, config.protocol) for s, _ in pending]
             generator.generate(requests, config.protocol.sampling(), on_batch=save)
