@@ -268,8 +268,7 @@ def _image_source(value: Any, base_dir: Optional[Path]) -> Optional[ImageSource]
     if value is None or isinstance(value, (str, os.PathLike)):
         if value is None or not str(value).strip():
             return None
-        path = Path(value)
-        return str(base_dir / path if not path.is_absolute() and base_dir is not None else path)
+        return str(Path(base_dir or "", value))  # an absolute value stays as it is
     return value  # a decoded PIL image
 
 
