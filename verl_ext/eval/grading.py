@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -207,7 +207,6 @@ def grade_batch(
     review = [i for i, g in enumerate(grades) if (mode == "always" or not g.correct) and items[i][1]]
     verdicts = judge.judge_many([items[i] for i in review]) if review else []
     for i, verdict in zip(review, verdicts):
-        g = grades[i]
-        # An undecided judge leaves the rule verdict standing.
-        grades[i] = Grade(g.extracted, g.correct if verdict is None else verdict, g.rule_correct, verdict)
+        if verdict is not None:  # an undecided judge leaves the rule verdict standing
+            grades[i] = replace(grades[i], correct=verdict, judge=verdict)
     return grades
