@@ -263,7 +263,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
     has_run_file = _check_run_file(config)
     if config.plot and importlib.util.find_spec("matplotlib") is None:
         logger.warning("matplotlib is not installed: accuracy.png will be skipped (pip install matplotlib)")
-    samples: list[tuple[Sample, str]] = []
+    samples: dict[tuple[str, str, str], tuple[Sample, str]] = {}  # by _key
     for name in config.benchmarks:
         split = config.split_of(name)
         try:
@@ -272,10 +272,10 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
             )
         except (FileNotFoundError, ValueError) as err:  # datasets: unknown split, missing files
             raise CLIError(f"{name} split {split!r}: {first_line(err)}") from None
-        samples += [(s, split) for s in loaded]
+        samples.update({_key(s.benchmark, split, s.prompt_id): (s, split) for s in loaded})
     store = ResultStore(config.output_dir / SAMPLES_FILE)
     done = store.finished(config.protocol.n)
-    pending = [(s, split) for s, split in samples if _key(s.benchmark, split, s.prompt_id) not in done]
+    pending = [question for key, question in samples.items() if key not in done]
     skipped = len(samples) - len(pending)
     logger.info("%d questions: %d already answered, %d to generate", len(samples), skipped, len(pending))
 
@@ -312,8 +312,7 @@ def run(config: EvalConfig, generator_factory: GeneratorFactory = make_generator
                 judge.close()
             generator.close()
 
-    wanted = {_key(s.benchmark, split, s.prompt_id) for s, split in samples}
-    summary = summarize(r for r in store.load() if _key(r["benchmark"], r.get("split"), r["prompt_id"]) in wanted)
+    summary = summarize(r for r in store.load() if _key(r["benchmark"], r.get("split"), r["prompt_id"]) in samples)
     return {"generated": len(pending), "skipped": skipped, "summary": summary, **write_outputs(config, summary)}
 
 
