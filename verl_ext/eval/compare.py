@@ -139,14 +139,10 @@ def compare_markdown(rows: Sequence[Row], table: int | PaperTable, note: Optiona
     spec = table if isinstance(table, PaperTable) else PAPER_TABLES[table]
     paper_names = {_key(name): name for name in spec.rows}
     ours = {_key(row.label): table_row(row.summary) for row in rows}
-    cells, unmatched, partial = [], [], []
+    cells = []
     for row in rows:
         mine, name = ours[_key(row.label)], paper_names.get(_key(row.label))
         paper = spec.rows[name] if name else {}
-        if name is None:
-            unmatched.append(row.label)
-        if any(mine[b] is None for b in TABLE_BENCHMARKS):
-            partial.append(row.label)
         line = [row.label, *(f"{format_accuracy(mine[c])} / {format_accuracy(paper.get(c))}" for c in COLUMNS)]
         base = spec.base.get(name, spec.default_base) if name else spec.default_base
         if base is None or _key(base) == _key(row.label):  # no base, or the base model's own row
@@ -158,6 +154,8 @@ def compare_markdown(rows: Sequence[Row], table: int | PaperTable, note: Optiona
             paper_delta = None if base_paper is None or "avg" not in paper else paper["avg"] - base_paper
             line.append(f"{format_accuracy(ours_delta, True)} / {format_accuracy(paper_delta, True)}")
         cells.append(line)
+    unmatched = [row.label for row in rows if _key(row.label) not in paper_names]
+    partial = [row.label for row in rows if any(ours[_key(row.label)][b] is None for b in TABLE_BENCHMARKS)]
 
     header = ["Model", *(BENCHMARKS[b].title for b in TABLE_BENCHMARKS), "Avg", "Δ base"]
     lines = [
