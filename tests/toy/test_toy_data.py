@@ -250,7 +250,7 @@ def test_synthesize_sees_the_sft_prompt_and_parses_the_target(small: dict[str, P
     examples = [vm.make_example("train", r["extra_info"]["index"], vm_config) for r in sft_rows]
     seeds = [vm.example_to_row(example, vm_config) for example in examples]
     seed_file = tmp_path / "seeds.parquet"
-    pq.write_table(pa.Table.from_pylist(seeds, schema=vm._arrow_schema()), seed_file)
+    pq.write_table(pa.Table.from_pylist(seeds, schema=vm.row_schema()), seed_file)
     generator = _ReplayGenerator(sft_rows)
     result = synthesize(
         SynthesizeConfig(seeds=(seed_file,), out=tmp_path / "synth", model="unused", strategy="in_context"),

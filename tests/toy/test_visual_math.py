@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from verl_ext.prompts import FORMAT_INSTRUCTION
 from verl_ext.toy.tiny_model import ensure_tiny_model
 from verl_ext.toy import visual_math as vm
 from verl_ext.toy.visual_math import (
     COLORS,
     DATA_SOURCE,
-    FORMAT_INSTRUCTION,
     MANIFEST_NAME,
     VisualMathConfig,
     ensure_dataset,

@@ -156,7 +156,7 @@ def question_writing_row(
         "images": seed_row["images"],
         "ability": seed_row["ability"],
         "reward_model": {"style": "rule", "ground_truth": ""},  # the target is a question, not a \boxed{} answer
-        "extra_info": {"split": split, "index": index, "task": QUESTION_TASK_PREFIX + example.scene.task,
+        "extra_info": {**seed_row["extra_info"], "task": QUESTION_TASK_PREFIX + example.scene.task,
                        "answer": answer, "question": question},
         sft_data.MESSAGES_KEY: [dict(user), {"role": "assistant", "content": target}],
         sft_data.RESPONSE_KEY: target,
@@ -179,10 +179,7 @@ def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -
 
 
 def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from verl_ext.data.schema import arrow_schema
 
     rl_dir = out_dir / "rl"
     source = vm.ensure_dataset(rl_dir / "source", config.rl_config(), layout="hub")
@@ -213,7 +210,7 @@ def _write_rl(out_dir: Path, config: ToyDataConfig) -> None:
             rows = pq.read_table(prepared[name][split]).to_pylist()
             for row in rows:
                 row["extra_info"]["task"] = tasks[row["extra_info"]["index"]]
-            write_parquet(out_dir / FILES[file], rows, arrow_schema([("task", pa.string())]))
+            write_parquet(out_dir / FILES[file], rows, vm.row_schema())
 
 
 def _paths(out_dir: Path) -> dict[str, Path]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from verl_ext.data.schema import arrow_schema, build_row
 from verl_ext.files import build_once, write_parquet
-from verl_ext.prompts import FORMAT_INSTRUCTION, IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -312,17 +312,11 @@ def make_example(split: str, index: int, config: VisualMathConfig = VisualMathCo
 
 
 def example_to_row(example: VisualMathExample, config: VisualMathConfig = VisualMathConfig()) -> dict[str, Any]:
-    """Convert an example to a verl RLHF row (geo3k layout)."""
+    """Convert an example to a labelled row of :mod:`verl_ext.data.schema`, with the scene's ``task``."""
     scene = example.scene
-    return {
-        "data_source": config.data_source,
-        "prompt": [{"role": "user", "content": IMAGE_PLACEHOLDER + scene.question + FORMAT_INSTRUCTION}],
-        "images": [{"bytes": example.png, "path": None}],
-        "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": scene.answer},
-        "extra_info": {"split": example.split, "index": example.index, "task": scene.task, "answer": scene.answer,
-                       "question": scene.question},
-    }
+    return build_row(data_source=config.data_source, question=scene.question, images=[example.png],
+                     split=example.split, index=example.index, answer=scene.answer, keep_label=True,
+                     extra_info={"task": scene.task})
 
 
 def build_rows(split: str, config: VisualMathConfig = VisualMathConfig()) -> list[dict[str, Any]]:
@@ -381,19 +375,11 @@ def alternative_questions(scene: Scene) -> list[tuple[str, str]]:
     return [(q, a) for q, a in _ALTERNATIVES[scene.task](scene) if q != scene.question]
 
 
-def _arrow_schema() -> Any:
+def row_schema() -> Any:
+    """The Arrow schema of the toy's labelled rows: :func:`verl_ext.data.schema.arrow_schema` plus ``task``."""
     import pyarrow as pa
 
-    text = pa.string()
-    info = [("split", text), ("index", pa.int64()), ("task", text), ("answer", text), ("question", text)]
-    return pa.schema([
-        ("data_source", text),
-        ("prompt", pa.list_(pa.struct([("role", text), ("content", text)]))),
-        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", text)]))),
-        ("ability", text),
-        ("reward_model", pa.struct([("style", text), ("ground_truth", text)])),
-        ("extra_info", pa.struct(info)),
-    ])
+    return arrow_schema([("task", pa.string())])
 
 
 def _hub_schema() -> Any:
@@ -423,7 +409,7 @@ def write_dataset(
         if layout == "hub":
             rows = [{"images": row["images"], "problem": row["extra_info"]["question"],
                      "answer": row["reward_model"]["ground_truth"], "task": row["extra_info"]["task"]} for row in rows]
-        write_parquet(path, rows, _hub_schema() if layout == "hub" else _arrow_schema())
+        write_parquet(path, rows, _hub_schema() if layout == "hub" else row_schema())
     logger.info("wrote visual-math dataset to %s (%d train, %d test, %s layout)", out_dir, config.n_train,
                 config.n_test, layout)
     return paths
