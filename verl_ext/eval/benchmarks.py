@@ -94,8 +94,7 @@ _WEMATH_OPTION = re.compile(r"(?:^|;)\s*([A-H])\s*[.．:：]\s*")
 
 
 def _options(text: str, marker: re.Pattern[str]) -> dict[str, str]:
-    """Letter -> text of the options that ``marker`` (group 1: the letter) starts in ``text``; an option
-    wrapped onto further lines is joined with spaces."""
+    """Letter -> text of the options ``marker`` (group 1: the letter) starts in ``text``, wrapped lines joined."""
     found = list(marker.finditer(text))
     ends = [m.start() for m in found[1:]] + [len(text)]
     return {m.group(1): " ".join(text[m.end() : end].split()).rstrip(";").strip() for m, end in zip(found, ends)}
