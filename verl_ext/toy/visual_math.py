@@ -28,7 +28,7 @@ from verl_ext.files import build_once, write_parquet
 logger = logging.getLogger(__name__)
 
 # Bump when generation changes so ensure_dataset rewrites stale files.
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: rows from data.schema.build_row (extra_info also has choices and source)
 DATA_SOURCE = "verl_ext/visual_math"
 MANIFEST_NAME = ".verl_ext_visual_math.json"
 """Written last into the output directory; lists the config the parquet files were generated with."""
