@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+import httpx
+
 from verl_ext.eval.benchmarks import Sample
 from verl_ext.generation.base import GenerationRequest, Generator, SamplingSettings
 from verl_ext.voting.score import is_correct, read_answer
@@ -114,8 +116,6 @@ class ApiJudge:
         max_retries: int = 3,
         max_tokens: int = 1024,
     ):
-        import httpx
-
         self.model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.template = prompt_template or load_judge_prompt()
@@ -125,8 +125,6 @@ class ApiJudge:
         self._client = httpx.Client(timeout=120.0, headers=headers)
 
     def _ask(self, prompt: str) -> Optional[str]:
-        import httpx
-
         payload = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
