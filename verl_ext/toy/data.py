@@ -151,10 +151,8 @@ def question_writing_row(
     target = question_target(question)
     user = {"role": "user", "content": IMAGE_PLACEHOLDER * len(seed.images) + seed_prompt(template, seed)}
     return {
-        "data_source": vm_config.data_source,
+        **seed_row,  # data_source, images and ability
         "prompt": [user],
-        "images": seed_row["images"],
-        "ability": seed_row["ability"],
         "reward_model": {"style": "rule", "ground_truth": ""},  # the target is a question, not a \boxed{} answer
         "extra_info": {**seed_row["extra_info"], "task": QUESTION_TASK_PREFIX + example.scene.task,
                        "answer": answer, "question": question},
