@@ -33,6 +33,7 @@ from verl_ext.config.compose import run_command, settings_from_argv
 from verl_ext.eval.report import md_table
 from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, SamplingSettings
+from verl_ext.generation.factory import make_generator
 from verl_ext.voting import STYLES, TIE_BREAKS, extract_answer, vote
 from verl_ext.voting.score import is_correct
 
@@ -178,8 +179,6 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
     """
     own = generator is None
     if own:
-        from verl_ext.generation.factory import make_generator
-
         generator = make_generator("auto", config.model, BackendConfig(batch_size=config.batch_size))
     tokens = config.max_new_tokens
     greedy = SamplingSettings(n=1, temperature=0.0, max_new_tokens=tokens, seed=None)
