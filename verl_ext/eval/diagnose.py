@@ -30,6 +30,7 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from verl_ext.config.compose import run_command, settings_from_argv
+from verl_ext.data.schema import read_rows
 from verl_ext.eval.report import md_table
 from verl_ext.files import write_json
 from verl_ext.generation.base import BackendConfig, GenerationRequest, SamplingSettings
@@ -98,8 +99,6 @@ class DiagnoseConfig:
 
 def load_questions(path: str, limit: Optional[int] = None) -> list[dict[str, Any]]:
     """The questions of a verl-format parquet file (request, label, task); a row without a label is an error."""
-    from verl_ext.data.schema import read_rows
-
     questions = []
     for index, row in enumerate(read_rows(path)[:limit]):
         label = (row.get("reward_model") or {}).get("ground_truth")
