@@ -243,13 +243,12 @@ _ALIASES = {"we-math": "wemath", "we_math": "wemath", "math-vision": "mathvision
 
 def parse_benchmarks(text: str) -> list[str]:
     """``"mathvista,We-Math"`` -> ``["mathvista", "wemath"]``; unknown names are an error."""
-    names = []
-    for raw in text.split(","):
-        name = _ALIASES.get(raw.strip().lower(), raw.strip().lower())
-        if name and name not in BENCHMARKS:
-            raise ValueError(f"unknown benchmark {raw.strip()!r}; known: {', '.join(BENCHMARKS)}")
-        if name and name not in names:
-            names.append(name)
+    given = [raw.strip() for raw in text.split(",")]
+    names = [_ALIASES.get(raw.lower(), raw.lower()) for raw in given]
+    unknown = [raw for raw, name in zip(given, names) if name and name not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
+    names = list(dict.fromkeys(name for name in names if name))
     if not names:
         raise ValueError("no benchmark given")
     return names
