@@ -245,8 +245,7 @@ def parse_benchmarks(text: str) -> list[str]:
     """``"mathvista,We-Math"`` -> ``["mathvista", "wemath"]``; unknown names are an error."""
     given = [raw.strip() for raw in text.split(",")]
     names = [_ALIASES.get(raw.lower(), raw.lower()) for raw in given]
-    unknown = [raw for raw, name in zip(given, names) if name and name not in BENCHMARKS]
-    if unknown:
+    if unknown := [raw for raw, name in zip(given, names) if name and name not in BENCHMARKS]:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; known: {', '.join(BENCHMARKS)}")
     names = list(dict.fromkeys(name for name in names if name))
     if not names:
@@ -279,8 +278,7 @@ def _load_dataset(
         logger.info("loading %s (config %s, split %s) from the hub", spec.hub_name, spec.config_for(split), split)
         return datasets.load_dataset(spec.hub_name, spec.config_for(split), split=split, cache_dir=cache_dir), None
     names = [f"{spec.name}/{split}.parquet", f"{spec.name}/{split}.jsonl", f"{spec.name}.parquet", f"{spec.name}.jsonl"]
-    path = next((data_dir / n for n in names if (data_dir / n).is_file()), None)
-    if path is not None:
+    if path := next((data_dir / n for n in names if (data_dir / n).is_file()), None):
         logger.info("loading %s split %s from %s", spec.name, split, path)
         kind = "parquet" if path.suffix == ".parquet" else "json"
         return datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir), path.parent
@@ -326,8 +324,7 @@ def load_benchmark(
         sources = [_image_source(row.get(column), base_dir) for column in spec.image_columns]
         images = [s for s in sources if s is not None][:1]
         samples.append(Sample(benchmark=spec.name, images=images, **spec.convert(row)))
-    twice = [pid for pid, count in Counter(s.prompt_id for s in samples).items() if count > 1]
-    if twice:
+    if twice := [pid for pid, count in Counter(s.prompt_id for s in samples).items() if count > 1]:
         raise ValueError(f"{spec.name}: prompt id {twice[0]!r} occurs twice; results would collide")
     logger.info("%s/%s: %d samples", spec.name, split, len(samples))
     return samples

@@ -210,8 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise CompareError("no --row given")
         rows = [load_row(*parse_row(text)) for text in args.row]
         labels = [_key(row.label) for row in rows]
-        duplicates = sorted({row.label for row in rows if labels.count(_key(row.label)) > 1})
-        if duplicates:
+        if duplicates := sorted({row.label for row in rows if labels.count(_key(row.label)) > 1}):
             raise CompareError(f"duplicate row label(s): {', '.join(duplicates)}")
     except CompareError as err:
         logger.error("%s", err)

@@ -80,8 +80,7 @@ class DiagnoseConfig:
             raise ValueError(f"model={self.model}: no such model directory")
         if not self.data:
             raise ValueError("data=[]: give at least one parquet file")
-        missing = [path for path in self.data if not Path(path).is_file()]
-        if missing:
+        if missing := [path for path in self.data if not Path(path).is_file()]:
             raise ValueError(f"data: {missing[0]}: no such file")
         if self.n < 1:
             raise ValueError(f"n={self.n}: must be >= 1")

@@ -76,8 +76,7 @@ def grade_response(response: Optional[str], sample: Sample) -> Grade:
 def load_judge_prompt(path: Optional[str | Path] = None) -> str:
     """The judge prompt template; it must contain ``{question}``, ``{reference}`` and ``{response}``."""
     template = Path(path or DEFAULT_JUDGE_PROMPT).read_text(encoding="utf-8")
-    missing = [name for name in ("{question}", "{reference}", "{response}") if name not in template]
-    if missing:
+    if missing := [name for name in ("{question}", "{reference}", "{response}") if name not in template]:
         raise ValueError(f"judge prompt {path or DEFAULT_JUDGE_PROMPT} lacks the placeholder(s) {missing}")
     return template
 

@@ -201,8 +201,7 @@ def markdown_report(
         if result["categories"]:
             rows = [[name, f"{c['accuracy']:.2f}", c["n_prompts"]] for name, c in result["categories"].items()]
             out += [md_table([_CATEGORY_TITLES[benchmark], "Accuracy", "Questions"], rows), ""]
-        diagnosis = result.get("four_dimensional")
-        if diagnosis:
+        if diagnosis := result.get("four_dimensional"):
             rows = [
                 [mode, *(f"{diagnosis[k]:.2f}" for k in ("IK", "IG", f"CM_{mode}", f"RM_{mode}", f"score_{mode}"))]
                 for mode in ("strict", "loose")
