@@ -321,8 +321,7 @@ def load_benchmark(
             dataset = dataset.cast_column(column, ImageFeature(decode=False))
     samples = []
     for row in dataset:
-        sources = [_image_source(row.get(column), base_dir) for column in spec.image_columns]
-        images = [s for s in sources if s is not None][:1]
+        images = [s for s in (_image_source(row.get(c), base_dir) for c in spec.image_columns) if s is not None][:1]
         samples.append(Sample(benchmark=spec.name, images=images, **spec.convert(row)))
     if twice := [pid for pid, count in Counter(s.prompt_id for s in samples).items() if count > 1]:
         raise ValueError(f"{spec.name}: prompt id {twice[0]!r} occurs twice; results would collide")
