@@ -118,9 +118,7 @@ class EvalConfig:
             raise ValueError(f"eval.data_dir {self.data_dir}: no such directory")
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise ValueError(f"eval.output_dir {self.output_dir} is a file, not a directory")
-        probe = self.output_dir
-        while not probe.exists():
-            probe = probe.parent
+        probe = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())  # the nearest that exists
         if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
             raise ValueError(f"eval.output_dir {self.output_dir}: {probe} is not writable")
 
