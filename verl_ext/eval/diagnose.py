@@ -183,7 +183,6 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
     sampled = SamplingSettings(
         n=config.n, temperature=config.temperature, top_p=config.top_p, max_new_tokens=tokens, seed=config.seed
     )
-    summary: dict[str, dict[str, dict[str, float]]] = {}
     details: dict[str, list[dict[str, Any]]] = {}
     try:
         for path in config.data:
@@ -196,10 +195,10 @@ def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
                 {**q, "greedy": g[0], "samples": list(texts), **grade(q["label"], g[0], texts, config)}
                 for q, g, texts in zip(questions, greedy_texts, sampled_texts)
             ]
-            summary[path] = by_task(details[path])
     finally:
         if own:
             generator.close()
+    summary = {path: by_task(outcomes) for path, outcomes in details.items()}
     return {"settings": dataclasses.asdict(config), "summary": summary, "questions": details}
 
 
