@@ -36,7 +36,7 @@ from verl_ext.eval.report import (
     plot_accuracy,
     summarize,
 )
-from verl_ext.files import write_json
+from verl_ext.files import atomic_path, write_json
 from verl_ext.generation.base import BackendConfig, BatchedGenerator
 from verl_ext.generation.factory import BACKENDS, make_generator
 from verl_ext.voting.settings import check_one_of
@@ -318,8 +318,7 @@ def write_outputs(config: EvalConfig, summary: dict[str, Any]) -> dict[str, Opti
     """results.json, report.md and (if matplotlib is there) accuracy.png."""
     label = config.label or Path(config.model.rstrip("/")).name or config.model
     results_path = config.output_dir / "results.json"
-    results = {"model": config.model, "label": label, "benchmarks": summary}
-    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(results_path, {"model": config.model, "label": label, "benchmarks": summary})
     protocol = dataclasses.asdict(config.protocol)
     header = {
         "model": config.model,
@@ -331,7 +330,8 @@ def write_outputs(config: EvalConfig, summary: dict[str, Any]) -> dict[str, Opti
         header["max samples per benchmark"] = config.max_samples
     report_path = config.output_dir / "report.md"
     report = markdown_report(summary, label=label, reference=config.compare_to, header=header)
-    report_path.write_text(report, encoding="utf-8")
+    with atomic_path(report_path) as tmp:  # a reader never sees half a report
+        tmp.write_text(report, encoding="utf-8")
     chart_path: Optional[Path] = None
     if config.plot and summary:
         try:
