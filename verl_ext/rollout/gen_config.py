@@ -19,9 +19,11 @@ def build_generation_config(
     top_k = int(sampling_params.get("top_k", -1) or -1)
     stop_ids = list(sampling_params.get("stop_token_ids") or [])
     do_sample = temperature > 0 and sampling_params.get("do_sample", True)
-    kwargs: dict[str, Any] = dict(
+    return GenerationConfig(
         max_new_tokens=max_tokens,
         do_sample=bool(do_sample),
+        temperature=temperature if do_sample else None,
+        top_p=float(sampling_params.get("top_p", 1.0)) if do_sample else None,
         repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
         eos_token_id=None if sampling_params.get("ignore_eos") else sorted(set(eos_ids + stop_ids)),
         pad_token_id=pad_id,
@@ -38,8 +40,3 @@ def build_generation_config(
         return_dict_in_generate=True,
         output_logits=True,
     )
-    if do_sample:
-        kwargs.update(temperature=temperature, top_p=float(sampling_params.get("top_p", 1.0)))
-    else:
-        kwargs.update(temperature=None, top_p=None)
-    return GenerationConfig(**kwargs)
