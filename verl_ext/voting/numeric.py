@@ -92,10 +92,13 @@ class _Parser:
 
     def power(self) -> float:
         base = self.primary()
-        if self.peek() == "^":
-            self.take()
-            return _power(base, self.unary())
-        return base
+        if self.peek() != "^":
+            return base
+        self.take()
+        exponent = self.unary()
+        if abs(exponent) > _MAX_EXPONENT:
+            raise _Unsupported
+        return math.pow(base, exponent)  # raises instead of going complex for (-8)^(1/3)
 
     def group(self) -> float:
         self.take("{")
@@ -122,25 +125,13 @@ class _Parser:
         raise _Unsupported
 
 
-def _power(base: float, exponent: float) -> float:
-    if abs(exponent) > _MAX_EXPONENT:
-        raise _Unsupported
-    return math.pow(base, exponent)  # raises instead of going complex for (-8)^(1/3)
-
-
-def _tokenize(text: str) -> list[str]:
-    if _MIXED.search(text) or _WORDS.search(_COMMANDS.sub("#", text)):
-        raise _Unsupported
-    matches = list(_TOKEN.finditer(text))
-    if any(m.lastgroup for m in matches):
-        raise _Unsupported
-    return [m.group() for m in matches]
-
-
 @lru_cache(maxsize=4096)
 def _values(text: str) -> tuple[float, ...] | None:
+    matches = list(_TOKEN.finditer(text))
+    if _MIXED.search(text) or _WORDS.search(_COMMANDS.sub("#", text)) or any(m.lastgroup for m in matches):
+        return None
+    tokens = [m.group() for m in matches]
     try:
-        tokens = _tokenize(text)
         values = tuple(_Parser(tokens, s).parse() for s in range(_SAMPLES))
     except (_Unsupported, ArithmeticError, ValueError, RecursionError):
         return None
