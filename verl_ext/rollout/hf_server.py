@@ -169,28 +169,20 @@ class HFRolloutServer:
             self.config.max_model_len = getattr(text_config, "max_position_embeddings", None)
         # Sampling draws from this process's torch RNG: seed it from rollout.seed, as vLLM seeds its engine.
         torch.manual_seed(int(self.config.seed) + replica_rank)
-        self.eos_ids = self._eos_ids()
-        self.suppress_ids = self._placeholder_ids()
+        eos = (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
+        self.eos_ids = sorted({i for v in eos if v is not None for i in (v if isinstance(v, (list, tuple)) else [v])})
+        if not self.eos_ids:
+            raise ValueError(
+                f"{self.model_config.local_path}: neither the tokenizer nor the generation config names an EOS token"
+            )
+        # A response holding image/video placeholder tokens breaks verl's multimodal position ids
+        # (there is no image behind them); trained models never emit them, random ones do.
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        self.suppress_ids = sorted({getattr(self.model.config, n, None) for n in names} - {None})
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         size = sum(p.numel() for p in self.model.parameters()) / 1e6
         logger.info("hf rollout server %d: %s loaded (%s, %.1fM params)", replica_rank, model_config.local_path,
                     dtype, size)
-
-    def _eos_ids(self) -> list[int]:
-        values = (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
-        ids = sorted({i for v in values if v is not None for i in (v if isinstance(v, (list, tuple)) else [v])})
-        if not ids:
-            raise ValueError(
-                f"{self.model_config.local_path}: neither the tokenizer nor the generation config names an EOS token"
-            )
-        return ids
-
-    def _placeholder_ids(self) -> list[int]:
-        # A response holding image/video placeholder tokens breaks verl's multimodal position ids
-        # (there is no image behind them); trained models never emit them, random ones do.
-        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-        ids = {getattr(self.model.config, n, None) for n in names}
-        return sorted(i for i in ids if i is not None)
 
     # ------------------------------------------------------------------ generation
 
