@@ -130,15 +130,13 @@ def _parse_value(key: str, text: str) -> Any:
 def _check_type(cfg: DictConfig, key: str, value: Any) -> None:
     """A number or a switch set to text (``trainer.total_epochs=abc``) is refused with the expected type."""
     node = _node(cfg, key)
-    if node._is_interpolation() or node._is_none() or OmegaConf.is_config(node):
+    if value is None or node._is_interpolation() or node._is_none() or OmegaConf.is_config(node):
         return
     old = node._value()
-    if value is None or type(old) not in (bool, int, float):
-        return
     if type(old) is bool:
         if not isinstance(value, bool):
             raise CLIError(f"{key} must be true or false (like {str(old).lower()}); got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif type(old) in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         # An int default may be a float setting written "0" (a temperature): numbers pass for numbers.
         raise CLIError(f"{key} must be a number (like {old}); got {value!r}")
 
