@@ -71,10 +71,8 @@ def given_label(reward_model: Any) -> Optional[str]:
 
 def hidden_truth(extra_info: Any, reward_model: Any) -> Optional[str]:
     """The label kept for monitoring only: ``extra_info["answer"]``, else the reward model's ground truth."""
-    for source, key in ((extra_info, "answer"), (reward_model, "ground_truth")):
-        if isinstance(source, dict) and source.get(key) not in (None, ""):
-            return str(source[key]).strip()
-    return None
+    answer = extra_info.get("answer") if isinstance(extra_info, dict) else None
+    return str(answer).strip() if answer not in (None, "") else given_label(reward_model)
 
 
 class MajorityVoteReplayBuffer(ReplayBuffer):
