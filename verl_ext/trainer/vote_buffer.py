@@ -64,8 +64,7 @@ def _put_rewards(keys: list[str], partition_id: str, scores: list[torch.Tensor],
 def given_label(reward_model: Any) -> Optional[str]:
     """The ground truth a row offers for training (``reward_model.ground_truth``), if any."""
     if isinstance(reward_model, dict) and reward_model.get("ground_truth") is not None:
-        label = str(reward_model["ground_truth"]).strip()
-        return label or None
+        return str(reward_model["ground_truth"]).strip() or None
     return None
 
 
