@@ -186,8 +186,7 @@ class Grader:
     def _replace_child(self, reason: str) -> None:
         # Only reached if the supervisor itself fails; a slow pair just costs the worker.
         logger.warning("restarting the grader supervisor process: %s", reason)
-        if self._child is not None:
-            self._child.kill()
+        self._child.kill()  # the child check() is using: never None there
         self._child = _Child()
 
     def _wait_ready(self, child: _Child, deadline: float) -> bool:
