@@ -37,11 +37,10 @@ class HFServerAdapter(BaseRollout):
         self.node_rank = self.rollout_rank // int(os.environ.get("RAY_LOCAL_WORLD_SIZE", 1))
         self._server: Optional[ray.actor.ActorHandle] = None
 
-    async def resume(self, tags: list[str]):
-        return None
+    async def _nothing(self, *args, **kwargs) -> None:
+        """The weights live in the server, not in this worker: nothing to resume or release here."""
 
-    async def release(self):
-        return None
+    resume = release = _nothing
 
     @torch.no_grad()
     async def update_weights(
