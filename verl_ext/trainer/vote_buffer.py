@@ -63,9 +63,8 @@ def _put_rewards(keys: list[str], partition_id: str, scores: list[torch.Tensor],
 
 def given_label(reward_model: Any) -> Optional[str]:
     """The ground truth a row offers for training (``reward_model.ground_truth``), if any."""
-    if isinstance(reward_model, dict) and reward_model.get("ground_truth") is not None:
-        return str(reward_model["ground_truth"]).strip() or None
-    return None
+    truth = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None
+    return None if truth is None else str(truth).strip() or None
 
 
 def hidden_truth(extra_info: Any, reward_model: Any) -> Optional[str]:
