@@ -101,10 +101,9 @@ class _Parser:
         return math.pow(base, exponent)  # raises instead of going complex for (-8)^(1/3)
 
     def group(self) -> float:
-        self.take("{")
-        value = self.expr()
-        self.take("}")
-        return value
+        if self.peek() != "{":
+            raise _Unsupported
+        return self.primary()  # reads the braces and what they hold
 
     def primary(self) -> float:
         token = self.take()
