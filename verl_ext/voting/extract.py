@@ -50,12 +50,11 @@ def _boxed(text: str) -> str | None:
 
 def _answer_tag(text: str) -> str | None:
     """Content of the last ``<answer>`` that is closed, up to its first ``</answer>``; a box inside is unwrapped."""
-    closes = list(_CLOSE_TAG.finditer(text))
-    starts = [c.start() for c in closes]
+    starts = [c.start() for c in _CLOSE_TAG.finditer(text)]
     for opening in reversed(list(_OPEN_TAG.finditer(text))):
         k = bisect.bisect_left(starts, opening.end())  # the first closing tag after this opening
-        if k < len(closes):
-            content = text[opening.end() : closes[k].start()]
+        if k < len(starts):
+            content = text[opening.end() : starts[k]]
             boxed = _boxed(content)
             return boxed if boxed is not None else content
     return None
