@@ -126,8 +126,7 @@ class SeededRowSampler(LogitsProcessor):
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         picked = (scores.float() + self._gumbel(scores.shape[-1]).to(scores.device)).argmax(dim=-1, keepdim=True)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, picked, 0.0)
+        return torch.full_like(scores, float("-inf")).scatter_(1, picked, 0.0)
 
 
 class HFRolloutServer:
