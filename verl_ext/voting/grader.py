@@ -306,7 +306,7 @@ def _work(grade, conn: Connection, memory_limit: int) -> None:
         conn.send(Verdict.EQUAL.value if equal else Verdict.UNEQUAL.value)
 
 
-if __name__ == "__main__":
+def _serve(fd: int, memory_limit: int) -> None:
     os.dup2(2, 1)  # anything a library prints goes to stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; it stops us at exit
     # pylatexenc warns on stderr for every malformed answer; the parent reports what matters.
@@ -316,5 +316,8 @@ if __name__ == "__main__":
     # sympy and pylatexenc set up lazily (~0.2 s): pay that once, before forking workers.
     for a, b in _WARM_UP:
         grade_answer(a, b)
-    # runpy has replaced argv[0]; the socket and the memory limit are last.
-    _Supervisor(grade_answer, int(sys.argv[-1]), Connection(int(sys.argv[-2]))).serve()
+    _Supervisor(grade_answer, memory_limit, Connection(fd)).serve()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[-2]), int(sys.argv[-1]))  # runpy has replaced argv[0]; the socket and the limit are last
