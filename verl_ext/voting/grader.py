@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import enum
 import logging
 import os
@@ -233,11 +232,7 @@ class _Supervisor:
             try:
                 mine.close()
                 self.parent.close()
-                # A worker stuck in sympy never reads its socket, so it would not notice the supervisor's death.
-                with contextlib.suppress(OSError, AttributeError):
-                    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
-                if os.getppid() != supervisor_pid:
-                    os._exit(0)  # the supervisor died before the signal was armed
+                _die_with_parent(supervisor_pid)
                 _work(self.grade, theirs, self.memory_limit)
             finally:
                 os._exit(0)
@@ -304,6 +299,16 @@ def _work(grade, conn: Connection, memory_limit: int) -> None:
         except Exception:  # noqa: BLE001 - whatever sympy raises, the pair was not shown equal
             equal = False
         conn.send(Verdict.EQUAL.value if equal else Verdict.UNEQUAL.value)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # A worker stuck in sympy never reads its socket, so it would not notice the supervisor's death.
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
+    if os.getppid() != parent_pid:
+        os._exit(0)  # the supervisor died before the signal was armed
 
 
 def _serve(fd: int, memory_limit: int) -> None:
