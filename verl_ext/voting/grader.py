@@ -151,32 +151,35 @@ class Grader:
                 return verdicts
             if first_start:
                 deadline.at += time.monotonic() - waited_from
-            for index, pair in enumerate(pairs):
-                if time.monotonic() >= deadline.at:
-                    break  # out of budget: the rest stays SKIPPED
-                self._next_id += 1
-                wait_until = min(time.monotonic() + timeout + _GRACE, deadline.at)
-                try:
-                    child.conn.send({"id": self._next_id, "pair": pair, "timeout": timeout})
-                    reply = _receive(child.conn, wait_until)
-                    while reply is not None and reply["id"] != self._next_id:  # left over from a cancel
-                        reply = _receive(child.conn, wait_until)
-                except _GONE:
-                    self._replace_child("its connection closed")
-                    break
-                if reply is None:
-                    if wait_until < deadline.at:
-                        self._replace_child("it stopped answering")
-                    else:
-                        with contextlib.suppress(OSError):
-                            child.conn.send({"cancel": self._next_id})
-                    break
-                verdicts[index] = Verdict(reply["verdict"])
-                if verdicts[index] is Verdict.EQUAL and stop_on_equal:
-                    break
+            self._run(child, pairs, verdicts, timeout, deadline.at, stop_on_equal)
         finally:
             self._lock.release()
         return verdicts
+
+    def _run(self, child: _Child, pairs, verdicts: list[Verdict], timeout: float, deadline: float, stop: bool) -> None:
+        for index, pair in enumerate(pairs):
+            if time.monotonic() >= deadline:
+                return  # out of budget: the rest stays SKIPPED
+            self._next_id += 1
+            wait_until = min(time.monotonic() + timeout + _GRACE, deadline)
+            try:
+                child.conn.send({"id": self._next_id, "pair": pair, "timeout": timeout})
+                reply = _receive(child.conn, wait_until)
+                while reply is not None and reply["id"] != self._next_id:  # left over from a cancel
+                    reply = _receive(child.conn, wait_until)
+            except _GONE:
+                self._replace_child("its connection closed")
+                return
+            if reply is None:
+                if wait_until < deadline:
+                    self._replace_child("it stopped answering")
+                else:
+                    with contextlib.suppress(OSError):
+                        child.conn.send({"cancel": self._next_id})
+                return
+            verdicts[index] = Verdict(reply["verdict"])
+            if verdicts[index] is Verdict.EQUAL and stop:
+                return
 
     def _current_child(self) -> _Child:
         if self._child is None or self._child.owner_pid != os.getpid():
