@@ -187,20 +187,7 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
         siblings = sorted(p.name for p in recipe.parent.glob("*.yaml")) if recipe.parent.is_dir() else []
         where = f" (in {recipe.parent}/: {', '.join(siblings)})" if siblings else ""
         raise CLIError(f"recipe file not found: {recipe}{where}")
-    # A recipe that is not YAML, empty, or not a mapping: one line naming the file (and line).
-    try:
-        data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise CLIError(f"{recipe}: not a text file (invalid UTF-8)") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or first_line(err)
-        raise CLIError(f"{recipe}: YAML syntax error{where}: {problem}") from None
-    if data is None:
-        raise CLIError(f"{recipe}: the recipe is empty (it needs at least the defaults list of ppo_trainer)")
-    if not isinstance(data, dict):
-        raise CLIError(f"{recipe}: a recipe is a mapping of keys, not a {type(data).__name__}")
+    check_recipe_text(recipe)
     try:
         with initialize_config_dir(config_dir=str(recipe.parent.resolve()), version_base=None):
             cfg = hydra_compose(config_name=recipe.stem, overrides=hydra_style)
@@ -217,6 +204,23 @@ def compose(recipe: Path, plain: list[str], hydra_style: list[str]) -> DictConfi
         except OmegaConfBaseException as err:
             raise CLIError(f"cannot set {key}: {first_line(err)}") from None
     return cfg
+
+
+def check_recipe_text(recipe: Path) -> None:
+    """A recipe that is not YAML, empty, or not a mapping: one line naming the file (and line)."""
+    try:
+        data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CLIError(f"{recipe}: not a text file (invalid UTF-8)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise CLIError(f"{recipe}: YAML syntax error{where}: {problem}") from None
+    if data is None:
+        raise CLIError(f"{recipe}: the recipe is empty (it needs at least the defaults list of ppo_trainer)")
+    if not isinstance(data, dict):
+        raise CLIError(f"{recipe}: a recipe is a mapping of keys, not a {type(data).__name__}")
 
 
 def first_line(err: BaseException) -> str:
