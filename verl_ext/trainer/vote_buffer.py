@@ -180,13 +180,8 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         self._votes += 1
 
         batch = _put_rewards(batch.keys, batch.partition_id, scores, rewards)
-        if len(keep) < len(uids):  # drop the responses that only voted, from TransferQueue and from the batch
-            kept = set(keep)
-            tq.kv_clear(partition_id=batch.partition_id, keys=[k for i, k in enumerate(batch.keys) if i not in kept])
-            keep.sort()
-            batch = KVBatchMeta(
-                partition_id=batch.partition_id, keys=[batch.keys[i] for i in keep], tags=[batch.tags[i] for i in keep]
-            )
+        if len(keep) < len(uids):
+            batch = self._keep(batch, sorted(keep))
         metrics = summarize(outcomes, vote_seconds=time.perf_counter() - start)
         metrics[f"{PREFIX}/response_length"] = sum(len(score) for score in scores) / max(len(scores), 1)
         if cfg.use_labels:
@@ -213,3 +208,15 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         _put_rewards(keys, batch.partition_id, _nested_rows(data["rm_scores"]), values)
         metrics[f"{PREFIX}/entropy_reward"] = sum(values) / len(values)
         return batch
+
+    @staticmethod
+    def _keep(batch: KVBatchMeta, indices: list[int]) -> KVBatchMeta:
+        """Drop the responses that only voted: clear them from TransferQueue and from the batch."""
+        kept = set(indices)
+        dropped = [k for i, k in enumerate(batch.keys) if i not in kept]
+        tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
+        return KVBatchMeta(
+            partition_id=batch.partition_id,
+            keys=[batch.keys[i] for i in indices],
+            tags=[batch.tags[i] for i in indices],
+        )
