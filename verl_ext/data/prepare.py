@@ -650,6 +650,19 @@ def _run_job(
     return True
 
 
+def _write_summary(config: PrepareConfig, result: PrepareResult, data_source: str, seconds: float) -> None:
+    summary = {
+        "config": dataclasses.asdict(config),
+        "data_source": data_source,
+        "files": result.paths,
+        "splits": {split: vars(s) for split, s in result.stats.items()},  # read, written, dropped
+        "unreadable": result.failures,
+        "interrupted": result.interrupted,
+        "seconds": round(seconds, 2),
+    }
+    write_json(config.out / SUMMARY_NAME, summary, default=str)  # paths as strings, keys sorted
+
+
 def _log_summary(result: PrepareResult) -> None:
     for split, s in result.stats.items():
         logger.info("%s: read %d rows, wrote %d, dropped %d (%s)", split, s.read, s.written, s.dropped.total(),
@@ -705,17 +718,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             result.interrupted = True
             break
     if result.written:
-        summary = {
-            "config": dataclasses.asdict(config),
-            "data_source": data_source,
-            "files": result.paths,
-            "splits": {split: vars(s) for split, s in result.stats.items()},  # read, written, dropped
-            "unreadable": result.failures,
-            "interrupted": result.interrupted,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
         try:
-            write_json(config.out / SUMMARY_NAME, summary, default=str)  # paths as strings, keys sorted
+            _write_summary(config, result, data_source, time.perf_counter() - start)
         except OSError as exc:  # the data files are complete; a missing summary must not fail the run
             logger.warning("could not write %s: %s", config.out / SUMMARY_NAME, exc)
     _log_summary(result)
