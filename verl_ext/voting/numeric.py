@@ -101,9 +101,10 @@ class _Parser:
         return math.pow(base, exponent)  # raises instead of going complex for (-8)^(1/3)
 
     def group(self) -> float:
-        if self.peek() != "{":
-            raise _Unsupported
-        return self.primary()  # reads the braces and what they hold
+        self.take("{")
+        value = self.expr()
+        self.take("}")
+        return value
 
     def primary(self) -> float:
         token = self.take()
