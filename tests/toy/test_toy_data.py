@@ -274,9 +274,10 @@ def test_rl_and_test_files(small: dict[str, Path]) -> None:
         report = row_schema.validate_file(path, require_label=require_label)
         assert report.ok, report.problems
         assert pq.read_schema(path) == row_schema.arrow_schema([("task", pa.string())])
+    scenes = vm.dataset_scenes(rl)
     for split, rows in (("train", unlabeled), ("train", labeled), ("test", test)):
         for i, row in enumerate(rows):
-            scene = vm.sample_scene(split, i, rl)
+            scene = scenes[split][i]
             assert row["data_source"] == toy.DATA_SOURCE
             assert row["extra_info"]["index"] == i
             assert row["extra_info"]["question"] == scene.question

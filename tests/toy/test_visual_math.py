@@ -222,6 +222,29 @@ def test_deterministic_and_splits_disjoint(tmp_path: Path) -> None:
     assert not train & test
 
 
+def test_a_repeated_scene_is_replaced_never_fatal() -> None:
+    # Bars alone have few distinct scenes: hundreds of examples repeat some (the birthday paradox).
+    config = dataclasses.replace(SMALL, tasks=("compare",), n_train=3000, n_test=400)
+    first_draws = [repr(vm.sample_scene(s, i, config)) for s, n in (("train", 3000), ("test", 400)) for i in range(n)]
+    assert len(set(first_draws)) < len(first_draws)  # the first draws do repeat
+    scenes = vm.dataset_scenes(config)
+    assert [len(scenes["train"]), len(scenes["test"])] == [3000, 400]  # sizes kept
+    everything = [repr(s) for s in scenes["train"] + scenes["test"]]
+    assert len(set(everything)) == len(everything)  # nothing repeated, within or across splits
+    # Only the repeats were redrawn: every other example keeps its first draw.
+    kept = sum(a == b for a, b in zip(first_draws, everything))
+    assert len(everything) - kept == len(first_draws) - len(set(first_draws))
+    rows = vm.build_rows("test", dataclasses.replace(config, n_train=3000, n_test=400))
+    assert [r["extra_info"]["question"] for r in rows] == [s.question for s in scenes["test"]]
+
+
+def test_too_small_a_scene_space_is_one_clear_error() -> None:
+    config = VisualMathConfig(tasks=("compare",), image_size=40, grid=2, min_shape_size=4, max_shape_size=8,
+                              max_count=2, max_distractors=2, n_train=5000, n_test=0)  # about 2,000 bar scenes
+    with pytest.raises(ValueError, match="too few distinct scenes"):
+        vm.dataset_scenes(config)
+
+
 def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.parquet
 

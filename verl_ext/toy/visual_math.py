@@ -28,7 +28,7 @@ from verl_ext.files import build_once, write_parquet
 logger = logging.getLogger(__name__)
 
 # Bump when generation changes so ensure_dataset rewrites stale files.
-BUILD_VERSION = 2  # 2: rows from data.schema.build_row (extra_info also has choices and source)
+BUILD_VERSION = 3  # 3: a scene repeated in either split is replaced by the next draw (dataset_scenes)
 DATA_SOURCE = "verl_ext/visual_math"
 MANIFEST_NAME = ".verl_ext_visual_math.json"
 """Written last into the output directory; lists the config the parquet files were generated with."""
@@ -271,13 +271,40 @@ def _compare_scene(rng: random.Random, config: VisualMathConfig) -> Scene:
 _SCENE_BUILDERS = {"count": _count_scene, "sum": _sum_scene, "compare": _compare_scene}
 
 
-def sample_scene(split: str, index: int, config: VisualMathConfig = VisualMathConfig()) -> Scene:
-    """Deterministically sample the scene of example ``index`` of ``split``."""
+def sample_scene(split: str, index: int, config: VisualMathConfig = VisualMathConfig(), draw: int = 0) -> Scene:
+    """Deterministically sample the scene of example ``index`` of ``split``; ``draw`` > 0 samples a replacement
+    (see :func:`dataset_scenes`)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     task = config.tasks[index % len(config.tasks)]
     # A string seed is hashed with SHA-512 by `random`, independent of PYTHONHASHSEED: stable across runs.
-    return _SCENE_BUILDERS[task](random.Random(f"verl_ext.visual_math:{config.seed}:{split}:{index}"), config)
+    seed = f"verl_ext.visual_math:{config.seed}:{split}:{index}" + (f":{draw}" if draw else "")
+    return _SCENE_BUILDERS[task](random.Random(seed), config)
+
+
+MAX_DRAWS = 100
+"""Replacement draws tried for one example before the scene space is declared too small for the sizes asked."""
+
+
+def dataset_scenes(config: VisualMathConfig = VisualMathConfig()) -> dict[str, list[Scene]]:
+    """The scenes of every split, ``train`` then ``test``, none repeated in either: an example whose scene was
+    drawn before takes its next draw, so the splits keep their sizes and a duplicate is never fatal (a small
+    scene space, e.g. ``compare`` alone, repeats scenes by the birthday paradox)."""
+    seen: set[str] = set()  # reprs: a Scene holds a dict, so it is not hashable
+    scenes: dict[str, list[Scene]] = {}
+    for split in SPLITS:
+        scenes[split] = []
+        for index in range(config.n_train if split == "train" else config.n_test):
+            for draw in range(MAX_DRAWS):
+                scene = sample_scene(split, index, config, draw)
+                if repr(scene) not in seen:
+                    break
+            else:
+                raise ValueError(f"{split} example {index}: {MAX_DRAWS} draws all repeat earlier scenes; the "
+                                 f"difficulty settings allow too few distinct scenes for {len(seen)} examples")
+            seen.add(repr(scene))
+            scenes[split].append(scene)
+    return scenes
 
 
 def render_scene(scene: Scene) -> Image.Image:
@@ -303,9 +330,11 @@ def render_scene(scene: Scene) -> Image.Image:
     return image
 
 
-def make_example(split: str, index: int, config: VisualMathConfig = VisualMathConfig()) -> VisualMathExample:
-    """Generate example ``index`` of ``split``: its scene and the PNG encoding of the rendered image."""
-    scene = sample_scene(split, index, config)
+def make_example(
+    split: str, index: int, config: VisualMathConfig = VisualMathConfig(), scene: Scene | None = None
+) -> VisualMathExample:
+    """Example ``index`` of ``split``: its scene (``scene``, else the first draw) and the rendered image's PNG."""
+    scene = scene or sample_scene(split, index, config)
     buffer = io.BytesIO()
     render_scene(scene).save(buffer, format="PNG", optimize=False)
     return VisualMathExample(split=split, index=index, scene=scene, png=buffer.getvalue())
@@ -320,9 +349,9 @@ def example_to_row(example: VisualMathExample, config: VisualMathConfig = Visual
 
 
 def build_rows(split: str, config: VisualMathConfig = VisualMathConfig()) -> list[dict[str, Any]]:
-    """All rows of ``split``."""
-    n = config.n_train if split == "train" else config.n_test
-    return [example_to_row(make_example(split, i, config), config) for i in range(n)]
+    """All rows of ``split``, scenes from :func:`dataset_scenes`."""
+    scenes = dataset_scenes(config)[split]
+    return [example_to_row(make_example(split, i, config, scene), config) for i, scene in enumerate(scenes)]
 
 
 def _count_alternatives(scene: Scene) -> list[tuple[str, str]]:
