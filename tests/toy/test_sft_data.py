@@ -83,7 +83,7 @@ def test_reasoning_lines_state_the_scene() -> None:
 def test_rl_row_to_sft_row_appends_the_assistant_turn() -> None:
     example = vm.make_example("train", 4, SMALL)
     row = vm.example_to_row(example, SMALL)
-    sft = rl_row_to_sft_row(row, SMALL)
+    sft = rl_row_to_sft_row(row, example.scene)
     assert sft["messages"][:-1] == row["prompt"]
     assert sft["messages"][-1] == {"role": "assistant", "content": response_text(example.scene)}
     assert sft["response"] == sft["messages"][-1]["content"]
@@ -94,7 +94,7 @@ def test_rl_row_to_sft_row_appends_the_assistant_turn() -> None:
 def test_rl_row_from_another_config_is_refused() -> None:
     row = vm.example_to_row(vm.make_example("train", 0, vm.VisualMathConfig()), vm.VisualMathConfig())
     with pytest.raises(ValueError, match="another config"):
-        rl_row_to_sft_row(row, DEFAULT_SFT_CONFIG)
+        rl_row_to_sft_row(row, vm.sample_scene("train", 0, DEFAULT_SFT_CONFIG))
 
 
 def test_written_files(small_data: dict[str, Path]) -> None:
@@ -177,3 +177,102 @@ def test_responses_fit_the_rl_response_budget(tiny_model_dir: Path) -> None:
         len(tokenizer(response_text(vm.sample_scene("train", i, config)))["input_ids"]) for i in range(300)
     )
     assert longest + 1 <= budget, f"longest response is {longest} tokens (+1 end token), RL budget {budget}"
+
+
+# ----------------------------------------------------------------------------------------- answer styles
+
+COMPARE = dataclasses.replace(DEFAULT_SFT_CONFIG, tasks=("compare",), min_bar_gap=20)
+MIX = sft_data.StyleMix(shortcut=0.4, careful=3, tempting_colors=("orange", "red", "yellow"))
+
+
+def _bars(scene: vm.Scene) -> tuple[int, int]:
+    return scene.bars[0].length, scene.bars[1].length
+
+
+@pytest.mark.parametrize("task", vm.TASKS)
+def test_every_style_ends_in_its_answer_and_is_read_back(task: str) -> None:
+    config = dataclasses.replace(DEFAULT_SFT_CONFIG, tasks=(task,))
+    for i in range(20):
+        scene = vm.sample_scene("train", i, config)
+        for style in sft_data.STYLES:
+            text = response_text(scene, style)
+            expected = sft_data.shortcut_answer(scene) if style == sft_data.SHORTCUT else scene.answer
+            assert extract_answer(text, style="boxed") == expected
+            assert sft_data.response_style(text) == style
+            assert "\n" not in text
+    # Each style opens with its own first word: greedy decoding picks a style at the first token.
+    scene = vm.sample_scene("train", 0, config)
+    assert len({response_text(scene, style).split()[0] for style in sft_data.STYLES}) == len(sft_data.STYLES)
+
+
+def test_the_compare_shortcut_says_a_unless_b_is_far_longer() -> None:
+    for i in range(200):
+        scene = vm.sample_scene("train", i, COMPARE)
+        a, b = _bars(scene)
+        assert sft_data.shortcut_answer(scene, margin=45) == ("B" if b - a > 45 else "A")
+        assert sft_data.shortcut_answer(scene, margin=1000) == "A"
+
+
+def test_the_count_shortcut_counts_the_colour_of_any_kind() -> None:
+    config = dataclasses.replace(DEFAULT_SFT_CONFIG, tasks=("count",))
+    wrong = 0
+    for i in range(100):
+        scene = vm.sample_scene("train", i, config)
+        colour = scene.target["color"]
+        shortcut = int(sft_data.shortcut_answer(scene))
+        assert shortcut == sum(1 for s in scene.shapes if s.color == colour) >= int(scene.answer)
+        wrong += shortcut != int(scene.answer)
+    assert 10 < wrong < 90  # a binding error: right on some scenes only
+
+
+def test_the_plain_mix_is_one_careful_phrasing() -> None:
+    for i in range(30):
+        scene = vm.sample_scene("train", i, DEFAULT_SFT_CONFIG)
+        assert sft_data.PLAIN.style(scene, f"k{i}") == "careful"
+
+
+def test_style_shares_follow_the_mix_and_only_tempting_scenes_hurry() -> None:
+    scenes = vm.dataset_scenes(dataclasses.replace(COMPARE, n_train=3000, n_test=0))["train"]
+    counts: dict[tuple[bool, str], int] = {}
+    for i, scene in enumerate(scenes):
+        key = (MIX.tempting(scene), MIX.style(scene, f"1:train:{i}"))
+        counts[key] = counts.get(key, 0) + 1
+        assert MIX.tempting(scene) == (scene.bars[0].color in {"orange", "red", "yellow"})
+    tempting = sum(n for (t, _), n in counts.items() if t)
+    assert 0.4 < tempting / len(scenes) < 0.6  # 3 of 6 colours
+    assert counts.get((False, sft_data.SHORTCUT), 0) == 0
+    assert abs(counts[(True, sft_data.SHORTCUT)] / tempting - 0.4) < 0.04
+    for style in sft_data.CAREFUL_STYLES:  # the rest split evenly, on either kind of scene
+        assert abs(counts[(True, style)] / tempting - 0.2) < 0.04
+        assert abs(counts[(False, style)] / (len(scenes) - tempting) - 1 / 3) < 0.05
+
+
+def test_the_style_is_drawn_independent_of_the_answer() -> None:
+    scenes = vm.dataset_scenes(dataclasses.replace(COMPARE, n_train=3000, n_test=0))["train"]
+    shortcut = {"A": [], "B": []}
+    for i, scene in enumerate(scenes):
+        if MIX.tempting(scene):
+            shortcut[scene.answer].append(MIX.style(scene, f"1:train:{i}") == sft_data.SHORTCUT)
+    rates = {answer: sum(v) / len(v) for answer, v in shortcut.items()}
+    assert abs(rates["A"] - rates["B"]) < 0.07, rates
+
+
+@pytest.mark.parametrize("bad", [{"shortcut": 1.0}, {"shortcut": -0.1}, {"careful": 0}, {"careful": 4},
+                                 {"tempting_colors": ("red", "pink")}])
+def test_bad_mixes_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError, match="styles"):
+        sft_data.StyleMix(**bad)
+
+
+def test_written_files_follow_the_mix(tmp_path: Path) -> None:
+    config = dataclasses.replace(COMPARE, n_train=300, n_test=6)
+    paths = ensure_sft_dataset(tmp_path / "styled", config, MIX)
+    rows = pq.read_table(paths["train"]).to_pylist()
+    styles = [sft_data.response_style(r["response"]) for r in rows]
+    assert set(styles) == set(sft_data.STYLES)
+    assert 0.12 < styles.count(sft_data.SHORTCUT) / len(rows) < 0.28  # 40 % of about half the scenes
+    manifest = json.loads((tmp_path / "styled" / MANIFEST_NAME).read_text())
+    assert manifest["styles"]["shortcut"] == 0.4
+    # The plain mix writes no styles key: plain data built before styles existed stays valid.
+    ensure_sft_dataset(tmp_path / "plain", dataclasses.replace(config, n_train=3))
+    assert "styles" not in json.loads((tmp_path / "plain" / MANIFEST_NAME).read_text())

@@ -86,6 +86,8 @@ class ToyDataConfig:
     """``data_source`` of the RL and test rows."""
     prompt: str = DEFAULT_PROMPT
     """Template of the question-writing rows: the one the synthesis run will use (name or path)."""
+    styles: sft_data.StyleMix = field(default_factory=sft_data.StyleMix)
+    """Answer styles of the SFT answer rows (default: the plain mix, one careful phrasing)."""
 
     def __post_init__(self) -> None:
         for name, least in (("n_sft", 0), ("n_sft_test", 0), ("n_rl", 1), ("n_test", 1), ("seed", 0)):
@@ -164,7 +166,7 @@ def question_writing_row(
 def _write_sft(out_dir: Path, config: ToyDataConfig, template: PromptTemplate) -> None:
     import pyarrow.parquet as pq
 
-    answer_paths = sft_data.ensure_sft_dataset(out_dir / "sft" / "answers", config.sft_config())
+    answer_paths = sft_data.ensure_sft_dataset(out_dir / "sft" / "answers", config.sft_config(), config.styles)
     for split in vm.SPLITS:
         # The schema is the one sft_data wrote, so both kinds of rows land in exactly its layout.
         schema = pq.read_schema(answer_paths[split])
