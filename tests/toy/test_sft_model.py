@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +21,12 @@ def test_builds_once_with_verl_sft_trainer_and_reuses(tmp_path, monkeypatch):
 
     root = tmp_path / "toy-sft"
     model_config = TinyModelConfig()  # the small default model keeps the test fast
-    built = sft_model.ensure_toy_sft_model(root, model_config, SMALL_DATA, steps=3)
+    # 3 steps learn nothing: no floors, but the build still diagnoses its model, for real.
+    built = sft_model.ensure_toy_sft_model(root, model_config, SMALL_DATA, steps=3, floors={})
     assert built == root
+    summary = json.loads((root / "diagnosis.json").read_text())["summary"][str(root / "data" / "test.parquet")]
+    assert summary["all"]["questions"] == SMALL_DATA.n_test and {"count", "compare"} <= set(summary)
+    assert (root / "build_seed").read_text().strip() == "0"
     model_dir = root / "model"
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     base = AutoModelForImageTextToText.from_pretrained(root / "base")
@@ -37,7 +43,7 @@ def test_builds_once_with_verl_sft_trainer_and_reuses(tmp_path, monkeypatch):
     # Complete for these settings: a second call builds nothing.
     monkeypatch.setattr(sft_model, "_run_sft", lambda *a, **k: pytest.fail("rebuilt a complete asset"))
     mtime = os.stat(model_dir / "model.safetensors").st_mtime_ns
-    assert sft_model.ensure_toy_sft_model(root, model_config, SMALL_DATA, steps=3) == root
+    assert sft_model.ensure_toy_sft_model(root, model_config, SMALL_DATA, steps=3, floors={}) == root
     assert os.stat(model_dir / "model.safetensors").st_mtime_ns == mtime
 
 
@@ -46,7 +52,7 @@ def test_other_settings_rebuild_and_a_failed_build_leaves_no_manifest(tmp_path, 
     root = tmp_path / "toy-sft"
     calls = []
 
-    def failing(base, data, steps, ckpt, log_path):
+    def failing(base, data, steps, seed, ckpt, log_path):
         calls.append(steps)
         raise RuntimeError(f"verl's SFT trainer exited with status 1; see {log_path}")
 
@@ -57,5 +63,72 @@ def test_other_settings_rebuild_and_a_failed_build_leaves_no_manifest(tmp_path, 
         sft_model.ensure_toy_sft_model(root, TinyModelConfig(), SMALL_DATA, steps=3)
     assert not (root / sft_model.MANIFEST_NAME).exists()
     assert not list(root.glob(".sft-*"))
-    assert sft_model._payload(TinyModelConfig(), SMALL_DATA, 3) != sft_model._payload(TinyModelConfig(), SMALL_DATA, 4)
+    payload = lambda steps, seed=0: sft_model._payload(TinyModelConfig(), SMALL_DATA, steps, seed, {})  # noqa: E731
+    assert payload(3) != payload(4) and payload(3) != payload(3, seed=1)
     assert calls == [3]
+
+
+def _fake_builds(monkeypatch, maj_by_seed: dict[int, float]) -> list[int]:
+    """Stand-ins for the base model, the data, verl's SFT trainer and the diagnosis: seed k's build scores
+    ``maj_by_seed[k]`` on compare and 0.5 on count."""
+    seeds = []
+
+    def sft(base, data, steps, seed, ckpt, log_path):
+        seeds.append(seed)
+        hf = ckpt / "hf"
+        hf.mkdir(parents=True)
+        (hf / "config.json").write_text("{}")
+        return hf
+
+    def diagnosis(model_dir, test_file, out, log_path):
+        out.write_text("{}")
+        maj = maj_by_seed[seeds[-1]]
+        return {"all": {"maj": maj, "greedy": maj}, "compare": {"maj": maj, "greedy": maj},
+                "count": {"maj": 0.5, "greedy": 0.5}}
+
+    monkeypatch.setattr(sft_model, "ensure_tiny_model", lambda path, config: path)
+    monkeypatch.setattr(sft_model, "ensure_toy_data", lambda path, config: {"test": path / "test.parquet"})
+    monkeypatch.setattr(sft_model, "_run_sft", sft)
+    monkeypatch.setattr(sft_model, "diagnose_build", diagnosis)
+    return seeds
+
+
+def test_a_build_below_its_floor_is_retried_with_the_next_seed(tmp_path, monkeypatch):
+    seeds = _fake_builds(monkeypatch, {0: 0.52, 1: 0.9, 2: 0.9})
+    root = sft_model.ensure_toy_sft_model(tmp_path / "toy-sft", TinyModelConfig(), SMALL_DATA, steps=3)
+    assert seeds == [0, 1]
+    assert (root / "build_seed").read_text().strip() == "1"
+    assert (root / sft_model.MANIFEST_NAME).is_file()
+
+
+def test_every_build_below_its_floor_is_an_error_and_no_trusted_model(tmp_path, monkeypatch):
+    seeds = _fake_builds(monkeypatch, {3: 0.5, 4: 0.6})
+    root = tmp_path / "toy-sft"
+    with pytest.raises(sft_model.BelowFloor, match=r"after 2 builds \(seeds 3-4\): compare maj@8 60.0 < 70.0"):
+        sft_model.ensure_toy_sft_model(root, TinyModelConfig(), SMALL_DATA, steps=3, seed=3, attempts=2)
+    assert seeds == [3, 4]
+    assert not (root / sft_model.MANIFEST_NAME).exists()  # never handed to the quickstart as built
+
+
+def test_floors_apply_to_the_tasks_the_data_has():
+    summary = {"all": {"maj": 0.9}, "compare": {"maj": 0.9}}
+    assert sft_model.below_floors(summary, {"compare": 0.7}) == []
+    assert sft_model.below_floors(summary, {"compare": 0.95}) == ["compare maj@8 90.0 < 95.0"]
+    assert sft_model.below_floors(summary, {"count": 0.3}) == ["count maj@8 0.0 < 30.0"]  # not measured: missed
+    one_task = sft_model._with_tasks({"all": {"maj": 0.8}}, sft_model.TOY_DATA)
+    assert one_task["compare"] == {"maj": 0.8}
+
+
+def test_cli_reports_a_failed_build_in_one_line(tmp_path, monkeypatch, capsys):
+    _fake_builds(monkeypatch, {0: 0.5})
+    status = sft_model.main([f"out={tmp_path / 'x'}", "steps=3", "attempts=1", "n_sft=64", "n_rl=8", "n_test=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and err[0].startswith("error: the toy SFT model is below its floor")
+
+
+def test_the_default_regime_is_the_positive_control():
+    data = sft_model.TOY_DATA
+    assert data.difficulty.tasks == ("compare",)
+    assert data.styles.shortcut > 1 / (1 + data.styles.careful)  # the shortcut is each careful phrasing's mode
+    assert data.styles.shortcut < 0.5  # but the careful ones together outvote it
+    assert sft_model.PLAIN_DATA.styles == sft_model.StyleMix()
