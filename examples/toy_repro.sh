@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # First SFT, second RL, third UPT, at laptop scale (CPU, under an hour on 2 cores).
 #
-#   bash examples/toy_repro.sh                 # 3 seeds and one 3x longer MM-UPT run: the README's table
+#   bash examples/toy_repro.sh                 # positive control: 3 seeds and one 3x longer MM-UPT run
+#   REGIME=plain bash examples/toy_repro.sh    # negative control: the vote is below greedy decoding
 #   QUICK=1 bash examples/toy_repro.sh         # 1 seed, few steps (the test suite's version)
-#   VARIANTS="mmupt_soft mmupt_entropy" LONG_VARIANTS="mmupt_soft mmupt_entropy" bash examples/toy_repro.sh
+#   VARIANTS="mmupt_confident mmupt_soft mmupt_entropy" LONG_VARIANTS="mmupt_soft mmupt_entropy" bash examples/toy_repro.sh
 #                                              # the other label-free rewards, beside the vote's runs
 #
 # Stage 1: SFT of a tiny Qwen2.5-VL on labelled toy visual-math questions (verl's SFT trainer, through
 #          python -m verl_ext.toy.sft_model: the quickstart's model), which also teaches it to write questions.
+#          REGIME=positive (default): bars only, answered in three careful phrasings and, on warm-coloured
+#          scenes, a biased shortcut, so the vote beats greedy decoding; REGIME=plain: one careful phrasing.
+#          The build diagnoses itself and is retried with the next seed below its floor.
 #          Then the diagnosis: greedy, mean@N and maj@N of the SFT model (what a vote could add).
 # Stage 2: supervised GRPO with the labels (baseline).
 # Stage 3: MM-UPT: GRPO with the majority-vote reward on the same questions without labels, and on
@@ -20,13 +24,24 @@ cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
 WORK_DIR=${WORK_DIR:-$PWD/toy_repro}
+REGIME=${REGIME:-positive}
+case $REGIME in
+  positive) REGIME_ARGS=""; REGIME_TEMPERATURE=1.0 ;;  # verl_ext.toy.sft_model's defaults
+  # The plain mix, sampled where its maj@8 is 15 points above its mean@8.
+  plain) REGIME_ARGS="n_sft=2048 difficulty.tasks=[count,compare] styles.shortcut=0 styles.careful=1"
+         REGIME_TEMPERATURE=1.3 ;;
+  *) echo "REGIME must be positive or plain, got $REGIME" >&2; exit 2 ;;
+esac
+SFT_ARGS=${SFT_ARGS:-$REGIME_ARGS}  # more verl_ext.toy.sft_model settings (ToyDataConfig keys)
 if [[ "$QUICK" == 1 ]]; then
   SEEDS=${SEEDS:-0}; SFT_STEPS=${SFT_STEPS:-30}; RL_STEPS=${RL_STEPS:-2}; LONG_STEPS=${LONG_STEPS:-0}
   SIZES=${SIZES:-n_sft=256 n_rl=64 n_test=32}; TEST_FREQ=${TEST_FREQ:-1}
+  SFT_CHECK=${SFT_CHECK:-false}  # a few SFT steps learn nothing: no floors
 else
   SEEDS=${SEEDS:-0 1 2}; SFT_STEPS=${SFT_STEPS:-600}; RL_STEPS=${RL_STEPS:-12}; LONG_STEPS=${LONG_STEPS:-36}
-  SIZES=${SIZES:-}; TEST_FREQ=${TEST_FREQ:-4}  # SIZES empty: the asset's sizes (2048 SFT, 512 RL, 192 held-out)
+  SIZES=${SIZES:-}; TEST_FREQ=${TEST_FREQ:-4}  # SIZES empty: the regime's sizes (512 RL, 192 held-out)
 fi
+SFT_CHECK=${SFT_CHECK:-true}      # hold the SFT build to its floors (verl_ext.toy.sft_model.FLOORS)
 VARIANTS=${VARIANTS:-grpo_supervised mmupt mmupt_synth}  # also: mmupt_confident, mmupt_soft, mmupt_entropy
 LONG_VARIANTS=${LONG_VARIANTS:-mmupt}  # variants also run LONG_STEPS steps (seed 0): when do they collapse?
 CONFIDENT_RATIO=${CONFIDENT_RATIO:-0.625}  # mmupt_confident's min_ratio: 5 of 8 (its labels were 95 % right, on 44 % of groups)
@@ -34,7 +49,7 @@ ROLLOUT_N=${ROLLOUT_N:-8}        # responses per prompt (the vote's group)
 BATCH=${BATCH:-16}               # prompts per step
 MINI_BATCH=${MINI_BATCH:-4}      # prompts per update: 4 updates per step
 LR=${LR:-5e-5}                   # RL learning rate: 2e-4 drifted greedy accuracy down 5-15 points, 1e-3 wrecked the model
-TEMPERATURE=${TEMPERATURE:-1.3}  # rollout temperature: where the SFT model's maj@8 is 15 points above its mean@8
+TEMPERATURE=${TEMPERATURE:-$REGIME_TEMPERATURE}  # rollout and diagnosis temperature
 SYNTH_PROMPT=synth_in_context_short  # the template the SFT data taught (verl_ext.toy.sft_model)
 
 log() { printf '\n[toy_repro %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -47,7 +62,7 @@ mkdir -p "$WORK_DIR/runs" "$WORK_DIR/logs" "$WORK_DIR/diag"
 
 log "stage 1: toy data and SFT with verl's SFT trainer"
 # shellcheck disable=SC2086  # SIZES is a list of key=value settings
-run python -m verl_ext.toy.sft_model out="$WORK_DIR/sft" steps="$SFT_STEPS" $SIZES
+run python -m verl_ext.toy.sft_model out="$WORK_DIR/sft" steps="$SFT_STEPS" check="$SFT_CHECK" $SFT_ARGS $SIZES
 SFT_MODEL="$WORK_DIR/sft/model"
 DATA="$WORK_DIR/sft/data"
 
@@ -87,7 +102,7 @@ train() {  # name seed recipe train_files steps [extra overrides...]
     log "$name: trained already"
   else
     log "stage 2/3: $name"
-    rm -f "$WORK_DIR/runs/$name.jsonl"
+    rm -rf "$WORK_DIR/runs/$name.jsonl" "$WORK_DIR/rollouts/$name"
     VERL_FILE_LOGGER_PATH="$WORK_DIR/runs/$name.jsonl" run python -m verl.trainer.main config="recipes/$recipe.yaml" \
       actor_rollout_ref.model.path="$SFT_MODEL" \
       data.train_files="$files" data.val_files="$DATA/test.parquet" \
@@ -100,7 +115,7 @@ train() {  # name seed recipe train_files steps [extra overrides...]
       data.seed="$seed" actor_rollout_ref.rollout.seed="$seed" \
       trainer.total_training_steps="$steps" trainer.total_epochs=100 \
       trainer.test_freq="$TEST_FREQ" trainer.val_before_train=true \
-      trainer.save_freq="$steps" 'trainer.logger=[console,file]' \
+      trainer.save_freq="$steps" 'trainer.logger=[console,file]' trainer.rollout_data_dir="$WORK_DIR/rollouts/$name" \
       trainer.experiment_name="toy_$name" trainer.default_local_dir="$WORK_DIR/ckpt/$name" "$@" \
       > "$WORK_DIR/logs/$name.log" 2>&1 || { tail -n 40 "$WORK_DIR/logs/$name.log"; exit 1; }
   fi
@@ -139,4 +154,5 @@ if [[ "$LONG_STEPS" -gt 0 ]]; then
 fi
 
 log "report"
-run python -m verl_ext.toy.report runs="$WORK_DIR/runs" diag="$WORK_DIR/diag" n="$ROLLOUT_N" out="$WORK_DIR/report"
+run python -m verl_ext.toy.report runs="$WORK_DIR/runs" diag="$WORK_DIR/diag" rollouts="$WORK_DIR/rollouts" \
+  n="$ROLLOUT_N" out="$WORK_DIR/report"

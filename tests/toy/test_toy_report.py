@@ -89,3 +89,41 @@ def test_stopping_table_puts_the_collapse_signal_beside_the_peak(tmp_path):
     text = stopping_table(load_runs(tmp_path))
     assert "| MM-UPT, 3x longer (unlabeled questions), seed 0 | 2: 75.0 | 9: 60.0 | 8 | 8: 62.0 |" in text
     assert "Supervised" not in text
+
+
+def write_dump(directory, step, outputs):
+    """A rollout dump as verl writes it with ``trainer.rollout_data_dir`` (one JSON object per response)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{step}.jsonl", "w") as f:
+        for text in outputs:
+            f.write(json.dumps({"input": "q", "output": text, "gts": "", "score": 1.0, "step": step}) + "\n")
+        f.write("{broken\n")
+
+
+SHORT = "At a glance, bar A is longer. The answer is \\boxed{A}."
+CAREFUL = "Bar B is longer than bar A. The answer is \\boxed{B}."
+CAREFUL2 = "Checking both ends, bar A is shorter than bar B. The answer is \\boxed{B}."
+
+
+def test_mechanism_table_shows_the_styles_leave_the_shortcut(tmp_path):
+    runs_dir, dumps, diag = tmp_path / "runs", tmp_path / "rollouts", tmp_path / "diag"
+    runs_dir.mkdir()
+    diag.mkdir()
+    for seed, last in ((0, [CAREFUL] * 4), (1, [CAREFUL2] * 3 + [SHORT])):
+        with open(runs_dir / f"mmupt-seed{seed}.jsonl", "w") as f:
+            for step in (1, 2, 3, 4):
+                data = {ACC: 0.5, "mmupt/label_accuracy": 0.5 + 0.1 * step}
+                f.write(json.dumps({"step": step, "data": data}) + "\n")
+        write_dump(dumps / f"mmupt-seed{seed}", 1, [SHORT, SHORT, CAREFUL, CAREFUL2])
+        write_dump(dumps / f"mmupt-seed{seed}", 4, last)
+        write_dump(dumps / f"mmupt-seed{seed}", "notastep", [SHORT])  # ignored
+    questions = [{"greedy": SHORT, "samples": [SHORT, CAREFUL]}, {"greedy": CAREFUL, "samples": [CAREFUL2]}]
+    (diag / "sft.json").write_text(json.dumps({"summary": {"/x/test.parquet": {"all": {"greedy": 0.5}}},
+                                               "questions": {"/x/test.parquet": questions}}))
+    assert main([f"runs={runs_dir}", f"diag={diag}", f"rollouts={dumps}", f"out={tmp_path / 'report'}"]) == 0
+    text = (tmp_path / "report" / "mechanism.md").read_text()
+    # Step 1: half shortcut in both seeds; step 4: none in seed 0, a quarter in seed 1 (mean 12.5 %).
+    assert "| MM-UPT (unlabeled questions) (2 seeds) | 25 -> 50 % | 25 -> 38 % | 0 -> 0 % | 50 -> 12 % |" in text
+    # Pseudo-label accuracy, steps 1-3 vs 2-4; the SFT model's greedy answers: 1 of 2 in the shortcut style.
+    assert "| 70 -> 80 % | n/a |" in text
+    assert "| SFT model |" in text and "| 50 % |" in text

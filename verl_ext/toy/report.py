@@ -4,8 +4,11 @@ validates the SFT model) and :mod:`verl_ext.eval.diagnose` reports (``DIAG_DIR/s
 "Gap closed": the share of the SFT model's (maj@N - greedy) gap a variant closes on greedy accuracy, and of its
 (maj@N - mean@N) gap on sampled accuracy ("no gap" when the vote adds nothing). The "when to stop" table replays
 the collapse rule (``verl_ext.voting.collapse``) over each label-free run's majority ratio, beside the peak.
+The mechanism table reads verl's rollout dumps (``ROLLOUTS_DIR/<variant>-seed<k>/<step>.jsonl``, written with
+``trainer.rollout_data_dir``): the share of each answer style among the sampled responses, first and last step,
+beside the pseudo-labels' accuracy.
 
-    python -m verl_ext.toy.report runs=RUNS_DIR diag=DIAG_DIR out=REPORT_DIR
+    python -m verl_ext.toy.report runs=RUNS_DIR diag=DIAG_DIR [rollouts=ROLLOUTS_DIR] out=REPORT_DIR
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from verl_ext.toy.sft_data import SHORTCUT, STYLES, response_style
 from verl_ext.voting.collapse import CollapseMonitor
 
 logger = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ class Run:
     seed: int
     steps: dict[int, dict[str, float]]
     final: dict[str, float] = field(default_factory=dict)
+    styles: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Per training step, the share of each answer style among the sampled responses (from the rollout dumps)."""
 
     def accuracy(self, step: int) -> Optional[float]:
         """Held-out accuracy validated at ``step`` (0 = before training), if logged."""
@@ -94,14 +100,22 @@ def load_runs(runs_dir: Path) -> list[Run]:
 
 
 def held_out(report_path: Path) -> dict[str, float]:
-    """The ``all`` row of a diagnosis report for ``test.parquet`` ({} if absent or unreadable)."""
+    """The ``all`` row of a diagnosis report for ``test.parquet`` ({} if absent or unreadable), plus
+    ``greedy_shortcut`` and ``sampled_shortcut``: the share of greedy and of sampled answers in the shortcut style."""
     try:
-        summary = json.loads(report_path.read_text())["summary"]
+        report = json.loads(report_path.read_text())
+        summary, questions = report["summary"], report.get("questions", {})
     except (OSError, ValueError, KeyError):
         return {}
     for path, tasks in summary.items():
         if Path(path).name == "test.parquet":
-            return tasks.get("all", {})
+            figures = dict(tasks.get("all", {}))
+            graded = questions.get(path) or []
+            samples = [text for q in graded for text in q.get("samples", [])]
+            if graded and samples:
+                figures["greedy_shortcut"] = sum(response_style(q["greedy"]) == SHORTCUT for q in graded) / len(graded)
+                figures["sampled_shortcut"] = sum(response_style(t) == SHORTCUT for t in samples) / len(samples)
+            return figures
     return {}
 
 
@@ -112,6 +126,63 @@ def attach_diagnoses(runs: list[Run], diag_dir: Optional[Path]) -> dict[str, flo
     for run in runs:
         run.final = held_out(diag_dir / f"{run.variant}-seed{run.seed}.json")
     return held_out(diag_dir / "sft.json")
+
+
+def style_shares(dump_dir: Path) -> dict[int, dict[str, float]]:
+    """Per step, the share of each style (:data:`~verl_ext.toy.sft_data.STYLES`) among the responses verl dumped
+    to ``dump_dir/<step>.jsonl``; unreadable lines are skipped."""
+    shares = {}
+    for path in dump_dir.glob("*.jsonl") if dump_dir.is_dir() else ():
+        if not path.stem.isdigit():
+            continue
+        counts = dict.fromkeys(STYLES, 0)
+        for line in path.read_text().splitlines():
+            try:
+                counts[response_style(str(json.loads(line)["output"]))] += 1
+            except (ValueError, KeyError, TypeError):
+                continue
+        if total := sum(counts.values()):
+            shares[int(path.stem)] = {style: n / total for style, n in counts.items()}
+    return dict(sorted(shares.items()))
+
+
+def attach_styles(runs: list[Run], rollouts_dir: Optional[Path]) -> None:
+    """Fill each run's ``styles`` from ``rollouts_dir/<variant>-seed<k>/``."""
+    if rollouts_dir is not None:
+        for run in runs:
+            run.styles = style_shares(rollouts_dir / f"{run.variant}-seed{run.seed}")
+
+
+def mechanism_table(runs: list[Run], sft: Optional[dict[str, float]] = None) -> str:
+    """Markdown table: per variant (mean over seeds), the style shares of the sampled responses at the first
+    and the last step, the pseudo-labels' accuracy over the first and the last three steps, and the share of
+    held-out greedy answers in the shortcut style (SFT model, then each final checkpoint)."""
+    head = "| run | " + " | ".join(f"{style} first -> last" for style in STYLES) + \
+        " | pseudo-label accuracy first 3 -> last 3 steps | held-out greedy answers in the shortcut style |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    if sft and "greedy_shortcut" in sft:
+        lines.append("| SFT model | " + " | " * len(STYLES) + f" | {100 * sft['greedy_shortcut']:.0f} % |")
+    for variant, label in VARIANTS.items():
+        group = [r for r in runs if r.variant == variant and r.styles]
+        if not group:
+            continue
+        cells = []
+        for style in STYLES:
+            first = statistics.fmean(r.styles[min(r.styles)][style] for r in group)
+            last = statistics.fmean(r.styles[max(r.styles)][style] for r in group)
+            cells.append(f"{100 * first:.0f} -> {100 * last:.0f} %")
+        accuracy = [[m["mmupt/label_accuracy"] for _, m in sorted(r.steps.items()) if "mmupt/label_accuracy" in m]
+                    for r in group]
+        if all(accuracy):
+            early = statistics.fmean(statistics.fmean(a[:3]) for a in accuracy)
+            late = statistics.fmean(statistics.fmean(a[-3:]) for a in accuracy)
+            cells.append(f"{100 * early:.0f} -> {100 * late:.0f} %")
+        else:
+            cells.append("labels read")
+        finals = [r.final["greedy_shortcut"] for r in group if "greedy_shortcut" in r.final]
+        cells.append(_mean_spread(finals) + " %" if finals else "n/a")
+        lines.append(f"| {label} ({len(group)} seeds) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _mean_spread(values: list[float]) -> str:
@@ -195,11 +266,17 @@ def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) ->
     reward = "critic/score/mean"
     panels = [("held-out greedy accuracy", None), ("training reward", reward),
               ("majority ratio", "mmupt/majority_ratio"), ("pseudo-label accuracy", "mmupt/label_accuracy")]
+    if any(run.styles for run in runs):
+        panels.append(("shortcut-style share of samples", SHORTCUT))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4))
     for ax, (title, key) in zip(axes, panels):
         for index, (variant, label) in enumerate(VARIANTS.items()):
             per_step: dict[int, list[float]] = defaultdict(list)
             for run in (r for r in runs if r.variant == variant):
+                if key == SHORTCUT:
+                    for step, shares in run.styles.items():
+                        per_step[step].append(shares[SHORTCUT])
+                    continue
                 for step, metrics in run.steps.items():
                     value = run.accuracy(step) if key is None else metrics.get(key)
                     if value is not None:
@@ -225,7 +302,8 @@ def plot(runs: list[Run], path: Path, sft: Optional[dict[str, float]] = None) ->
 
 @dataclass
 class ReportCommand:
-    """``python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [n=8]``: the toy run's table and curves."""
+    """``python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [rollouts=DIR] [n=8]``: the toy run's tables
+    and curves."""
 
     runs: str = MISSING
     """Directory of ``<variant>-seed<k>.jsonl`` metric logs."""
@@ -233,11 +311,13 @@ class ReportCommand:
     """Where ``table.md``, ``stopping.md`` and ``curves.png`` go."""
     diag: Optional[str] = None
     """Directory of diagnosis reports (``sft.json``, ``<variant>-seed<k>.json``)."""
+    rollouts: Optional[str] = None
+    """Directory of verl's rollout dumps, one sub-directory ``<variant>-seed<k>`` per run (the mechanism table)."""
     n: int = 8
     """Samples per question of the diagnoses."""
 
 
-USAGE = "usage: python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [n=8]"
+USAGE = "usage: python -m verl_ext.toy.report runs=DIR out=DIR [diag=DIR] [rollouts=DIR] [n=8]"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -251,14 +331,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             logger.error("no <variant>-seed<k>.jsonl metric logs in %s", args.runs)
             return 1
         sft = attach_diagnoses(runs, Path(args.diag) if args.diag else None)
+        attach_styles(runs, Path(args.rollouts) if args.rollouts else None)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         text = table(runs, sft, args.n)
         (out / "table.md").write_text(text + "\n")
         stopping = stopping_table(runs)
         (out / "stopping.md").write_text(stopping + "\n")
+        mechanism = mechanism_table(runs, sft)
+        (out / "mechanism.md").write_text(mechanism + "\n")
         plot(runs, out / "curves.png", sft)
-        logger.info("%s\n\n%s\n\nwrote table.md, stopping.md and curves.png to %s", text, stopping, out)
+        logger.info("%s\n\n%s\n\n%s\n\nwrote table.md, stopping.md, mechanism.md and curves.png to %s", text,
+                    stopping, mechanism, out)
         return 0
 
     return run_command(argv, __doc__, USAGE, command)
