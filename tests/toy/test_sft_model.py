@@ -36,7 +36,7 @@ def test_builds_once_with_verl_sft_trainer_and_reuses(tmp_path, monkeypatch):
     changed = [n for n, p in model.state_dict().items() if not p.equal(base_state[n].to(p.dtype))]
     assert changed, "3 SFT steps left every weight as the base model's"
     assert all(not n.startswith("model.visual") for n in changed), f"the vision tower must stay frozen: {changed}"
-    assert "step:3" in (root / "sft.log").read_text()
+    assert "step:3" in (root / "sft.log").read_text() == (root / "sft-seed0.log").read_text()
     assert (root / "data" / "rl" / "unlabeled.parquet").is_file() and (root / "data" / "test.parquet").is_file()
     assert not list(root.glob(".sft-*")), "the build's working directory was left behind"
 
@@ -59,7 +59,7 @@ def test_other_settings_rebuild_and_a_failed_build_leaves_no_manifest(tmp_path, 
     monkeypatch.setattr(sft_model, "ensure_tiny_model", lambda path, config: path)
     monkeypatch.setattr(sft_model, "ensure_toy_data", lambda path, config: {})
     monkeypatch.setattr(sft_model, "_run_sft", failing)
-    with pytest.raises(RuntimeError, match="sft.log"):
+    with pytest.raises(RuntimeError, match=r"sft-seed0\.log"):
         sft_model.ensure_toy_sft_model(root, TinyModelConfig(), SMALL_DATA, steps=3)
     assert not (root / sft_model.MANIFEST_NAME).exists()
     assert not list(root.glob(".sft-*"))
@@ -75,6 +75,7 @@ def _fake_builds(monkeypatch, maj_by_seed: dict[int, float]) -> list[int]:
 
     def sft(base, data, steps, seed, ckpt, log_path):
         seeds.append(seed)
+        log_path.write_text(f"step:{steps}\n")
         hf = ckpt / "hf"
         hf.mkdir(parents=True)
         (hf / "config.json").write_text("{}")
@@ -98,6 +99,9 @@ def test_a_build_below_its_floor_is_retried_with_the_next_seed(tmp_path, monkeyp
     root = sft_model.ensure_toy_sft_model(tmp_path / "toy-sft", TinyModelConfig(), SMALL_DATA, steps=3)
     assert seeds == [0, 1]
     assert (root / "build_seed").read_text().strip() == "1"
+    # Every attempt's log and diagnosis are kept.
+    assert {p.name for p in root.glob("*-seed*")} == {"sft-seed0.log", "sft-seed1.log", "diagnosis-seed0.json",
+                                                     "diagnosis-seed1.json"}
     assert (root / sft_model.MANIFEST_NAME).is_file()
 
 

@@ -175,11 +175,14 @@ def ensure_toy_sft_model(
         for build_seed in range(seed, seed + attempts):
             base = ensure_tiny_model(root / "base", dataclasses.replace(model, seed=build_seed))
             with tempfile.TemporaryDirectory(prefix=".sft-", dir=root, ignore_cleanup_errors=True) as work:
-                hf_dir = _run_sft(base, files, steps, build_seed, Path(work, "ckpt"), root / "sft.log")
+                # Each attempt keeps its log and diagnosis; sft.log and diagnosis.json are the last attempt's.
+                hf_dir = _run_sft(base, files, steps, build_seed, Path(work, "ckpt"), root / f"sft-seed{build_seed}.log")
+                shutil.copyfile(root / f"sft-seed{build_seed}.log", root / "sft.log")
                 shutil.rmtree(root / "model", ignore_errors=True)
                 os.rename(hf_dir, root / "model")
-            summary = diagnose_build(root / "model", files["test"], root / "diagnosis.json", root / "diagnosis.log")
-            summary = _with_tasks(summary, data)
+            report = root / f"diagnosis-seed{build_seed}.json"
+            summary = _with_tasks(diagnose_build(root / "model", files["test"], report, root / "diagnosis.log"), data)
+            shutil.copyfile(report, root / "diagnosis.json")
             missed = below_floors(summary, floors)
             if not missed:
                 (root / "build_seed").write_text(f"{build_seed}\n")
