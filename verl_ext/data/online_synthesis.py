@@ -1,6 +1,6 @@
 """Online synthesis: every K steps the policy being trained writes new questions, and later steps train on them.
 
-Beyond the paper (README, "Online synthesis"). A round after step K runs :mod:`verl_ext.data.synthesize`
+Beyond the paper (docs/data.md, "Online synthesis"). A round after step K runs :mod:`verl_ext.data.synthesize`
 unchanged on a window of the seed rows, writing ``<out_dir>/round-<K>/``, but its requests go to the trainer's
 own rollout servers through the trainer's LLM client, so the questions come from the weights just trained. The
 kept questions go into a pool; from step K+1 on, a share of each batch's prompts is taken from it. A resumed run

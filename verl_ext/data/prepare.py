@@ -5,7 +5,7 @@ Sources: the paper's datasets by short name (``geometry3k``, ``geoqa``, ``mmr1``
 ``.json`` / ``.jsonl`` / ``.parquet`` files with an image column and a question column. Each kept row is a row
 of :mod:`verl_ext.data.schema` with the original answer only in ``extra_info["answer"]``; ``keep_labels`` also
 makes it the ground truth (the supervised baseline), and the validation split (``test.parquet``) always keeps
-it. Bad rows are dropped and counted per reason (README.md, "Data", lists them), unreadable files and sources
+it. Bad rows are dropped and counted per reason (docs/data.md, "Bad rows", lists them), unreadable files and sources
 too, and the run goes on with the rest. Exit status: 0 if any row was written, 1 if none was, 2 for usage
 errors, 130 when interrupted.
 

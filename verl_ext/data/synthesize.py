@@ -1,4 +1,4 @@
-"""Synthesize new training questions from seed rows with the model itself (MM-UPT's data synthesis; README, "Data").
+"""Synthesize new training questions from seed rows with the model itself (MM-UPT's data synthesis; docs/data.md).
 
 ``in_context`` shows a seed row's image(s), question and answer and asks for a *different* question; ``direct``
 shows only the image(s). Seed rows go in shards of ``synth.shard_size``, each written atomically, then recorded in

@@ -52,7 +52,7 @@ PLAIN_DATA = ToyDataConfig(
                                 min_bar_gap=20),
 )
 """The negative control: counting 1-4 shapes among up to 3 distractors and comparing two bars at least 20 px
-apart, one careful answer style; its vote is below its greedy answer (docs/toy.md). Question-writing rows use
+apart, one careful answer style; its vote is below its greedy answer (docs/toy-plain.md). Question-writing rows use
 the short synthesis prompt (the long one makes SFT 3x slower)."""
 TOY_DATA = dataclasses.replace(
     PLAIN_DATA,

@@ -1,8 +1,8 @@
 """A label-free signal of collapse: the group's answers converge faster than the run began.
 
 Every intrinsic reward (the vote, entropy, self-certainty) first helps, then drifts into confident,
-uniform answers, right or wrong; without labels the groups themselves show it. The rule (README,
-"Collapse signal"; its defaults come from the toy runs, "When to stop"):
+uniform answers, right or wrong; without labels the groups themselves show it. The rule (docs/rewards.md,
+"Collapse signal"; its defaults come from the toy runs, docs/toy-plain.md "When to stop"):
 
     fire at the first step s >= baseline_steps + window where
     mean(majority_ratio[s - window + 1 .. s]) - mean(majority_ratio[1 .. baseline_steps]) >= ratio_rise

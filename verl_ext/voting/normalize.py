@@ -183,7 +183,7 @@ def normalize(answer: str) -> str:
     ``\\frac{a}{b}``, ``1,000``) as a reduced fraction: ``0.5``, ``1/2``, ``\\frac{1}{2}`` and
     ``\\dfrac12`` all become ``"1/2"``; ``3.0`` becomes ``"3"``; the elements of a set written
     ``\\{...\\}`` are sorted. What this decides on purpose (``10%`` is ``10``, tuples are ordered)
-    is listed in README.md.
+    is listed in docs/vote.md.
     """
     s = _DROP.sub(" ", _THIN_THOUSANDS.sub("", answer.strip().translate(_UNICODE)))
     for pattern, replacement in _ALIASES:
