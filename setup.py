@@ -41,7 +41,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["verl_ext", "verl_ext.*"]),
-    package_data={"verl_ext": ["config/**/*.yaml", "prompts/*.txt", "eval/*.txt", "toy/*.json", "toy/*.jinja"]},
+    package_data={"verl_ext": ["config/**/*.yaml", "prompts/*.txt", "eval/*.txt", "toy/*.json", "toy/*.jinja",
+                              "toy/sft_shipped/*", "toy/sft_shipped/model/*"]},  # the shipped toy SFT model
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -62,7 +62,8 @@ mkdir -p "$WORK_DIR/runs" "$WORK_DIR/logs" "$WORK_DIR/diag"
 
 log "stage 1: toy data and SFT with verl's SFT trainer"
 # shellcheck disable=SC2086  # SIZES is a list of key=value settings
-run python -m verl_ext.toy.sft_model out="$WORK_DIR/sft" steps="$SFT_STEPS" check="$SFT_CHECK" $SFT_ARGS $SIZES
+run python -m verl_ext.toy.sft_model out="$WORK_DIR/sft" steps="$SFT_STEPS" check="$SFT_CHECK" use_shipped=false \
+  $SFT_ARGS $SIZES
 SFT_MODEL="$WORK_DIR/sft/model"
 DATA="$WORK_DIR/sft/data"
 

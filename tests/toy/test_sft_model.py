@@ -136,3 +136,32 @@ def test_the_default_regime_is_the_positive_control():
     assert data.styles.shortcut > 1 / (1 + data.styles.careful)  # the shortcut is each careful phrasing's mode
     assert data.styles.shortcut < 0.5  # but the careful ones together outvote it
     assert sft_model.PLAIN_DATA.styles == sft_model.StyleMix()
+
+
+def test_a_shipped_build_is_copied_where_its_settings_fit(tmp_path, monkeypatch):
+    seeds = _fake_builds(monkeypatch, {0: 0.9})
+    monkeypatch.setattr(sft_model, "SHIPPED_DIR", tmp_path / "shipped")
+    built = sft_model.ensure_toy_sft_model(tmp_path / "a", TinyModelConfig(), SMALL_DATA, steps=3)
+    (built / "diagnosis.json").write_text(json.dumps({
+        "settings": {"model": "/x", "data": ["/y"], "n": 8, "temperature": 1.0},
+        "summary": {str(built / "data" / "test.parquet"): {"all": {"greedy": 0.6, "maj": 0.9}}}}))
+    sft_model.ship_build(built)
+    shipped = json.loads((tmp_path / "shipped" / "build.json").read_text())
+    assert shipped["payload"] == json.loads((built / sft_model.MANIFEST_NAME).read_text())
+    assert shipped["diagnosis"]["summary"] == {"test.parquet": {"all": {"greedy": 0.6, "maj": 0.9}}}
+    assert "model" not in shipped["diagnosis"]["settings"]  # nothing of the building machine's paths
+
+    # Same settings elsewhere: copied, not trained.
+    copy = sft_model.ensure_toy_sft_model(tmp_path / "b", TinyModelConfig(), SMALL_DATA, steps=3)
+    assert seeds == [0]
+    assert (copy / "model" / "config.json").read_text() == "{}"
+    assert (copy / "build_seed").read_text().strip() == "0"
+    # Other settings, or use_shipped=False: trained from scratch.
+    sft_model.ensure_toy_sft_model(tmp_path / "c", TinyModelConfig(), SMALL_DATA, steps=4)
+    sft_model.ensure_toy_sft_model(tmp_path / "d", TinyModelConfig(), SMALL_DATA, steps=3, use_shipped=False)
+    assert seeds == [0, 0, 0]
+
+
+def test_ship_refuses_other_settings(tmp_path, capsys):
+    assert sft_model.main([f"out={tmp_path}", "ship=true", "steps=5"]) == 2
+    assert "default build only" in capsys.readouterr().err

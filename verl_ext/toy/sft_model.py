@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from verl_ext.files import build_once
+from verl_ext.files import build_once, write_json
 from verl_ext.toy.data import FILES, ToyDataConfig, ensure_toy_data
 from verl_ext.toy.sft_data import StyleMix
 from verl_ext.toy.tiny_model import TinyModelConfig, ensure_tiny_model
@@ -76,6 +76,12 @@ ATTEMPTS = 3
 """Builds (seeds ``seed``, ``seed+1``, ...) tried before a model below its floors is an error."""
 
 
+SHIPPED_DIR = Path(__file__).resolve().with_name("sft_shipped")
+"""Package data: the default build's model (``model/``) and ``build.json`` (its payload, seed and diagnosis), so
+the quickstart starts in seconds. Used only where its payload is the one asked for; ``ship=true`` rewrites it."""
+SHIPPED_BUILD = "build.json"
+
+
 class BelowFloor(RuntimeError):
     """Every build attempt gave a model below its floors."""
 
@@ -84,9 +90,16 @@ _STEP = re.compile(r"\bstep:(\d+)\b")
 
 
 def _payload(model: TinyModelConfig, data: ToyDataConfig, steps: int, seed: int, floors: dict[str, float]) -> dict:
+    from verl_ext.prompts import load_prompt
+    from verl_ext.toy import data as toy_data, sft_data, tiny_model, visual_math
+
     recipe = (RECIPES_DIR / f"{SFT_RECIPE}.yaml").read_bytes()
     return {
         "build_version": BUILD_VERSION,
+        # What the model is made of: a change to any builder's output changes the payload (and stales the shipped copy).
+        "builders": {"tiny_model": tiny_model.BUILD_VERSION, "toy_data": toy_data.BUILD_VERSION,
+                     "sft_data": sft_data.BUILD_VERSION, "visual_math": visual_math.BUILD_VERSION,
+                     "prompt_sha256": load_prompt(data.prompt).digest},
         "model": dataclasses.asdict(model),
         "data": dataclasses.asdict(data),
         "steps": steps,
@@ -162,15 +175,22 @@ def ensure_toy_sft_model(
     seed: int = 0,
     floors: dict[str, float] | None = None,
     attempts: int = ATTEMPTS,
+    use_shipped: bool = True,
 ) -> Path:
     """``root`` holding ``model/`` (the SFT model), ``data/`` (its toy data), ``base/`` and ``diagnosis.json``;
     built if missing. Seeds ``seed``, ``seed+1``, ... up to ``attempts`` builds, until one meets ``floors``
-    (default :data:`FLOORS`, for the tasks the data has; ``{}`` trusts any build); raises :class:`BelowFloor`."""
+    (default :data:`FLOORS`, for the tasks the data has; ``{}`` trusts any build); raises :class:`BelowFloor`.
+    With ``use_shipped`` and settings equal to the shipped build's, the shipped model is copied instead."""
     root = Path(root).absolute()
     floors = {task: f for task, f in (FLOORS if floors is None else floors).items() if task in data.difficulty.tasks}
 
+    payload = _payload(model, data, steps, seed, floors)
+
     def build() -> None:
         files = ensure_toy_data(root / "data", data)
+        if use_shipped and shipped_payload() == json.loads(json.dumps(payload)):  # JSON: tuples equal lists
+            _copy_shipped(root)
+            return
         missed: list[str] = []
         for build_seed in range(seed, seed + attempts):
             base = ensure_tiny_model(root / "base", dataclasses.replace(model, seed=build_seed))
@@ -193,15 +213,49 @@ def ensure_toy_sft_model(
         raise BelowFloor(f"the toy SFT model is below its floor after {attempts} builds (seeds {seed}-"
                          f"{seed + attempts - 1}): {'; '.join(missed)}; see {root / 'diagnosis.json'}")
 
-    build_once(root, _payload(model, data, steps, seed, floors), build, expect=[root / "model", root / "build_seed"],
-               manifest_name=MANIFEST_NAME)
+    build_once(root, payload, build, expect=[root / "model", root / "build_seed"], manifest_name=MANIFEST_NAME)
     logger.info("toy SFT model ready at %s", root / "model")
     return root
 
 
-def _with_tasks(summary: dict[str, dict[str, float]], data: ToyDataConfig) -> dict[str, dict[str, float]]:
+def shipped_payload() -> dict | None:
+    """The payload the shipped model was built with (None: nothing shipped)."""
+    try:
+        return json.loads((SHIPPED_DIR / SHIPPED_BUILD).read_text())["payload"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _copy_shipped(root: Path) -> None:
+    build = json.loads((SHIPPED_DIR / SHIPPED_BUILD).read_text())
+    shutil.rmtree(root / "model", ignore_errors=True)
+    shutil.copytree(SHIPPED_DIR / "model", root / "model")
+    write_json(root / "diagnosis.json", build["diagnosis"])
+    (root / "build_seed").write_text(f"{build['build_seed']}\n")
+    logger.info("using the shipped toy SFT model (build seed %d; %s): `python -m verl_ext.toy.sft_model out=DIR "
+                "use_shipped=false` builds it from scratch", build["build_seed"], _figures(_with_tasks(
+                    build["diagnosis"]["summary"][build["test_file"]], None)))
+
+
+def ship_build(root: Path) -> Path:
+    """Copy the build in ``root`` (its model, payload, seed and diagnosis) to :data:`SHIPPED_DIR`."""
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    diagnosis = json.loads((root / "diagnosis.json").read_text())
+    test_file = str(root / "data" / FILES["test"])
+    shutil.rmtree(SHIPPED_DIR, ignore_errors=True)
+    shutil.copytree(root / "model", SHIPPED_DIR / "model")
+    # The held-out summary keyed by a path that does not depend on where it was built.
+    diagnosis = {"settings": {k: v for k, v in diagnosis["settings"].items() if k not in ("model", "data", "out")},
+                 "summary": {FILES["test"]: diagnosis["summary"][test_file]}}
+    write_json(SHIPPED_DIR / SHIPPED_BUILD, {"payload": manifest, "build_seed": int((root / "build_seed").read_text()),
+                                             "diagnosis": diagnosis, "test_file": FILES["test"]})
+    logger.info("shipped the toy SFT model of %s to %s", root, SHIPPED_DIR)
+    return SHIPPED_DIR
+
+
+def _with_tasks(summary: dict[str, dict[str, float]], data: ToyDataConfig | None) -> dict[str, dict[str, float]]:
     # diagnose names tasks only when a file has several: a one-task file's figures are its task's.
-    if len(data.difficulty.tasks) == 1 and set(summary) == {"all"}:
+    if data is not None and len(data.difficulty.tasks) == 1 and set(summary) == {"all"}:
         return {**summary, data.difficulty.tasks[0]: summary["all"]}
     return summary
 
@@ -212,25 +266,32 @@ def _figures(summary: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m verl_ext.toy.sft_model out=DIR [steps=N build_seed=0 attempts=3 check=true] [force=true]
-    [ToyDataConfig keys]``: build (or reuse) the model; every default is the asset's (the quickstart's model and
-    the toy reproduction's stage 1). ``check=false`` trusts any build. Exit status 0, 2 for a bad setting, 1 with
-    one line when every attempt is below its floors."""
+    """``python -m verl_ext.toy.sft_model out=DIR [steps=N build_seed=0 attempts=3 check=true use_shipped=true
+    ship=false] [force=true] [ToyDataConfig keys]``: build (or reuse) the model; every default is the asset's (the
+    quickstart's model and the toy reproduction's stage 1). ``check=false`` trusts any build; ``use_shipped=false``
+    builds from scratch even where the shipped model fits; ``ship=true`` then copies the build into the package
+    (default settings only). Exit status 0, 2 for a bad setting, 1 with one line when every attempt is below its
+    floors."""
     from verl_ext.config.compose import CLIError, builder_command
 
     def build(out: Path, data: ToyDataConfig, force: bool, steps: int, build_seed: int, attempts: int,
-              check: bool) -> dict[str, Path]:
+              check: bool, use_shipped: bool, ship: bool) -> dict[str, Path]:
         if steps < 1 or attempts < 1 or build_seed < 0:
             raise CLIError("steps and attempts must be >= 1, build_seed >= 0")
+        if ship and (data, steps, build_seed, check) != (TOY_DATA, SFT_STEPS, 0, True):
+            raise CLIError("ship=true ships the default build only: drop the other settings")
         if force:
             (out / MANIFEST_NAME).unlink(missing_ok=True)
-        root = ensure_toy_sft_model(out, TOY_MODEL, data, steps, build_seed, None if check else {}, attempts)
-        return {"model": root / "model", "data": root / "data", "diagnosis": root / "diagnosis.json"}
+        root = ensure_toy_sft_model(out, TOY_MODEL, data, steps, build_seed, None if check else {}, attempts,
+                                    use_shipped=use_shipped and not ship)
+        made = {"model": root / "model", "data": root / "data", "diagnosis": root / "diagnosis.json"}
+        return {**made, "shipped": ship_build(root)} if ship else made
 
     try:
         return builder_command(
             argv, __doc__, "python -m verl_ext.toy.sft_model", ToyDataConfig, build, defaults=TOY_DATA,
-            extra=[("steps", int, SFT_STEPS), ("build_seed", int, 0), ("attempts", int, ATTEMPTS), ("check", bool, True)],
+            extra=[("steps", int, SFT_STEPS), ("build_seed", int, 0), ("attempts", int, ATTEMPTS), ("check", bool, True),
+                   ("use_shipped", bool, True), ("ship", bool, False)],
         )
     except BelowFloor as err:
         sys.stderr.write(f"error: {err}\n")
