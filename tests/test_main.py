@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -384,3 +385,40 @@ def test_a_mini_batch_smaller_than_the_workers_is_refused():
     cfg = compose(RECIPE, plain, hydra)
     with pytest.raises(CLIError, match="smaller than the 64 workers"):
         check_values(cfg)
+
+
+def test_run_summary_reads_verl_file_logger_lines(tmp_path):
+    from verl_ext.main import run_summary
+
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [
+        {"step": 0, "data": {"val-core/verl_ext/toy_visual_math/acc/mean@1": 0.62}},
+        {"step": 1, "data": {"mmupt/majority_ratio": 0.8125, "mmupt/label_accuracy": 0.75, "critic/score/mean": 0.81}},
+        {"step": 2, "data": {"mmupt/majority_ratio": 0.875, "mmupt/label_accuracy": 1.0, "critic/score/mean": 0.88}},
+    ]
+    metrics.write_text("\n".join(map(json.dumps, lines)) + "\nnot json\n")
+    (tmp_path / "ckpt" / "global_step_2").mkdir(parents=True)
+    cfg = OmegaConf.create({"trainer": {"default_local_dir": str(tmp_path / "ckpt"), "experiment_name": "quickstart"}})
+    text = run_summary(metrics, cfg)
+    rows = text.splitlines()
+    assert rows[1].startswith("verl-ext summary (quickstart, 2 steps")
+    assert rows[2].split() == ["step", "majority", "ratio", "pseudo-labels", "right", "reward", "held-out", "greedy",
+                               "accuracy"]
+    assert rows[3].split() == ["0", "62%"]
+    assert rows[4].split() == ["1", "0.81", "75%", "0.81"]
+    assert rows[5].split() == ["2", "0.88", "100%", "0.88"]
+    assert f"checkpoint: {tmp_path / 'ckpt' / 'global_step_2'}" in text
+    assert "bash examples/toy_repro.sh" in text
+
+
+def test_metrics_path_only_with_the_file_logger(tmp_path, monkeypatch):
+    from verl_ext.main import metrics_path
+
+    monkeypatch.delenv("VERL_FILE_LOGGER_PATH", raising=False)
+    cfg = OmegaConf.create({"trainer": {"logger": ["console"], "default_local_dir": str(tmp_path / "c")}})
+    assert metrics_path(cfg) is None and "VERL_FILE_LOGGER_PATH" not in os.environ
+    cfg.trainer.logger = ["console", "file"]
+    assert metrics_path(cfg) == tmp_path / "c" / "metrics.jsonl"
+    assert os.environ["VERL_FILE_LOGGER_PATH"] == str(tmp_path / "c" / "metrics.jsonl")  # Ray workers inherit it
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "mine.jsonl"))
+    assert metrics_path(cfg) == tmp_path / "mine.jsonl"  # the user's choice wins

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -142,9 +143,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from verl.trainer.main_ppo import main as verl_main
 
+    metrics = metrics_path(cfg)
     # A @hydra.main function called with a config runs its body on that config.
     verl_main(cfg)
+    if metrics is not None and metrics.is_file():
+        print(run_summary(metrics, cfg))
     return 0
+
+
+def metrics_path(cfg: DictConfig) -> Path | None:
+    """Where verl's ``file`` logger writes this run's metrics: ``$VERL_FILE_LOGGER_PATH``, set here to
+    ``<trainer.default_local_dir>/metrics.jsonl`` when unset (Ray workers inherit it; their working directory
+    is not the caller's). None without the ``file`` logger."""
+    loggers = OmegaConf.select(cfg, "trainer.logger", default=[]) or []
+    if "file" not in (list(loggers) if not isinstance(loggers, str) else [loggers]):
+        return None
+    if "VERL_FILE_LOGGER_PATH" not in os.environ:
+        path = Path(str(cfg.trainer.default_local_dir)).absolute() / "metrics.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.environ["VERL_FILE_LOGGER_PATH"] = str(path)
+    return Path(os.environ["VERL_FILE_LOGGER_PATH"])
+
+
+#: The summary's columns: metric key -> (header, format).
+SUMMARY_COLUMNS = {
+    "mmupt/majority_ratio": ("majority ratio", "{:.2f}"),
+    "mmupt/label_accuracy": ("pseudo-labels right", "{:.0%}"),
+    "critic/score/mean": ("reward", "{:.2f}"),
+}
+
+
+def run_summary(metrics: Path, cfg: DictConfig) -> str:
+    """A few lines a newcomer can read after verl's console lines: per step the vote's majority ratio, how often
+    its pseudo-labels were right, the reward; held-out greedy accuracy where validated; the checkpoint; what next."""
+    import json
+
+    steps: dict[int, dict] = {}
+    for line in metrics.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            steps.setdefault(int(entry["step"]), {}).update(entry["data"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    accuracy = {step: value for step, data in steps.items() for key, value in data.items()
+                if key.startswith("val-core/") and "/acc/" in key}
+    header = ["step", *(name for name, _ in SUMMARY_COLUMNS.values()), "held-out greedy accuracy"]
+    rows = []
+    for step in sorted(steps):
+        data = steps[step]
+        cells = [fmt.format(data[key]) if key in data else "" for key, (_, fmt) in SUMMARY_COLUMNS.items()]
+        held = f"{accuracy[step]:.0%}" if step in accuracy else ""
+        if any(cells) or held:
+            rows.append([str(step), *cells, held])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    table = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    last = max(steps, default=0)
+    checkpoint = Path(str(cfg.trainer.default_local_dir)).absolute() / f"global_step_{last}"
+    lines = [f"\nverl-ext summary ({cfg.trainer.experiment_name}, {last} steps; every metric in {metrics}):", *table]
+    if checkpoint.is_dir():
+        lines.append(f"checkpoint: {checkpoint}")
+    lines += [
+        "pseudo-labels right: how often the group's majority answer equals the hidden true answer (training never "
+        "reads it); held-out greedy accuracy: validation before training and where trainer.test_freq asks",
+        "next: more steps with trainer.total_training_steps=12; the whole laptop experiment with "
+        "bash examples/toy_repro.sh; your own data: docs/data.md",
+    ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ alias
