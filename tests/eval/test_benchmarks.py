@@ -195,6 +195,17 @@ def test_parse_wemath_options():
     assert parse_wemath_options("") == {}
 
 
+def test_parse_wemath_options_splits_only_at_the_next_letter():
+    # Only the next letter in order starts an option: B's "A." and D's "F." are text.
+    assert parse_wemath_options("A. 2;B. 1;A. is wrong;C. 3;D. 4;F. no;E. No correct answer") == {
+        "A": "2",
+        "B": "1;A. is wrong",
+        "C": "3",
+        "D": "4;F. no",
+        "E": "No correct answer",
+    }
+
+
 def test_parse_mathverse_choices():
     assert parse_mathverse_choices("Find x.\nChoices:\nA:1\nB:2.5\nC:\\sqrt{3}\nD:4") == {
         "A": "1",
@@ -222,3 +233,42 @@ def test_parse_benchmarks():
     ]
     with pytest.raises(ValueError, match="unknown benchmark"):
         parse_benchmarks("mmmu")
+
+
+# ------------------------------------------------------------------------------------------ rows that broke parsing
+
+
+def _load_rows(root: Path, name: str, rows: list[dict], cache_dir: str) -> dict:
+    """Load ``rows`` (in the benchmark's hub schema) as a local copy; samples by prompt id."""
+    (root / name).mkdir(parents=True)
+    path = root / name / f"{BENCHMARKS[name].split}.parquet"
+    datasets.Dataset.from_list(rows, features=FEATURES[name]).to_parquet(str(path))
+    return _by_id(load_benchmark(name, data_dir=root, cache_dir=cache_dir))
+
+
+def _wemath_row(problem_id: str, key: str, option: str, answer: str) -> dict:
+    row = ROWS["wemath"]()[0]
+    row.update(ID=problem_id, key=key, option=option, answer=answer)
+    return row
+
+
+def test_wemath_letter_period_inside_an_option_stays_in_it(tmp_path, cache_dir):
+    rows = [
+        # An earlier letter reappears inside D: it must not overwrite the gold option C.
+        _wemath_row("2steps_102", "2steps_1", "A. 3 cm;B. 4 cm;C. 5 cm;D. 3 cm;C. is wrong; E. No correct answer", "C"),
+        # A letter with no option of its own appears inside C: it must not become an option.
+        _wemath_row("3steps_126", "3steps_2", "A. 12;B. 16;C. 20;G. is the midpoint;D. 24;E. No correct answer", "B"),
+    ]
+    samples = _load_rows(tmp_path, "wemath", rows, cache_dir)
+    overwritten, spurious = samples["2steps_102@2steps_1"], samples["3steps_126@3steps_2"]
+    assert overwritten.choices == {
+        "A": "3 cm",
+        "B": "4 cm",
+        "C": "5 cm",
+        "D": "3 cm;C. is wrong",
+        "E": "No correct answer",
+    }
+    assert overwritten.reference() == "C (5 cm)"
+    assert list(spurious.choices) == ["A", "B", "C", "D", "E"]
+    assert spurious.choices["C"] == "20;G. is the midpoint" and spurious.choices["D"] == "24"
+    assert "(G)" not in spurious.question and "(D) 24" in spurious.question

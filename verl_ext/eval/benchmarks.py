@@ -90,14 +90,40 @@ def choices_block(choices: Mapping[str, str]) -> str:
 
 _MATHVERSE_CHOICES = re.compile(r"\n\s*Choices\s*:\s*\n(?P<block>.*)$", re.IGNORECASE | re.DOTALL)
 _MATHVERSE_OPTION = re.compile(r"^[ \t]*\(?([A-Z])(?:\)|[ \t]*[:.：)])[ \t]*", re.MULTILINE)
-_WEMATH_OPTION = re.compile(r"(?:^|;)\s*([A-H])\s*[.．:：]\s*")
+_WEMATH_LETTERS = "ABCDEFGH"
+# ``{}``: the one letter an option may start with (the next one in order).
+_WEMATH_OPTION = r"(?:^|;)\s*({})\s*[.．:：]\s*"
+
+
+def _slices(text: str, found: Sequence[re.Match[str]]) -> dict[str, str]:
+    """Letter -> text between each option marker (group 1: the letter) and the next, wrapped lines joined."""
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    return {m.group(1): " ".join(text[m.end() : end].split()).rstrip(";").strip() for m, end in zip(found, ends)}
 
 
 def _options(text: str, marker: re.Pattern[str]) -> dict[str, str]:
     """Letter -> text of the options ``marker`` (group 1: the letter) starts in ``text``, wrapped lines joined."""
-    found = list(marker.finditer(text))
-    ends = [m.start() for m in found[1:]] + [len(text)]
-    return {m.group(1): " ".join(text[m.end() : end].split()).rstrip(";").strip() for m, end in zip(found, ends)}
+    return _slices(text, list(marker.finditer(text)))
+
+
+def _markers_in_order(text: str, marker: str, letters: str) -> list[re.Match[str]]:
+    """The option markers of ``letters`` found one after another, each after the previous one.
+
+    Option texts may hold letter-period strings of their own ("3 cm;C. is wrong"); looking only for
+    the next letter in order keeps those inside their option, where a search for any letter would cut
+    them out as options (overwriting a real one, or adding one the question does not have).
+    """
+    first = re.search(marker.format(f"[{letters}]"), text)
+    if first is None:
+        return []
+    found, position = [first], first.end()
+    for letter in letters[letters.index(first.group(1)) + 1 :]:
+        match = re.compile(marker.format(letter)).search(text, position)
+        if match is None:
+            break
+        found.append(match)
+        position = match.end()
+    return found
 
 
 def parse_mathverse_choices(question: str) -> Optional[dict[str, str]]:
@@ -107,8 +133,13 @@ def parse_mathverse_choices(question: str) -> Optional[dict[str, str]]:
 
 
 def parse_wemath_options(option: str) -> dict[str, str]:
-    """We-Math's ``"A. 200.96;B. 3215.36;C. 6280; E. No correct answer"`` as letter -> text."""
-    return _options(option or "", _WEMATH_OPTION)
+    """We-Math's ``"A. 200.96;B. 3215.36;C. 6280;D. 32; E. No correct answer"`` as letter -> text.
+
+    Options follow one another in letter order; an option starts only at the next letter (see
+    :func:`_markers_in_order`).
+    """
+    option = option or ""
+    return _slices(option, _markers_in_order(option, _WEMATH_OPTION, _WEMATH_LETTERS))
 
 
 def _listed(options: Optional[Sequence[str]]) -> Optional[dict[str, str]]:
