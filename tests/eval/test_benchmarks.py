@@ -23,6 +23,7 @@ from verl_ext.eval.benchmarks import (
     parse_mathverse_choices,
     parse_wemath_options,
 )
+from verl_ext.eval.grading import grade_response
 from verl_ext.toy.fixtures import FEATURES, ROWS, write_benchmark_files
 from verl_ext.generation.base import load_image
 
@@ -219,6 +220,12 @@ def test_parse_mathverse_choices():
     assert parse_mathverse_choices("Find x.") is None
 
 
+def test_parse_mathverse_choices_accepts_singular_choice():
+    assert parse_mathverse_choices("Is the line tangent?\nChoice:\nA. True\nB. False") == {"A": "True", "B": "False"}
+    # The whole question may be the option block (the rest is drawn in the image).
+    assert parse_mathverse_choices("Choice:\nA. 1\nB. 2") == {"A": "1", "B": "2"}
+
+
 def test_choices_block():
     assert choices_block({"A": "1", "B": "2"}) == "Choices:\n(A) 1\n(B) 2"
     assert choices_block({"A": "A", "B": "B"}) == "Choices: (A), (B)"
@@ -272,3 +279,34 @@ def test_wemath_letter_period_inside_an_option_stays_in_it(tmp_path, cache_dir):
     assert list(spurious.choices) == ["A", "B", "C", "D", "E"]
     assert spurious.choices["C"] == "20;G. is the midpoint" and spurious.choices["D"] == "24"
     assert "(G)" not in spurious.question and "(D) 24" in spurious.question
+
+
+def _mathverse_row(sample_index: str, question: str, answer: str) -> dict:
+    row = ROWS["mathverse"]()[0]
+    row.update(sample_index=sample_index, question=question, question_for_eval=question, answer=answer)
+    return row
+
+
+def test_mathverse_singular_choice_with_a_text_answer_is_graded_by_letter(tmp_path, cache_dir):
+    truth = "Is the function f(x) = x^3 odd?\nChoice:\nA. True\nB. False"
+    bearing = "Find the true bearing of B from A.\nChoice:\nA. 270^\\circ T\nB. 180^\\circ T\nC. 090^\\circ T"
+    centre = "Which point is the centre of the circle?\nChoices:\nA:B\nB:A\nC:O"
+    rows = [
+        _mathverse_row("339", truth, "False"),
+        _mathverse_row("429", bearing, "090^\\circ T"),
+        _mathverse_row("9", centre, "B"),
+    ]
+    samples = _load_rows(tmp_path, "mathverse", rows, cache_dir)
+    true_false, compass = samples["339"], samples["429"]
+    assert true_false.choices == {"A": "True", "B": "False"} and true_false.answer_letter == "B"
+    assert true_false.reference() == "B (False)"
+    assert compass.choices["C"] == "090^\\circ T" and compass.answer_letter == "C"
+    # The letter, or the option's text, is right; another letter is wrong.
+    assert grade_response("So the answer is \\boxed{B}.", true_false).correct
+    assert grade_response("So the answer is \\boxed{False}.", true_false).correct
+    assert not grade_response("So the answer is \\boxed{A}.", true_false).correct
+    assert grade_response("\\boxed{C}", compass).correct
+    assert not grade_response("\\boxed{A}", compass).correct
+    # A letter answer stays the gold letter, even where another option's text is that letter.
+    assert samples["9"].answer_letter == "B" and samples["9"].reference() == "B (A)"
+

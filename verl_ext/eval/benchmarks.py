@@ -6,8 +6,9 @@ mean follows lmms-eval (``tasks/mathvista/mathvista_evals.py``: a multiple-choic
 text, a float answer is compared at ``precision`` decimals; ``tasks/mathvision/utils.py``: a letter answer
 indexes ``options``), MathVerse's ``output_templates/output_testmini.json`` (5 versions of each problem; a
 Vision Only question is empty, the problem is drawn in the image; options follow ``Choices:`` as ``A:50°``
-lines and the answer is the letter) and VLMEvalKit's ``vlmeval/dataset/utils/wemath.py`` (a problem's
-sub-questions and composite share ``ID``, ``key`` tells them apart: ``2steps_1`` .. ``3steps_multi``).
+lines and the answer is the letter; a few write ``Choice:`` and give the option's text) and VLMEvalKit's
+``vlmeval/dataset/utils/wemath.py`` (a problem's sub-questions and composite share ``ID``, ``key`` tells
+them apart: ``2steps_1`` .. ``3steps_multi``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def choices_block(choices: Mapping[str, str]) -> str:
     return "Choices:" + format_choices(choices)
 
 
-_MATHVERSE_CHOICES = re.compile(r"\n\s*Choices\s*:\s*\n(?P<block>.*)$", re.IGNORECASE | re.DOTALL)
+# Most questions write "Choices:", a few "Choice:"; the block may also open the question (the rest of
+# the problem is then drawn in the image).
+_MATHVERSE_CHOICES = re.compile(r"(?:^|\n)\s*Choices?\s*:\s*\n(?P<block>.*)$", re.IGNORECASE | re.DOTALL)
 _MATHVERSE_OPTION = re.compile(r"^[ \t]*\(?([A-Z])(?:\)|[ \t]*[:.：)])[ \t]*", re.MULTILINE)
 _WEMATH_LETTERS = "ABCDEFGH"
 # ``{}``: the one letter an option may start with (the next one in order).
@@ -127,7 +130,7 @@ def _markers_in_order(text: str, marker: str, letters: str) -> list[re.Match[str
 
 
 def parse_mathverse_choices(question: str) -> Optional[dict[str, str]]:
-    """The ``A:50°`` option lines after ``Choices:`` in a MathVerse question, or None."""
+    """The ``A:50°`` option lines after ``Choices:`` (or ``Choice:``) in a MathVerse question, or None."""
     match = _MATHVERSE_CHOICES.search(question)
     return (_options(match.group("block"), _MATHVERSE_OPTION) or None) if match else None
 
@@ -150,6 +153,20 @@ def _gold_letter(answer: str) -> Optional[str]:
     """The option letter a gold answer names: ``"B"``, ``"(B)"`` or ``"B: 60°"``."""
     m = re.match(r"^\(?([A-Za-z])\)?(?:$|[\s.:：)])", answer.strip())
     return m.group(1).upper() if m else None
+
+
+def _option_letter(answer: str, choices: Mapping[str, str]) -> Optional[str]:
+    """The letter of the option a gold answer names: its letter (``"B"``, ``"(B)"``), else the option
+    whose text it is (``"False"``), else a letter leading a text (``"B: 60°"``); None if none is an option."""
+    bare = re.fullmatch(r"\(?([A-Za-z])\)?[.:：]?", answer.strip())
+    if bare and bare.group(1).upper() in choices:
+        # Checked before the texts: an option's text may itself be a letter (a point's name).
+        return bare.group(1).upper()
+    key = " ".join(answer.split())
+    if letter := next((k for k, text in choices.items() if " ".join(text.split()) == key), None):
+        return letter
+    letter = _gold_letter(answer)
+    return letter if letter in choices else None
 
 
 def _join(question: str, choices: Optional[Mapping[str, str]]) -> str:
@@ -184,15 +201,27 @@ def _mathvista(row: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def _mathverse_letter(row: Mapping[str, Any], choices: Optional[Mapping[str, str]]) -> Optional[str]:
+    """The gold letter of a multiple-choice row; a few state the option's text instead of its letter."""
+    answer = _answer(row)
+    if not choices:
+        return _gold_letter(answer)  # Vision Only: the options are in the image
+    letter = _option_letter(answer, choices)
+    if letter is None:
+        logger.warning("mathverse %s: answer %r is none of its options", row["sample_index"], answer)
+    return letter
+
+
 def _mathverse(row: Mapping[str, Any]) -> dict[str, Any]:
     question = str(row.get("question") or "").strip()
     is_choice = row.get("question_type") == "multi-choice"
+    choices = parse_mathverse_choices(question) if is_choice else None
     return dict(
         prompt_id=str(row["sample_index"]),
         question=question or VISION_ONLY_QUESTION,  # the options are already part of the question's text
         answer=_answer(row),
-        choices=parse_mathverse_choices(question) if is_choice else None,
-        answer_letter=_gold_letter(_answer(row)) if is_choice else None,
+        choices=choices,
+        answer_letter=_mathverse_letter(row, choices) if is_choice else None,
         answer_type="choice" if is_choice else "text",
         category=row.get("problem_version"),
         meta={"problem_index": str(row.get("problem_index")), "subject": (row.get("metadata") or {}).get("subject")},
