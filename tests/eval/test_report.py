@@ -130,6 +130,16 @@ def test_table1_markdown_has_paper_rows_ours_and_difference():
         table1_markdown(summary, reference="GPT-4o")
 
 
+def test_table1_cites_the_paper_by_its_v2_title():
+    # The numbers come from arXiv v2 (NeurIPS 2025), which retitled the paper.
+    table = table1_markdown(summarize([rec("mathvista", "1", True)]))
+    assert (
+        'Paper numbers: Wei et al., "First SFT, Second RL, Third UPT: Continual Improving Multi-Modal LLM '
+        'Reasoning via Unsupervised Post-Training" (MM-UPT), arXiv:2505.22453 v2, Table 1.' in table
+    )
+    assert "via GRPO" not in table
+
+
 def test_markdown_report_sections():
     records = _wemath_problem("1", "2steps", [True, True], False) + [rec("mathverse", "9", True, category="Text Lite")]
     text = markdown_report(summarize(records), label="run1", header={"model": "/m"}, reference="MM-UPT (GeoQA)")

@@ -17,10 +17,12 @@ from verl_ext.eval.benchmarks import BENCHMARKS, MATHVERSE_VERSIONS, WEMATH_STEP
 
 logger = logging.getLogger(__name__)
 
-# The paper's numbers: its Table 1 here, Tables 2 and 3 in verl_ext.eval.compare.
+# The paper's numbers: its Table 1 here, Tables 2 and 3 in verl_ext.eval.compare. They are v2's (NeurIPS
+# 2025), so the citation gives v2's title; v1 was "Unsupervised Post-Training for Multi-Modal LLM
+# Reasoning via GRPO".
 PAPER_SOURCE = (
-    'Wei et al., "Unsupervised Post-Training for Multi-Modal LLM Reasoning via GRPO" '
-    "(MM-UPT), arXiv:2505.22453 v2"
+    'Wei et al., "First SFT, Second RL, Third UPT: Continual Improving Multi-Modal LLM Reasoning via '
+    'Unsupervised Post-Training" (MM-UPT), arXiv:2505.22453 v2'
 )
 TABLE_BENCHMARKS = ("mathvision", "mathverse", "mathvista", "wemath")
 """The paper's column order."""
