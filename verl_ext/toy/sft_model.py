@@ -57,12 +57,14 @@ the short synthesis prompt (the long one makes SFT 3x slower)."""
 TOY_DATA = dataclasses.replace(
     PLAIN_DATA,
     n_sft=6144,
-    difficulty=dataclasses.replace(PLAIN_DATA.difficulty, tasks=("compare",)),
-    styles=StyleMix(shortcut=0.4, careful=3, tempting_colors=("orange", "red", "yellow")),
+    difficulty=dataclasses.replace(PLAIN_DATA.difficulty, tasks=("compare",), min_bar_gap=30),
+    styles=StyleMix(shortcut=0.4, careful=3, shortcut_margin=45),
 )
-"""The positive control (the default): bars only, answered in three careful phrasings and, on scenes whose
-bar A is warm-coloured, a biased shortcut in 40 % of the rows, so greedy decoding hurries there while most
-samples reason. More rows than the plain mix: a style is drawn per row, and few repeats keep it a draw."""
+"""The positive control (the default): bars only, at least 30 px apart, answered in three careful phrasings
+(20 % of the rows each) and a quick shortcut (40 %) that says A unless bar B is longer by more than 45 px,
+right on about 63 % of the scenes. Greedy decoding takes the shortcut's opening words, most samples reason.
+Bars 20 px apart were learned by one build in three; 30 px ends fall in different image tokens. More rows
+than the plain mix: a style is drawn per row, and few repeats keep it a draw."""
 SFT_STEPS = 600
 """SFT optimizer steps (batch 32, cosine decay to 0)."""
 SFT_MAX_LENGTH = 192
