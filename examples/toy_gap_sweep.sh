@@ -4,37 +4,35 @@
 # per regime), then one table and one plot: greedy-accuracy gain against the SFT model's gap.
 #
 #   bash examples/toy_gap_sweep.sh                       # every regime below
-#   REGIMES="plain bars_all" bash examples/toy_gap_sweep.sh
-#   POSITIVE_DIR=toy_repro bash examples/toy_gap_sweep.sh  # reuse toy_repro.sh's runs for the bars_warm regime
+#   REGIMES="plain bars_m60" bash examples/toy_gap_sweep.sh
+#   POSITIVE_DIR=toy_repro bash examples/toy_gap_sweep.sh  # reuse toy_repro.sh's runs for the bars_m45 regime
 #   QUICK=1 bash examples/toy_gap_sweep.sh               # 2 regimes, few steps (the test suite's version)
 #
-# Regimes (verl_ext.toy.sft_model settings; every one samples at temperature 1.0):
-#   plain       count and bars, one careful phrasing: greedy already returns the modal answer (negative control)
-#   bars_careful bars, three careful phrasings, no shortcut: no gap to close
-#   bars_two    bars, a shortcut on scenes whose bar A is red or yellow (1 colour in 3)
-#   bars_warm   bars, a shortcut on warm-coloured scenes (half): the toy reproduction's default
-#   bars_all    bars, a shortcut on every scene: greedy at chance
-#   count_warm  counting, a shortcut on warm-coloured scenes: the vote's labels are often wrong
+# Regimes (verl_ext.toy.sft_model settings; every one samples at temperature 1.0). The bars regimes differ in
+# how often the shortcut is right (its margin), so the greedy answer, which follows the shortcut, is as good
+# as the shortcut while the samples, mostly careful, are not:
+#   plain     count and bars, one careful phrasing: greedy already returns the modal answer (negative control)
+#   bars_m35  bars, the shortcut right on 87 % of scenes: a small gap
+#   bars_m45  bars, right on 70 %: the toy reproduction's default (examples/toy_repro.sh)
+#   bars_m60  bars, right on 54 %: greedy near chance, the largest gap
+#   count_all counting, the shortcut counts every shape of the asked colour: the vote's labels are often wrong
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
 SWEEP_DIR=${SWEEP_DIR:-$PWD/toy_gap_sweep}
 if [[ "$QUICK" == 1 ]]; then
-  REGIMES=${REGIMES:-plain bars_warm}; SEEDS=${SEEDS:-0}
+  REGIMES=${REGIMES:-plain bars_m45}; SEEDS=${SEEDS:-0}
 else
-  REGIMES=${REGIMES:-plain bars_careful bars_two bars_warm bars_all count_warm}; SEEDS=${SEEDS:-0 1}
+  REGIMES=${REGIMES:-plain bars_m35 bars_m45 bars_m60 count_all}; SEEDS=${SEEDS:-0 1}
 fi
-STYLED="styles.careful=3 styles.shortcut=0.4"
-
-regime_args() {
+regime_args() {  # settings on top of verl_ext.toy.sft_model's defaults (bars_m45)
   case $1 in
-    plain) echo "n_sft=2048 difficulty.tasks=[count,compare] styles.shortcut=0 styles.careful=1" ;;
-    bars_careful) echo "styles.careful=3 styles.shortcut=0" ;;
-    bars_two) echo "$STYLED styles.tempting_colors=[red,yellow]" ;;
-    bars_warm) echo "$STYLED styles.tempting_colors=[orange,red,yellow]" ;;
-    bars_all) echo "$STYLED styles.tempting_colors=[blue,green,orange,purple,red,yellow]" ;;
-    count_warm) echo "difficulty.tasks=[count] $STYLED styles.tempting_colors=[orange,red,yellow]" ;;
+    plain) echo "n_sft=2048 difficulty.tasks=[count,compare] difficulty.min_bar_gap=20 styles.shortcut=0 styles.careful=1" ;;
+    bars_m35) echo "styles.shortcut_margin=35" ;;
+    bars_m45) echo "" ;;
+    bars_m60) echo "styles.shortcut_margin=60" ;;
+    count_all) echo "difficulty.tasks=[count]" ;;
     *) echo "unknown regime $1" >&2; return 2 ;;
   esac
 }
@@ -44,7 +42,7 @@ dirs=()
 for regime in $REGIMES; do
   args=$(regime_args "$regime")
   dir="$SWEEP_DIR/$regime"
-  if [[ "$regime" == bars_warm && -n "${POSITIVE_DIR:-}" ]]; then
+  if [[ "$regime" == bars_m45 && -n "${POSITIVE_DIR:-}" ]]; then
     dir=$(cd "$POSITIVE_DIR" && pwd)
   else
     printf '\n[toy_gap_sweep %s] regime %s: %s\n' "$(date +%H:%M:%S)" "$regime" "$args"

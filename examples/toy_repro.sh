@@ -9,8 +9,9 @@
 #
 # Stage 1: SFT of a tiny Qwen2.5-VL on labelled toy visual-math questions (verl's SFT trainer, through
 #          python -m verl_ext.toy.sft_model: the quickstart's model), which also teaches it to write questions.
-#          REGIME=positive (default): bars only, answered in three careful phrasings and, on warm-coloured
-#          scenes, a biased shortcut, so the vote beats greedy decoding; REGIME=plain: one careful phrasing.
+#          REGIME=positive (default): bars only, answered in three careful phrasings and a quick shortcut that is
+#          right on 70 % of the scenes; greedy decoding takes the shortcut, most samples reason, so the vote beats
+#          greedy decoding. REGIME=plain: counting and bars, one careful phrasing.
 #          The build diagnoses itself and is retried with the next seed below its floor.
 #          Then the diagnosis: greedy, mean@N and maj@N of the SFT model (what a vote could add).
 # Stage 2: supervised GRPO with the labels (baseline).
@@ -28,7 +29,7 @@ REGIME=${REGIME:-positive}
 case $REGIME in
   positive) REGIME_ARGS=""; REGIME_TEMPERATURE=1.0 ;;  # verl_ext.toy.sft_model's defaults
   # The plain mix, sampled where its maj@8 is 15 points above its mean@8.
-  plain) REGIME_ARGS="n_sft=2048 difficulty.tasks=[count,compare] styles.shortcut=0 styles.careful=1"
+  plain) REGIME_ARGS="n_sft=2048 difficulty.tasks=[count,compare] difficulty.min_bar_gap=20 styles.shortcut=0 styles.careful=1"
          REGIME_TEMPERATURE=1.3 ;;
   *) echo "REGIME must be positive or plain, got $REGIME" >&2; exit 2 ;;
 esac

@@ -65,7 +65,7 @@ def test_toy_repro_quick_then_the_sweep(tmp_path):
     run_script("examples/toy_gap_sweep.sh", SWEEP_DIR=str(sweep), POSITIVE_DIR=str(tmp_path), RL_STEPS="1")
     plain = json.loads((sweep / "plain" / "sft" / "data" / ".verl_ext_toy_data.json").read_text())
     assert plain["config"]["difficulty"]["tasks"] == ["count", "compare"]
-    assert not (sweep / "bars_warm").exists()
+    assert not (sweep / "bars_m45").exists()
     table = (sweep / "report" / "sweep.md").read_text()
-    assert table.index("| plain |") < table.index("| bars_warm |")
+    assert table.index("| plain |") < table.index("| bars_m45 |")
     assert (sweep / "report" / "sweep.png").read_bytes()[:4] == b"\x89PNG"

@@ -62,7 +62,7 @@ TOY_DATA = dataclasses.replace(
 )
 """The positive control (the default): bars only, at least 30 px apart, answered in three careful phrasings
 (20 % of the rows each) and a quick shortcut (40 %) that says A unless bar B is longer by more than 45 px,
-right on about 63 % of the scenes. Greedy decoding takes the shortcut's opening words, most samples reason.
+right on 70 % of the scenes. Greedy decoding takes the shortcut's opening words, most samples reason.
 Bars 20 px apart were learned by one build in three; 30 px ends fall in different image tokens. More rows
 than the plain mix: a style is drawn per row, and few repeats keep it a draw."""
 SFT_STEPS = 600
