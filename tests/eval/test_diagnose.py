@@ -132,3 +132,16 @@ def test_real_run_on_the_tiny_model(tmp_path, tiny_model_dir):
     questions = report["questions"][str(data)]
     assert len(questions) == 3 and all(len(q["samples"]) == 3 for q in questions)
     assert report["settings"]["n"] == 3
+
+
+@pytest.mark.parametrize(
+    "figures, expected",
+    [
+        ({"greedy": 0.70, "maj": 0.62}, "maj@8 62.0 vs greedy 70.0 (-8.0 points): the vote is not better"),
+        ({"greedy": 0.70, "maj": 0.71}, "(+1.0 points): the vote is not better"),
+        ({"greedy": 0.40, "maj": 0.60}, "room to gain, but the vote's labels are right on only 60 %"),
+        ({"greedy": 0.70, "maj": 0.92}, "(+22.0 points): room to gain, with labels right on 92 %"),
+    ],
+)
+def test_reading_says_what_the_gap_means(figures, expected):
+    assert expected in dg.reading(figures, 8)

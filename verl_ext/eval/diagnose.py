@@ -169,6 +169,29 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]], n: int) -> s
     return md_table(header + ["no label", "majority ratio"], rows, left=2)
 
 
+NO_ROOM = 0.02
+"""A vote at most this far above greedy accuracy has nothing to distil into the greedy answer."""
+LABELS_RIGHT = 0.70
+"""Below this maj@N, the vote's pseudo-labels are wrong on more than 30 % of the questions."""
+
+
+def reading(figures: dict[str, float], n: int) -> str:
+    """What a file's figures mean for MM-UPT, in words: the room (maj@N - greedy) and the pseudo-labels' quality
+    (maj@N), read against the toy dose-response (docs/toy.md)."""
+    gap, maj = figures["maj"] - figures["greedy"], figures["maj"]
+    room = f"maj@{n} {100 * maj:.1f} vs greedy {100 * figures['greedy']:.1f} ({100 * gap:+.1f} points)"
+    if gap <= NO_ROOM:
+        return (f"{room}: the vote is not better than the greedy answer, so MM-UPT has nothing to distil into it; "
+                "on the toy, no regime with such a gap gained greedy accuracy (a higher temperature or more "
+                "samples per vote can open a gap; diagnose again).")
+    if maj < LABELS_RIGHT:
+        return (f"{room}: room to gain, but the vote's labels are right on only {100 * maj:.0f} % of the "
+                "questions, so MM-UPT also rewards wrong answers; on the toy such a vote gained less than its gap "
+                "and less than supervised GRPO (a vote threshold, min_ratio, trades labels for coverage).")
+    return (f"{room}: room to gain, with labels right on {100 * maj:.0f} % of the questions; on the toy, "
+            "MM-UPT turned most of such a gap into greedy accuracy within 12 steps.")
+
+
 def diagnose(config: DiagnoseConfig, generator: Any = None) -> dict[str, Any]:
     """Generate and grade every file of ``config.data``; returns ``{"settings", "summary", "questions"}``.
 
@@ -208,9 +231,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = settings_from_argv(DiagnoseConfig, argv, USAGE)
         report = diagnose(config)
         table = markdown_table({Path(p).name: t for p, t in report["summary"].items()}, config.n)
+        readings = "\n".join(f"- {Path(path).name}: {reading(tasks['all'], config.n)}"
+                             for path, tasks in report["summary"].items() if tasks)
         print(
             f"model {config.model}: greedy vs {config.n} samples at temperature {config.temperature} "
-            f"(vote: min_ratio {config.min_ratio}, ties {config.tie_break})\n{table}"
+            f"(vote: min_ratio {config.min_ratio}, ties {config.tie_break})\n{table}\n\nWhat it means for MM-UPT:\n"
+            f"{readings}"
         )
         if config.out:
             write_json(config.out, report)  # its folder made if needed
