@@ -165,3 +165,17 @@ def test_a_shipped_build_is_copied_where_its_settings_fit(tmp_path, monkeypatch)
 def test_ship_refuses_other_settings(tmp_path, capsys):
     assert sft_model.main([f"out={tmp_path}", "ship=true", "steps=5"]) == 2
     assert "default build only" in capsys.readouterr().err
+
+
+def test_the_shipped_model_is_the_default_build_of_todays_code():
+    """The quickstart starts from the shipped model: it must be what the code builds now, and a trusted build."""
+    build = json.loads((sft_model.SHIPPED_DIR / sft_model.SHIPPED_BUILD).read_text())
+    floors = {t: f for t, f in sft_model.FLOORS.items() if t in sft_model.TOY_DATA.difficulty.tasks}
+    expected = sft_model._payload(sft_model.TOY_MODEL, sft_model.TOY_DATA, sft_model.SFT_STEPS, 0, floors)
+    assert build["payload"] == json.loads(json.dumps(expected)), (
+        "the toy data, model or SFT recipe changed since the shipped model was built: rebuild it with "
+        "`python -m verl_ext.toy.sft_model out=DIR ship=true` (about 10 minutes on 2 cores)"
+    )
+    summary = sft_model._with_tasks(build["diagnosis"]["summary"][build["test_file"]], sft_model.TOY_DATA)
+    assert sft_model.below_floors(summary, floors) == []
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (sft_model.SHIPPED_DIR / "model").iterdir()}
