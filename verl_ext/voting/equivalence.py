@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from verl_ext.voting.grader import Deadline, Grader, Verdict
-from verl_ext.voting.normalize import grader_safe, is_number, is_plain_text, normalize
+from verl_ext.voting.normalize import MAX_GRADER_LEN, grader_safe, is_number, is_plain_text, normalize
 from verl_ext.voting.numeric import constants_equal, numerically_different
 
 logger = logging.getLogger(__name__)
@@ -93,15 +93,18 @@ def clear_cache() -> None:
     kind.cache_clear()
 
 
-# Kinds of normalised answers. A STRING answer (too long or hostile for the grader) equals only its
-# own string; two NUMBERs (reduced fractions) are equal only as strings; two TEXTs compare
-# case-insensitively; a NUMBER never equals a TEXT. Only pairs with an EXPR need checks.
+# Kinds of normalised answers. A STRING answer (over MAX_GRADER_LEN characters, a number included,
+# or hostile for the grader) equals only its own string; two NUMBERs (reduced fractions) are equal
+# only as strings; two TEXTs compare case-insensitively; a NUMBER never equals a TEXT. Only pairs
+# with an EXPR need checks.
 NUMBER, TEXT, STRING, EXPR = "number", "text", "string", "expr"
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def kind(normalized: str) -> str:
     """The kind of a normalised answer (computed once per string: a vote compares it with many)."""
+    if len(normalized) > MAX_GRADER_LEN:
+        return STRING
     if is_number(normalized):
         return NUMBER
     if is_plain_text(normalized):

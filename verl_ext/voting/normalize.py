@@ -59,8 +59,13 @@ _SLASH_NUMBER = re.compile(r"^([+-]?\d+)/([+-]?\d+)$")
 _LATEX_NUMBER = re.compile(r"^([+-]?)\\frac\{([+-]?(?:\d+(?:\.\d*)?|\.\d+))\}\{([+-]?(?:\d+(?:\.\d*)?|\.\d+))\}$")
 _CANONICAL_NUMBER = re.compile(r"^-?\d+(?:/\d+)?$")
 _PLAIN_TEXT = re.compile(r"^[a-zA-Z]+(?: [a-zA-Z]+)*$")
-# Longest digit string turned into a Fraction; longer numbers stay strings (cost grows quadratically).
-_MAX_NUMBER_LEN = 100
+# Longest number (in characters) turned into a Fraction; longer numbers stay as written (int() and
+# str() of big integers cost quadratic time, and Python refuses over 4,300 digits).
+MAX_NUMBER_LEN = 100
+# Longest answer (in characters, surrounding whitespace excluded) that is normalised at all. A
+# longer one is returned stripped but otherwise as written, so it only equals the same text: the
+# rules below are linear but run in Python (~1-2 us a character), and a response is untrusted input.
+MAX_ANSWER_LEN = 1000
 
 # Guards: forms on which sympy (through mathruler) can run for minutes or exhaust memory.
 MAX_GRADER_LEN = 300
@@ -151,7 +156,7 @@ def _strip_units(s: str) -> str:
 
 
 def _as_fraction(s: str) -> Fraction | None:
-    if len(s) > _MAX_NUMBER_LEN:
+    if len(s) > MAX_NUMBER_LEN:
         return None
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
@@ -184,8 +189,14 @@ def normalize(answer: str) -> str:
     ``\\dfrac12`` all become ``"1/2"``; ``3.0`` becomes ``"3"``; the elements of a set written
     ``\\{...\\}`` are sorted. What this decides on purpose (``10%`` is ``10``, tuples are ordered)
     is listed in docs/vote.md.
+
+    An answer longer than ``MAX_ANSWER_LEN`` (1,000) characters once stripped is returned stripped
+    and otherwise unchanged, so the cost is bounded by the input's size before any rule runs.
     """
-    s = _DROP.sub(" ", _THIN_THOUSANDS.sub("", answer.strip().translate(_UNICODE)))
+    s = answer.strip()
+    if len(s) > MAX_ANSWER_LEN:
+        return s
+    s = _DROP.sub(" ", _THIN_THOUSANDS.sub("", s.translate(_UNICODE)))
     for pattern, replacement in _ALIASES:
         s = pattern.sub(replacement, s)
     s = _strip_units(_strip_enclosing(_strip_lhs(_tidy(s))))
