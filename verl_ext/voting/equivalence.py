@@ -9,6 +9,7 @@ in an LRU cache keyed on the normalised pair.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -154,12 +155,13 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
     """Index of the first of ``candidates`` equivalent to ``key`` (all normalised), or ``None``.
 
     Symbolic checks still needed are sent in one batch that stops at the first equal pair;
-    ``deadline`` bounds them.
+    ``deadline`` bounds them, and the cheap checks too (the clock is read before the first
+    candidate and every ``_DEADLINE_EVERY`` after it).
     """
     pending: list[int] = []
     found: int | None = None
     for j, candidate in enumerate(candidates):
-        if j % _DEADLINE_EVERY == _DEADLINE_EVERY - 1 and deadline.remaining() <= 0:
+        if j % _DEADLINE_EVERY == 0 and deadline.remaining() <= 0:
             _log_budget_exhausted(key)  # the budget bounds the cheap checks too
             break
         verdict = _cheap_verdict(key, candidate)
@@ -191,18 +193,31 @@ def first_equivalent(key: str, candidates: Sequence[str], *, deadline: Deadline)
 class Representatives:
     """The first answer of each cluster of a vote, indexed by kind so a new answer meets only the
     representatives it could equal: a number only expressions, a string-only answer nobody (it is
-    found by its exact string), so groups of numbers and words cost about linear time."""
+    found by its exact string), so groups of numbers and words cost about linear time. The lists
+    are kept in order as they grow, so a look-up copies nothing."""
 
     def __init__(self) -> None:
         self.keys: list[str] = []
-        self._by_kind: dict[str, list[int]] = {NUMBER: [], TEXT: [], EXPR: [], STRING: []}
+        # Representatives that are not STRINGs (what an expression may equal), and the expressions.
+        self._comparable: list[int] = []
+        self._comparable_keys: list[str] = []
+        self._exprs: list[int] = []
+        self._expr_keys: list[str] = []
         self._texts: dict[str, int] = {}
 
-    def add(self, key: str) -> int:
+    def add(self, key: str, *, indexed: bool = True) -> int:
+        """Append ``key`` as the next cluster's representative and return its index; one not
+        ``indexed`` is never found by :meth:`find` (it is matched by its exact text only)."""
         index = len(self.keys)
         self.keys.append(key)
-        self._by_kind[kind(key)].append(index)
-        if kind(key) == TEXT:
+        k = kind(key) if indexed else STRING
+        if k != STRING:
+            self._comparable.append(index)
+            self._comparable_keys.append(key)
+        if k == EXPR:
+            self._exprs.append(index)
+            self._expr_keys.append(key)
+        elif k == TEXT:
             self._texts.setdefault(key.casefold(), index)
         return index
 
@@ -213,10 +228,12 @@ class Representatives:
             return None
         same_text = self._texts.get(key.casefold()) if k == TEXT else None
         if k == EXPR:
-            indices = sorted(self._by_kind[NUMBER] + self._by_kind[TEXT] + self._by_kind[EXPR])
+            indices, keys = self._comparable, self._comparable_keys
         else:  # only an expression before the first same text can come first
-            indices = [i for i in self._by_kind[EXPR] if same_text is None or i < same_text]
-        found = first_equivalent(key, [self.keys[i] for i in indices], deadline=deadline)
+            indices, keys = self._exprs, self._expr_keys
+            if same_text is not None:
+                keys = keys[: bisect.bisect_left(indices, same_text)]
+        found = first_equivalent(key, keys, deadline=deadline)
         return same_text if found is None else indices[found]
 
 
