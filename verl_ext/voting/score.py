@@ -13,7 +13,7 @@ from typing import Optional
 
 from verl_ext.voting.equivalence import is_equivalent
 from verl_ext.voting.extract import Choices, extract_answer, option_map, to_letter
-from verl_ext.voting.normalize import is_number, normalize
+from verl_ext.voting.normalize import MAX_NUMBER_LEN, is_number, normalize
 
 LETTERS = frozenset(ascii_uppercase)
 
@@ -40,9 +40,11 @@ def read_answer(text: Optional[str], style: str = "boxed", choices: Choices = No
 
 def _value(text: str) -> Optional[float]:
     key = normalize(text)
+    if len(key) > MAX_NUMBER_LEN or not is_number(key):  # a longer number is compared as written
+        return None
     try:
-        return float(Fraction(key)) if is_number(key) else None
-    except ZeroDivisionError:  # "1/0" stays as written
+        return float(Fraction(key))
+    except (ZeroDivisionError, OverflowError):  # "1/0" stays as written; so does a value past float's range
         return None
 
 
