@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,12 @@ from verl_ext.voting.settings import check_one_of
 TIE_BREAKS = ("none", "first", "random")
 # Slack for comparing a ratio like 3/10 with a min_ratio typed as 0.3.
 _RATIO_EPS = 1e-12
+# How long past the per-vote budget new answers are still normalised (and matched by that form only).
+LATE_NORMALIZE_S = 0.2
+_LEFT_OUT = -1  # the cluster of an answer left out of the vote (empty)
+_late_warned = False
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,32 +45,88 @@ def cluster_answers(answers: Sequence[str | None]) -> list[list[int]]:
 
     Each new answer joins the first cluster whose first answer is equivalent to it
     (see :func:`~verl_ext.voting.is_equivalent`), else starts a cluster. ``None`` and
-    answers that normalise to an empty string are left out. The ``per_vote`` budget of
-    :func:`~verl_ext.voting.set_timeouts` bounds the symbolic checks.
+    answers that normalise to an empty string are left out.
+
+    The ``per_vote`` budget of :func:`~verl_ext.voting.set_timeouts` bounds the whole call:
+    normalisation, the cheap checks and the symbolic ones. Once it has passed, a new answer meets
+    no equivalence check: for ``LATE_NORMALIZE_S`` (0.2 s) more it is still normalised and joins an
+    earlier answer's cluster only when their normalised forms are the same string; after that it
+    is matched by its exact text only (surrounding whitespace stripped), and one that is only
+    whitespace is left out. Either way a new answer that matches nothing starts its own cluster.
+    Repeats of an earlier answer's exact text always join its cluster at the cost of a hash. So a
+    vote returns within its budget + 0.2 s + one answer's normalisation (at most
+    ``MAX_ANSWER_LEN`` characters: milliseconds) + a hash of each remaining answer.
     """
     if isinstance(answers, (str, bytes)):
         raise TypeError("answers must be a sequence of answers (str or None), not one string")
     deadline = Deadline(get_timeouts()[1])
-    cluster_of: dict[str, int] = {}
+    by_text: dict[str, int] = {}  # stripped answer -> its cluster, or _LEFT_OUT
+    cluster_of: dict[str, int] = {}  # normalised answer -> its cluster
     representatives = Representatives()
     clusters: list[list[int]] = []
+    late = 0
     for i, answer in enumerate(answers):
         if answer is None:
             continue
         if not isinstance(answer, str):
             raise TypeError(f"answers must be str or None, got {type(answer).__name__} at index {i}")
-        key = normalize(answer)
-        if not key:
-            continue
-        c = cluster_of.get(key)
+        text = answer.strip()
+        c = by_text.get(text)
         if c is None:
-            c = representatives.find(key, deadline=deadline)
-            if c is None:
-                c = representatives.add(key)
+            if not text:
+                c = _LEFT_OUT
+            elif (remaining := deadline.remaining()) > 0:
+                c = _cluster_of_key(normalize(text), cluster_of, representatives, clusters, deadline)
+            elif remaining > -LATE_NORMALIZE_S:  # past the budget: the exact normalised form only
+                late += 1
+                c = _cluster_of_key(normalize(text), cluster_of, representatives, clusters, None)
+            else:  # and then the exact text only
+                late += 1
+                c = representatives.add(text, indexed=False)
                 clusters.append([])
-            cluster_of[key] = c
-        clusters[c].append(i)
+            by_text[text] = c
+        if c != _LEFT_OUT:
+            clusters[c].append(i)
+    if late:
+        _log_late(late, len(answers))
     return clusters
+
+
+
+def _cluster_of_key(
+    key: str,
+    cluster_of: dict[str, int],
+    representatives: Representatives,
+    clusters: list[list[int]],
+    deadline: Deadline | None,
+) -> int:
+    """The cluster of a normalised answer ``key``, or ``_LEFT_OUT`` for an empty one: the cluster of
+    the same key, else (with a ``deadline``) the first equivalent one, else a new one."""
+    if not key:
+        return _LEFT_OUT
+    c = cluster_of.get(key)
+    if c is None:
+        c = None if deadline is None else representatives.find(key, deadline=deadline)
+        if c is None:
+            c = representatives.add(key, indexed=deadline is not None)
+            clusters.append([])
+        cluster_of[key] = c
+    return c
+
+
+def _log_late(late: int, total: int) -> None:
+    global _late_warned
+    level = logging.DEBUG if _late_warned else logging.WARNING
+    _late_warned = True
+    logger.log(
+        level,
+        "the vote ran out of its per-vote budget (%.2fs); %d new answer(s) of %d matched without "
+        "equivalence checks, by their exact normalised form or text "
+        "(further occurrences are logged at DEBUG)",
+        get_timeouts()[1],
+        late,
+        total,
+    )
 
 
 def check_vote_settings(tie_break: str, min_ratio: float) -> None:
