@@ -30,7 +30,7 @@ EXTRAS_REQUIRE = {
     "cpu": ["torch==2.14.1", "torchvision==0.29.1"],
     # GPU clusters: vLLM rollout and FSDP with flash-attention, at the versions verl 0.9.1 pins.
     "gpu": ["verl[vllm,fsdp]==0.9.1"],
-    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6"],
 }
 
 setup(
