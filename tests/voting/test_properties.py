@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from verl_ext.voting import STYLES, cluster_answers, is_equivalent, normalize, read_answer, set_timeouts, vote, warm_up
+from verl_ext.voting.normalize import partners
 from verl_ext.voting.vote import LATE_NORMALIZE_S
 
 _COMMON = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
@@ -145,3 +146,27 @@ def test_cluster_answers_matches_pairwise_equivalence(answers):
         assert all(is_equivalent(answers[cluster[0]], answers[i]) for i in cluster)
     firsts = [answers[c[0]] for c in clusters]
     assert not any(is_equivalent(a, b) for k, a in enumerate(firsts) for b in firsts[k + 1 :])
+
+
+def _partners_reference(text: str, opening: str, closing: str) -> dict[int, int]:
+    """The character-by-character scan that partners() replaced."""
+    found: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == opening:
+            stack.append(i)
+        elif ch == closing and stack:
+            found[stack.pop()] = i
+        i += 1
+    return found
+
+
+@given(st.lists(st.sampled_from(["{", "}", "(", ")", "\\", "\\{", "\\}", "x", "1", "\n", " "]), max_size=60).map("".join))
+def test_partners_matches_a_character_scan(text):
+    for opening, closing in (("{", "}"), ("(", ")")):
+        assert partners(text, opening, closing) == _partners_reference(text, opening, closing)

@@ -7,6 +7,7 @@ handed to the symbolic grader at all.
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 from itertools import accumulate
@@ -107,21 +108,27 @@ def _unwrap(text: str, opener: re.Pattern[str]) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=8)
+def _brackets(opening: str, closing: str) -> re.Pattern[str]:
+    # A backslash escapes the character after it (a pair the scan steps over), else a bracket.
+    return re.compile(r"\\.|" + re.escape(opening) + "|" + re.escape(closing), re.DOTALL)
+
+
 def partners(text: str, opening: str = "{", closing: str = "}") -> dict[int, int]:
-    """Map each ``opening`` index to its matching ``closing`` index, in one pass; escaped ones are literals."""
+    """Map each ``opening`` index to its matching ``closing`` index, in one pass; escaped ones are literals.
+
+    The scan jumps from bracket to bracket (a regex), so text between them costs C speed: a
+    response of a million digits in a box is matched in milliseconds.
+    """
     found: dict[int, int] = {}
     stack: list[int] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
+    for m in _brackets(opening, closing).finditer(text):
+        ch = m.group()
         if ch == opening:
-            stack.append(i)
-        elif ch == closing and stack:
-            found[stack.pop()] = i
-        i += 1
+            stack.append(m.start())
+        elif ch == closing:
+            if stack:
+                found[stack.pop()] = m.start()
     return found
 
 
