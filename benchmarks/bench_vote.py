@@ -11,12 +11,19 @@ answers, sympy-hostile LaTeX, responses without a box), then votes every group w
   timeout. It runs in a child process with a per-group timeout so that the benchmark
   finishes; timed-out groups are reported and left out of its throughput.
 
-Two more rows, in the same run: a TTRL-scale one (512 prompts x 64 votes) and a worst case (groups
-of 300 distinct ~280-character LaTeX expressions, each pair under the grader's length cap), whose
-slowest group shows the per-vote budget holding.
+More rows, in the same run: a TTRL-scale one (512 prompts x 64 votes) and three worst cases whose
+slowest group shows the per-vote budget holding (ours includes extracting the answers):
+
+* groups of 300 distinct ~280-character LaTeX expressions, each pair under the grader's length cap
+  (the numeric probe tells them apart);
+* one group of 1,000 distinct ~280-character LaTeX sums of ``\sin`` terms, which the probe cannot
+  evaluate, so each pair needs the symbolic grader and the budget runs out;
+* one group of 10 responses whose boxed answers are distinct 10^6-digit integers.
 
 Usage: python benchmarks/bench_vote.py [--prompts 512] [--responses 10] [--seed 0] [--ttrl-votes 64]
-       [--worst-groups 8] [--worst-answers 300]
+       [--worst-groups 8] [--worst-answers 300] [--long-groups 1] [--long-answers 1000]
+       [--huge-groups 1] [--huge-answers 10] [--huge-digits 1000000]
+Worst cases only: --prompts 0 --ttrl-votes 0 (a count of 0 skips its set).
 """
 
 from __future__ import annotations
@@ -164,7 +171,10 @@ def _naive_worker(conn) -> None:
     conn.send("ready")
     while (group := conn.recv()) is not None:
         start = time.perf_counter()
-        label, rewards = naive_vote(group)
+        try:
+            label, rewards = naive_vote(group)
+        except Exception as error:  # noqa: BLE001 - e.g. int() of a huge answer: the group fails
+            label, rewards = None, [f"{type(error).__name__}: {str(error)[:60]}"]
         conn.send((label, rewards, time.perf_counter() - start))
 
 
@@ -222,6 +232,33 @@ def worst_case_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str
     return groups
 
 
+def long_latex_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str]]:
+    """Groups of distinct ~280-character sums of ``\\sin`` terms in boxes: outside the numeric probe's
+    subset, so every pair goes to the symbolic grader."""
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(n_groups):
+        group = []
+        for _ in range(n_answers):
+            terms: list[str] = []
+            while len("+".join(terms)) < 270:
+                terms.append(rf"\frac{{{rng.randint(1, 99)}}}{{{rng.randint(1, 99)}}}\sin(x)^{{{rng.randint(1, 9)}}}")
+            group.append(f"The answer is \\boxed{{{'+'.join(terms)}}}.")
+        groups.append(group)
+    return groups
+
+
+def huge_integer_groups(n_groups: int, n_answers: int, digits: int, seed: int) -> list[list[str]]:
+    """Groups of responses whose boxed answers are distinct integers of ``digits`` digits."""
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(n_groups):
+        block = "".join(rng.choices("0123456789", k=10_000))
+        body = (block * (digits // len(block) + 1))[: digits - 3]
+        groups.append([f"So the answer is \\boxed{{{i + 101}{body}}}." for i in range(n_answers)])
+    return groups
+
+
 def compare(title: str, groups: list[list[str]], runner: "_NaiveRunner") -> None:
     """Vote every group with ours and with the naive method; print one row per method."""
     from verl_ext.voting import extract_answer, is_equivalent, vote
@@ -234,9 +271,12 @@ def compare(title: str, groups: list[list[str]], runner: "_NaiveRunner") -> None
         ours.append(vote([extract_answer(r) for r in group]))
         our_times.append(time.perf_counter() - start)
 
-    naive, naive_times, timed_out = [], [], []
+    naive, naive_times, timed_out, failed = [], [], [], []
     for i, group in enumerate(groups):
         outcome = runner.run(group, NAIVE_GROUP_TIMEOUT)
+        if outcome is not None and outcome[0] is None:
+            failed.append((i, outcome[1][0]))
+            outcome = None
         naive.append(outcome)
         if outcome is None:
             timed_out.append(i)
@@ -248,13 +288,19 @@ def compare(title: str, groups: list[list[str]], runner: "_NaiveRunner") -> None
     rows = [("ours (vote)", n_total, our_times), ("naive (MM-UPT public code)", n_naive, naive_times)]
     for name, count, times in rows:
         if not times:
-            print(f"{name:<28}{'n/a':>12}{'n/a':>9}{'n/a':>17}{'n/a':>17}  (every group killed)")
+            print(f"{name:<28}{'n/a':>12}{'n/a':>9}{'n/a':>17}{'n/a':>17}  (every group killed or failed)")
             continue
         median = sorted(times)[len(times) // 2]
         print(f"{name:<28}{count / sum(times):>12.0f}{sum(times):>9.2f}{median * 1e3:>17.2f}{max(times):>17.3f}")
     if naive_times:
         print(f"speed-up: {(n_total / sum(our_times)) / (n_naive / sum(naive_times)):.1f}x (naive without its killed groups)")
-    print(f"naive groups killed after {NAIVE_GROUP_TIMEOUT:g} s: {len(timed_out)}")
+    from verl_ext.voting import get_timeouts
+
+    per_vote = get_timeouts()[1]
+    print(f"ours, slowest group: {max(our_times):.3f} s (per-vote budget {per_vote:g} s; bound tested: budget + 0.5 s)")
+    print(f"naive groups killed after {NAIVE_GROUP_TIMEOUT:g} s: {len(timed_out) - len(failed)}")
+    for i, error in failed[:3]:
+        print(f"  group {i}: naive failed with {error}")
     for i in timed_out[:5]:
         hostile = [a[:40] for a in map(extract_answer, groups[i]) if a in HOSTILE]
         if hostile:
@@ -277,12 +323,17 @@ def compare(title: str, groups: list[list[str]], runner: "_NaiveRunner") -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prompts", type=int, default=512)
+    parser.add_argument("--prompts", type=int, default=512, help="prompts of the mixed-answer row (0: skip)")
     parser.add_argument("--responses", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ttrl-votes", type=int, default=64, help="votes per prompt of the TTRL-scale row (0: skip)")
     parser.add_argument("--worst-groups", type=int, default=8, help="groups of the worst-case row (0: skip)")
     parser.add_argument("--worst-answers", type=int, default=300, help="distinct long answers per worst-case group")
+    parser.add_argument("--long-groups", type=int, default=1, help="groups of long LaTeX needing the grader (0: skip)")
+    parser.add_argument("--long-answers", type=int, default=1000, help="distinct answers per long-LaTeX group")
+    parser.add_argument("--huge-groups", type=int, default=1, help="groups of huge integers (0: skip)")
+    parser.add_argument("--huge-answers", type=int, default=10, help="distinct huge integers per group")
+    parser.add_argument("--huge-digits", type=int, default=10**6, help="digits of each huge integer")
     args = parser.parse_args()
 
     from verl_ext.voting import get_timeouts, warm_up
@@ -295,13 +346,26 @@ def main() -> None:
     print(f"ours: default settings, timeouts {per_pair:g} s per pair, {per_vote:g} s per vote")
 
     runner = _NaiveRunner()
-    compare("mixed answers", build_groups(args.prompts, args.responses, args.seed), runner)
+    if args.prompts:
+        compare("mixed answers", build_groups(args.prompts, args.responses, args.seed), runner)
     if args.ttrl_votes:
         compare("TTRL scale", build_groups(args.prompts, args.ttrl_votes, args.seed + 1), runner)
     if args.worst_groups:
         compare(
             f"worst case (distinct ~280-character expressions; budget {per_vote:g} s per vote)",
             worst_case_groups(args.worst_groups, args.worst_answers, args.seed),
+            runner,
+        )
+    if args.long_groups:
+        compare(
+            f"worst case (distinct ~280-character LaTeX needing the grader; budget {per_vote:g} s per vote)",
+            long_latex_groups(args.long_groups, args.long_answers, args.seed),
+            runner,
+        )
+    if args.huge_groups:
+        compare(
+            f"worst case ({args.huge_digits:,}-digit integers; budget {per_vote:g} s per vote)",
+            huge_integer_groups(args.huge_groups, args.huge_answers, args.huge_digits, args.seed),
             runner,
         )
     runner.close()
