@@ -4,7 +4,7 @@ The default profile keeps the fast test set fast (50 examples a test). A longer 
 
     VERL_EXT_HYPOTHESIS=long python -m pytest tests/voting/test_properties.py -p no:cacheprovider
 
-(2,000 examples a test: 8 passed in 106 s on 2 cores with another job running.) No example
+(2,000 examples a test: under 2 minutes on 2 cores with another job running.) No example
 database is written.
 """
 
