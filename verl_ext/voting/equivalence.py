@@ -5,6 +5,9 @@ Two answers are equivalent when their :func:`normalize` forms are equal, or when
 :func:`_cheap_verdict`); the rest go to grader processes (:mod:`verl_ext.voting.grader`) under a
 per-pair timeout and a per-call budget (module-wide, see :func:`set_timeouts`), their verdicts kept
 in an LRU cache keyed on the normalised pair.
+
+:func:`grade_against` is mathruler's one-way grading of raw strings (the public MM-UPT reward),
+through the same processes and limits.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from verl_ext.voting.grader import Deadline, Grader, Verdict
-from verl_ext.voting.normalize import MAX_GRADER_LEN, grader_safe, is_number, is_plain_text, normalize
+from verl_ext.voting.normalize import MAX_ANSWER_LEN, MAX_GRADER_LEN, grader_safe, is_number, is_plain_text, normalize
 from verl_ext.voting.numeric import constants_equal, numerically_different
 
 logger = logging.getLogger(__name__)
@@ -33,15 +36,20 @@ os.register_at_fork(after_in_child=_grader.forget_after_fork)
 
 
 class _LRU(OrderedDict):
-    """A thread-safe LRU map from a pair of normalised answers, in either order, to its verdict."""
+    """A thread-safe LRU map from a pair of answers to its verdict; unless ``ordered``, a pair and its
+    reverse are one entry."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, ordered: bool = False) -> None:
         super().__init__()
         self.maxsize = maxsize
+        self.ordered = ordered
         self.lock = threading.Lock()
 
+    def _pair(self, a: str, b: str) -> tuple[str, str]:
+        return (a, b) if self.ordered or a <= b else (b, a)
+
     def get(self, a: str, b: str) -> bool | None:
-        pair = (a, b) if a <= b else (b, a)
+        pair = self._pair(a, b)
         with self.lock:
             if pair in self:
                 self.move_to_end(pair)
@@ -49,7 +57,7 @@ class _LRU(OrderedDict):
 
     def put(self, a: str, b: str, value: bool) -> None:
         with self.lock:
-            pair = (a, b) if a <= b else (b, a)
+            pair = self._pair(a, b)
             self[pair] = value
             self.move_to_end(pair)
             if len(self) > self.maxsize:
@@ -57,6 +65,8 @@ class _LRU(OrderedDict):
 
 
 _cache = _LRU(CACHE_SIZE)
+# grade_against's verdicts: (given answer, reference) as written, in that order.
+_one_way_cache = _LRU(CACHE_SIZE, ordered=True)
 _warned: set[str] = set()
 _budget_warned = False
 
@@ -91,6 +101,7 @@ def warm_up() -> None:
 def clear_cache() -> None:
     """Forget all cached symbolic verdicts (and the kinds of answers seen)."""
     _cache.clear()
+    _one_way_cache.clear()
     kind.cache_clear()
 
 
@@ -245,3 +256,42 @@ def is_equivalent(a: str | None, b: str | None) -> bool:
     """
     key_a, key_b = normalize(a or ""), normalize(b or "")
     return bool(key_a and key_b) and first_equivalent(key_a, [key_b], deadline=Deadline(get_timeouts()[1])) == 0
+
+
+def grade_against(answers: Sequence[str], reference: str, *, deadline: Deadline) -> list[bool]:
+    """mathruler's ``grade_answer(answer, reference)`` for each of ``answers``: the strings as given (not
+    normalised), in that direction only, as the public MM-UPT reward grades a response against its
+    majority answer.
+
+    An answer identical to ``reference`` is accepted without a check (``grade_answer`` accepts any string
+    against itself). The others go to the grader processes, each pair under the per-pair timeout, all
+    of them under ``deadline``: a pair that times out is not accepted (and cached so), one the deadline
+    cuts short is not accepted (and not cached). Verdicts on answers up to ``MAX_ANSWER_LEN`` characters
+    are cached, apart from :func:`is_equivalent`'s.
+    """
+    accepted = [answer == reference for answer in answers]
+    pending: list[int] = []
+    for i, answer in enumerate(answers):
+        if not accepted[i]:
+            cached = _one_way_cache.get(answer, reference)
+            if cached is None:
+                pending.append(i)
+            else:
+                accepted[i] = cached
+    if not pending:
+        return accepted
+    per_pair = get_timeouts()[0]
+    pairs = [(answers[i], reference) for i in pending]
+    verdicts = _grader.check(pairs, timeout=per_pair, deadline=deadline, one_way=True)
+    cacheable = len(reference) <= MAX_ANSWER_LEN
+    for i, verdict in zip(pending, verdicts):
+        if verdict is Verdict.SKIPPED:
+            continue
+        if verdict is Verdict.TIMED_OUT:
+            _warn_timeout(answers[i], reference, per_pair)
+        accepted[i] = verdict is Verdict.EQUAL
+        if cacheable and len(answers[i]) <= MAX_ANSWER_LEN:
+            _one_way_cache.put(answers[i], reference, accepted[i])
+    if Verdict.SKIPPED in verdicts:
+        _log_budget_exhausted(answers[pending[verdicts.index(Verdict.SKIPPED)]])
+    return accepted

@@ -132,14 +132,21 @@ class Grader:
         self._child = None
 
     def check(
-        self, pairs: Sequence[tuple[str, str]], *, timeout: float, deadline: Deadline, stop_on_equal: bool = False
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        timeout: float,
+        deadline: Deadline,
+        stop_on_equal: bool = False,
+        one_way: bool = False,
     ) -> list[Verdict]:
         """Grade each pair (``grade_answer`` in both directions), at most ``timeout`` s per pair.
 
         ``deadline`` bounds the whole call, waiting for the lock included; waiting for the
         grader's first start in this process (up to ``STARTUP_TIMEOUT``) pushes ``deadline``
         back by as much. With ``stop_on_equal`` the pairs after the first equal one are
-        ``SKIPPED``.
+        ``SKIPPED``. With ``one_way`` a pair ``(a, b)`` is ``grade_answer(a, b)`` only: ``a`` the
+        given answer, ``b`` the reference.
         """
         verdicts = [Verdict.SKIPPED] * len(pairs)
         if not pairs or not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
@@ -151,19 +158,21 @@ class Grader:
                 return verdicts
             if first_start:
                 deadline.at += time.monotonic() - waited_from
-            self._run(child, pairs, verdicts, timeout, deadline.at, stop_on_equal)
+            self._run(child, pairs, verdicts, timeout, deadline.at, stop_on_equal, one_way)
         finally:
             self._lock.release()
         return verdicts
 
-    def _run(self, child: _Child, pairs, verdicts: list[Verdict], timeout: float, deadline: float, stop: bool) -> None:
+    def _run(
+        self, child: _Child, pairs, verdicts: list[Verdict], timeout: float, deadline: float, stop: bool, one_way: bool
+    ) -> None:
         for index, pair in enumerate(pairs):
             if time.monotonic() >= deadline:
                 return  # out of budget: the rest stays SKIPPED
             self._next_id += 1
             wait_until = min(time.monotonic() + timeout + _GRACE, deadline)
             try:
-                child.conn.send({"id": self._next_id, "pair": pair, "timeout": timeout})
+                child.conn.send({"id": self._next_id, "pair": pair, "timeout": timeout, "one_way": one_way})
                 reply = _receive(child.conn, wait_until)
                 while reply is not None and reply["id"] != self._next_id:  # left over from a cancel
                     reply = _receive(child.conn, wait_until)
@@ -270,7 +279,7 @@ class _Supervisor:
         worker that times out, dies or is cancelled is replaced by a fresh fork."""
         deadline = time.monotonic() + request["timeout"]
         with contextlib.suppress(OSError):  # a dead worker is seen below
-            self.worker.send(request["pair"])
+            self.worker.send((*request["pair"], request["one_way"]))
         verdict = Verdict.TIMED_OUT.value
         while ready := wait([self.parent, self.worker], max(0.0, deadline - time.monotonic())):
             if self.parent not in ready:
@@ -294,11 +303,11 @@ def _work(grade, conn: Connection, memory_limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     while True:
         try:
-            a, b = conn.recv()
+            a, b, one_way = conn.recv()
         except _GONE:
             return
         try:
-            equal = bool(grade(a, b) or grade(b, a))
+            equal = bool(grade(a, b) or (not one_way and grade(b, a)))
         except Exception:  # noqa: BLE001 - whatever sympy raises, the pair was not shown equal
             equal = False
         conn.send(Verdict.EQUAL.value if equal else Verdict.UNEQUAL.value)
