@@ -5,26 +5,20 @@ The default profile keeps the fast test set fast (50 examples a test). A longer 
     VERL_EXT_HYPOTHESIS=long python -m pytest tests/voting/test_properties.py -p no:cacheprovider
 
 (2,000 examples a test: under 2 minutes on 2 cores with another job running.) No example
-database is written.
+database is written. The profiles are in ``conftest.py``.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from verl_ext.voting import STYLES, cluster_answers, is_equivalent, normalize, read_answer, set_timeouts, vote, warm_up
 from verl_ext.voting.normalize import partners
 from verl_ext.voting.vote import LATE_NORMALIZE_S
-
-_COMMON = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
-settings.register_profile("fast", max_examples=50, **_COMMON)
-settings.register_profile("long", max_examples=2000, **_COMMON)
-settings.load_profile(os.environ.get("VERL_EXT_HYPOTHESIS", "fast"))
 
 # Pieces of LaTeX answers and responses, with the characters the rules treat specially.
 ATOMS = [
