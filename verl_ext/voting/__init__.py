@@ -9,9 +9,9 @@ from verl_ext.voting.equivalence import clear_cache, get_timeouts, is_equivalent
 from verl_ext.voting.extract import STYLES, extract_answer
 from verl_ext.voting.normalize import normalize
 from verl_ext.voting.score import is_correct, read_answer
-from verl_ext.voting.vote import TIE_BREAKS, Vote, cluster_answers, vote
+from verl_ext.voting.vote import CLUSTERINGS, TIE_BREAKS, Vote, cluster_answers, vote
 
 __all__ = [
-    "STYLES", "TIE_BREAKS", "Vote", "clear_cache", "cluster_answers", "extract_answer", "get_timeouts",
+    "CLUSTERINGS", "STYLES", "TIE_BREAKS", "Vote", "clear_cache", "cluster_answers", "extract_answer", "get_timeouts",
     "is_correct", "is_equivalent", "normalize", "read_answer", "set_timeouts", "vote", "warm_up",
 ]

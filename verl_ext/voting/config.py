@@ -26,6 +26,10 @@ class VoteConfig:
     """A tie for the top: ``none`` (no label, no reward), ``first`` or ``random``."""
     soft: bool = False
     """Reward each response with its cluster's frequency instead of 0/1 for the winning cluster."""
+    clustering: str = "math"
+    """Which answers vote together: ``math`` (equivalent answers are one cluster) or ``exact_string``
+    (the public MM-UPT vote: identical strings, a tie to the first seen, a missing answer votes
+    ``"None"``, rewards by mathruler against the winning string; see ``verl_ext.voting.vote``)."""
     seed: int = 0
     """Seed for ``tie_break=random`` and for choosing the trained subset when ``n_train`` < the group."""
     n_votes: Optional[int] = None
@@ -47,7 +51,7 @@ class VoteConfig:
         if not isinstance(self.collapse, CollapseConfig):
             object.__setattr__(self, "collapse", from_mapping(CollapseConfig, self.collapse, "collapse"))
         check_one_of("answer_style", self.answer_style, STYLES)
-        check_vote_settings(self.tie_break, self.min_ratio)
+        check_vote_settings(self.tie_break, self.min_ratio, self.clustering, self.soft)
         for name in ("n_votes", "n_train"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:

@@ -52,7 +52,8 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
     - ``no_label_rate``: share of groups left without a pseudo-label (tie, no answer, below min_ratio).
     - ``no_answer_rate``: share of responses with no extractable answer.
     - ``answer_entropy``: mean entropy over answer clusters (falls as the model converges).
-    - ``distinct_answers``: mean number of distinct answers per group (no answer not counted).
+    - ``distinct_answers``: mean number of distinct answers per group (no answer not counted, except as
+      the answer ``"None"`` under ``clustering=exact_string``).
     - ``label_accuracy``: share of labelled groups whose pseudo-label equals the hidden truth.
     - ``reward_accuracy``: share of responses whose vote reward (> 0) agrees with their true correctness.
     - ``labeled_groups``: how many groups carried a hidden truth (the two accuracies' denominators).
@@ -78,7 +79,9 @@ def summarize(groups: Sequence[GroupOutcome], vote_seconds: float = 0.0) -> dict
         label_hits = agree = 0
         for g in labeled:
             correct = cluster_correctness(g)
-            label_hits += g.vote.label is not None and correct[g.answers.index(g.vote.label)]
+            label = g.vote.label
+            # Under clustering=exact_string the label "None" may stand for responses without an answer.
+            label_hits += label is not None and label in g.answers and correct[g.answers.index(label)]
             agree += sum((reward > 0) == right for reward, right in zip(g.vote.rewards, correct))
         metrics["label_accuracy"] = label_hits / len(labeled)
         metrics["reward_accuracy"] = agree / sum(len(g.answers) for g in labeled)

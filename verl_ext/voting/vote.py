@@ -7,11 +7,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from verl_ext.voting.equivalence import Deadline, Representatives, get_timeouts
+from verl_ext.voting.equivalence import Deadline, Representatives, get_timeouts, grade_against
 from verl_ext.voting.normalize import normalize
 from verl_ext.voting.settings import check_one_of
 
 TIE_BREAKS = ("none", "first", "random")
+# math: equivalent answers are one cluster (this package's vote); exact_string: the public MM-UPT vote.
+CLUSTERINGS = ("math", "exact_string")
+# What a response without an answer votes under clustering=exact_string (the public code's placeholder).
+NO_ANSWER = "None"
 # Slack for comparing a ratio like 3/10 with a min_ratio typed as 0.3.
 _RATIO_EPS = 1e-12
 # How long past the per-vote budget new answers are still normalised (and matched by that form only).
@@ -32,6 +36,10 @@ class Vote:
     ``min_ratio`` leave no label, so callers can log how strong the consensus was.
     ``rewards``: one float per answer. ``clusters``: indices of equivalent answers, in
     order of first appearance; ``None`` answers are in no cluster.
+
+    With ``clustering="exact_string"`` a ``None`` answer is the string ``"None"``, a cluster is
+    the indices of one string, ``label`` is the most common string (``"None"`` included) and
+    ``ratio`` its count / ``len(answers)``; see :func:`vote`.
     """
 
     label: str | None
@@ -129,14 +137,36 @@ def _log_late(late: int, total: int) -> None:
     )
 
 
-def check_vote_settings(tie_break: str, min_ratio: float) -> None:
+def check_vote_settings(tie_break: str, min_ratio: float, clustering: str = "math", soft: bool = False) -> None:
     check_one_of("tie_break", tie_break, TIE_BREAKS)
     if not 0.0 <= float(min_ratio) <= 1.0:
         raise ValueError(f"min_ratio must be in [0, 1]; got {min_ratio!r}")
+    check_one_of("clustering", clustering, CLUSTERINGS)
+    if clustering == "exact_string":
+        unused = [
+            text
+            for text, used in (
+                ("min_ratio > 0", float(min_ratio) > 0.0),
+                ("tie_break=random", tie_break == "random"),
+                ("soft", bool(soft)),
+            )
+            if used
+        ]
+        if unused:
+            raise ValueError(
+                f"clustering=exact_string is the public MM-UPT vote (no threshold, a tie goes to the answer "
+                f"seen first, 0/1 rewards): drop {', '.join(unused)}"
+            )
 
 
 def vote(
-    answers: Sequence[str | None], *, min_ratio: float = 0.0, tie_break: str = "none", seed: int = 0, soft: bool = False
+    answers: Sequence[str | None],
+    *,
+    min_ratio: float = 0.0,
+    tie_break: str = "none",
+    seed: int = 0,
+    soft: bool = False,
+    clustering: str = "math",
 ) -> Vote:
     """Majority vote over ``answers``; members of the winning cluster earn reward 1.0.
 
@@ -147,8 +177,20 @@ def vote(
     agree with, and a soft reward for a tie would reward disagreement. With a label and
     ``soft=True``, each answer gets its own cluster's size / ``len(answers)`` instead of
     0/1. ``None`` answers never vote and always get 0.0.
+
+    ``clustering="exact_string"`` is the vote of the public MM-UPT code instead: a ``None``
+    answer is the string ``"None"``; the label is the most common string as written (equivalent
+    forms split the vote; a tie goes to the string seen first; ``"None"`` can win); each answer's
+    reward is mathruler's ``grade_answer(answer, label)``, 1.0 or 0.0, so equivalent forms of the
+    label are rewarded too. ``tie_break`` is not used (``random`` is refused, as are ``min_ratio``
+    > 0 and ``soft``). The grading runs in the grader processes under :func:`set_timeouts`'s
+    limits; a pair they cut short earns 0.0. An empty group gives no label.
     """
-    check_vote_settings(tie_break, min_ratio)
+    check_vote_settings(tie_break, min_ratio, clustering, soft)
+    if isinstance(answers, (str, bytes)):
+        raise TypeError("answers must be a sequence of answers (str or None), not one string")
+    if clustering == "exact_string":
+        return _exact_string_vote(answers)
     clusters = cluster_answers(answers)
     n = len(answers)
     top = max(map(len, clusters), default=0)
@@ -165,3 +207,24 @@ def vote(
         for i in cluster:
             rewards[i] = value
     return Vote(label=answers[winner[0]], ratio=ratio, rewards=rewards, clusters=clusters)
+
+
+def _exact_string_vote(answers: Sequence[str | None]) -> Vote:
+    """The public MM-UPT vote: ``Counter(strings).most_common(1)``, then ``grade_answer`` against it."""
+    deadline = Deadline(get_timeouts()[1])
+    by_string: dict[str, list[int]] = {}  # insertion order: a tie goes to the string seen first
+    for i, answer in enumerate(answers):
+        if answer is not None and not isinstance(answer, str):
+            raise TypeError(f"answers must be str or None, got {type(answer).__name__} at index {i}")
+        by_string.setdefault(NO_ANSWER if answer is None else answer, []).append(i)
+    if not by_string:
+        return Vote(label=None, ratio=0.0, rewards=[], clusters=[])
+    strings = list(by_string)
+    label = max(strings, key=lambda s: len(by_string[s]))  # the first of the most common
+    rewards = [0.0] * len(answers)
+    for string, accepted in zip(strings, grade_against(strings, label, deadline=deadline)):
+        if accepted:
+            for i in by_string[string]:
+                rewards[i] = 1.0
+    clusters = list(by_string.values())
+    return Vote(label=label, ratio=len(by_string[label]) / len(answers), rewards=rewards, clusters=clusters)
