@@ -260,3 +260,42 @@ def test_a_blank_ground_truth_is_no_label():
 
     assert given_label({"ground_truth": "  "}) is None and given_label({"ground_truth": None}) is None
     assert given_label({"ground_truth": " 3 "}) == "3" and given_label({"ground_truth": 0}) == "0"
+
+
+def test_clustering_setting_reaches_the_vote(monkeypatch):
+    """trainer.v1.sampler.sampler_kwargs.clustering=exact_string: every group is voted the public MM-UPT way."""
+    from omegaconf import OmegaConf
+
+    from verl_ext.rewards.majority_vote import vote_config_from
+
+    config = OmegaConf.create({"trainer": {"v1": {"sampler": {"sampler_kwargs": {"clustering": "exact_string"}}}}})
+    assert vote_config_from(config).clustering == "exact_string"
+
+    calls = []
+
+    def spy(answers, **kwargs):
+        calls.append(kwargs["clustering"])
+        return vote(answers, **kwargs)
+
+    monkeypatch.setattr(vote_buffer, "vote", spy)
+    groups = {  # no ties: the outcome does not depend on the order of the batch
+        "a": ["3", "3.0", "3", "5"],  # "3" wins; "3.0" is graded equal to it
+        "b": ["0.5", "1/2", "\\frac{1}{2}", "2", "2"],  # the equivalent forms split: "2" wins
+        "d": [None, None, None, "4"],  # the missing answers vote "None" and win
+    }
+    rows, keys = make_rows(groups, truths={"a": "3", "b": "0.5", "d": "4"})
+    fake, _, metrics = run(make_buffer(clustering="exact_string"), rows, keys, monkeypatch)
+    assert calls == ["exact_string"] * len(groups)
+    got = {uid: [float(fake.rows[f"{uid}_{s}_0"]["rm_scores"][-1]) for s in range(len(a))] for uid, a in groups.items()}
+    assert got == {"a": [1.0, 1.0, 1.0, 0.0], "b": [0.0, 0.0, 0.0, 1.0, 1.0], "d": [1.0, 1.0, 1.0, 0.0]}
+    assert metrics["mmupt/no_label_rate"] == 0.0
+    assert metrics["mmupt/label_accuracy"] == pytest.approx(1 / 3)  # only a's label is right
+
+    calls.clear()
+    run(make_buffer(), *make_rows(groups), monkeypatch)
+    assert calls == ["math"] * len(groups)
+
+
+def test_unknown_clustering_is_a_clear_error():
+    with pytest.raises(ValueError, match="clustering must be one of math, exact_string"):
+        make_buffer(clustering="strings")

@@ -160,7 +160,12 @@ class MajorityVoteReplayBuffer(ReplayBuffer):
         for g, (uid, members) in enumerate(groups.items()):
             group_answers = [answers[i] for i in members]
             result = vote(
-                group_answers, min_ratio=cfg.min_ratio, tie_break=cfg.tie_break, seed=cfg.seed + g, soft=cfg.soft
+                group_answers,
+                min_ratio=cfg.min_ratio,
+                tie_break=cfg.tie_break,
+                seed=cfg.seed + g,
+                soft=cfg.soft,
+                clustering=cfg.clustering,
             )
             if cfg.use_labels and labels[members[0]] is not None:
                 # The reward manager already scored this row against its label: keep that rule reward.
