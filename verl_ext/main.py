@@ -147,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A @hydra.main function called with a config runs its body on that config.
     verl_main(cfg)
     if metrics is not None and metrics.is_file():
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # Ray's workers print until it stops: the summary is the last thing on the console
         print(run_summary(metrics, cfg))
     return 0
 
