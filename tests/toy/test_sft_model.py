@@ -179,3 +179,11 @@ def test_the_shipped_model_is_the_default_build_of_todays_code():
     summary = sft_model._with_tasks(build["diagnosis"]["summary"][build["test_file"]], sft_model.TOY_DATA)
     assert sft_model.below_floors(summary, floors) == []
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (sft_model.SHIPPED_DIR / "model").iterdir()}
+
+
+def test_the_readme_shows_the_shipped_models_figures():
+    """The quickstart's model is the one whose figures the README gives: read from its build, not assumed."""
+    build = json.loads((sft_model.SHIPPED_DIR / sft_model.SHIPPED_BUILD).read_text())
+    figures = build["diagnosis"]["summary"][build["test_file"]]["all"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"held-out greedy {100 * figures['greedy']:.1f} %, maj@8 {100 * figures['maj']:.1f} %" in readme
