@@ -1,4 +1,4 @@
-"""The baseline of ``bench_synthesis.py``: the in-process transformers engine the package used before issue 10.
+"""The baseline of ``bench_synthesis.py``: the in-process transformers engine the package used until generation moved onto verl's rollout replicas (2026-12-02).
 
 Frozen here, outside the package, so the benchmark can time synthesis through verl's rollout replicas
 against what it replaced, in one run. Nothing in ``verl_ext`` imports it.
