@@ -177,8 +177,8 @@ def mechanism_table(runs: list[Run], sft: Optional[dict[str, float]] = None) -> 
             early = statistics.fmean(statistics.fmean(a[:3]) for a in accuracy)
             late = statistics.fmean(statistics.fmean(a[-3:]) for a in accuracy)
             cells.append(f"{100 * early:.0f} -> {100 * late:.0f} %")
-        else:
-            cells.append("labels read")
+        else:  # supervised runs read the labels; synthesized questions carry no hidden answer to grade against
+            cells.append("labels read" if variant == "grpo_supervised" else "n/a")
         finals = [r.final["greedy_shortcut"] for r in group if "greedy_shortcut" in r.final]
         cells.append(_mean_spread(finals) + " %" if finals else "n/a")
         lines.append(f"| {label} ({len(group)} seeds) | " + " | ".join(cells) + " |")
