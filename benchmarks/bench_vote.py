@@ -217,8 +217,8 @@ def _machine() -> str:
     )
 
 
-def worst_case_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str]]:
-    """Groups of distinct ~280-character polynomials in boxes: every pair is under the grader's length cap."""
+def _boxed_sums(n_groups: int, n_answers: int, seed: int, variable: str) -> list[list[str]]:
+    """Groups of distinct ~280-character sums of ``a/b * variable^k`` terms in boxes."""
     rng = random.Random(seed)
     groups = []
     for _ in range(n_groups):
@@ -226,26 +226,21 @@ def worst_case_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str
         for _ in range(n_answers):
             terms: list[str] = []
             while len("+".join(terms)) < 270:
-                terms.append(rf"\frac{{{rng.randint(1, 99)}}}{{{rng.randint(1, 99)}}}x^{{{rng.randint(1, 9)}}}")
+                terms.append(rf"\frac{{{rng.randint(1, 99)}}}{{{rng.randint(1, 99)}}}{variable}^{{{rng.randint(1, 9)}}}")
             group.append(f"The answer is \\boxed{{{'+'.join(terms)}}}.")
         groups.append(group)
     return groups
+
+
+def worst_case_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str]]:
+    """Groups of distinct ~280-character polynomials in boxes: every pair is under the grader's length cap."""
+    return _boxed_sums(n_groups, n_answers, seed, "x")
 
 
 def long_latex_groups(n_groups: int, n_answers: int, seed: int) -> list[list[str]]:
     """Groups of distinct ~280-character sums of ``\\sin`` terms in boxes: outside the numeric probe's
     subset, so every pair goes to the symbolic grader."""
-    rng = random.Random(seed)
-    groups = []
-    for _ in range(n_groups):
-        group = []
-        for _ in range(n_answers):
-            terms: list[str] = []
-            while len("+".join(terms)) < 270:
-                terms.append(rf"\frac{{{rng.randint(1, 99)}}}{{{rng.randint(1, 99)}}}\sin(x)^{{{rng.randint(1, 9)}}}")
-            group.append(f"The answer is \\boxed{{{'+'.join(terms)}}}.")
-        groups.append(group)
-    return groups
+    return _boxed_sums(n_groups, n_answers, seed, r"\sin(x)")
 
 
 def huge_integer_groups(n_groups: int, n_answers: int, digits: int, seed: int) -> list[list[str]]:
