@@ -54,7 +54,7 @@ def _toy_sft(root: Path, rest: str) -> Path:
 ASSETS: dict[str, Callable[[Path, str], Path]] = {
     "tiny-qwen2.5-vl": _tiny_model,
     "visual-math": _visual_math,
-    "toy-sft": _toy_sft,  # the toy SFT model (verl's SFT trainer, ~6 min on first use) and its data
+    "toy-sft": _toy_sft,  # the toy SFT model (the shipped build, else verl's SFT trainer, ~10 min) and its data
 }
 
 
